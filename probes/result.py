@@ -1,0 +1,72 @@
+"""The one value every probe returns.
+
+"The device is down" is a value, not an exception: a probe returns ``ok=False`` with the reason
+in ``error`` ("timeout", "no reply", "name not resolved", "connection refused", ...). Probes raise
+only for misconfiguration that the operator must fix (and say how in the message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+_EMPTY: Mapping[str, float] = MappingProxyType({})
+_EMPTY_TEXT: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """Outcome of one probe call.
+
+    ``values`` holds numbers by name (``rtt_avg_seconds``, ``loss_ratio``, ``toner_percent``...),
+    ``texts`` holds strings kept apart from them (``sysDescr``, ``sysName``...), never exported
+    as metric labels. ``errors`` holds per-item problems that do not fail the probe, for example
+    ``{"toner_percent": "noSuchObject 1.3.6.1.2.1.43.11.1.1.9.1.1"}``.
+    """
+
+    ok: bool
+    duration: float
+    error: str | None = None
+    values: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    texts: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TEXT)
+    errors: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TEXT)
+
+    def __post_init__(self) -> None:
+        if self.ok and self.error is not None:
+            raise ValueError("a successful ProbeResult carries no error")
+        if not self.ok and not self.error:
+            raise ValueError("a failed ProbeResult must say why (error=...)")
+
+    @classmethod
+    def success(
+        cls,
+        duration: float,
+        values: Mapping[str, float] | None = None,
+        texts: Mapping[str, str] | None = None,
+        errors: Mapping[str, str] | None = None,
+    ) -> ProbeResult:
+        return cls(
+            True,
+            duration,
+            None,
+            MappingProxyType(dict(values or {})),
+            MappingProxyType(dict(texts or {})),
+            MappingProxyType(dict(errors or {})),
+        )
+
+    @classmethod
+    def failure(
+        cls,
+        duration: float,
+        error: str,
+        values: Mapping[str, float] | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> ProbeResult:
+        return cls(
+            False,
+            duration,
+            error,
+            MappingProxyType(dict(values or {})),
+            MappingProxyType(dict(texts or {})),
+        )
