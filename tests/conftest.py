@@ -1,0 +1,39 @@
+"""Shared test plumbing.
+
+External tools (snmpd, fping, promtool, prometheus, alertmanager, postgres, ip netns...) are
+real. A test that needs a missing tool skips with the reason; with HALLMON_REQUIRE_TOOLS=1 (set
+by CI) it fails instead, so CI can never pass by skipping.
+
+Areas add their fixtures below in their own marked section (edit in place, never rewrite).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+REQUIRE_TOOLS = os.environ.get("HALLMON_REQUIRE_TOOLS") == "1"
+
+
+def missing_tool(reason: str) -> None:
+    """Skip (locally) or fail (CI, HALLMON_REQUIRE_TOOLS=1) because a tool is unavailable."""
+    if REQUIRE_TOOLS:
+        pytest.fail(f"required tool unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """Return the path of an executable, trying ``name`` then ``candidates`` (absolute paths too)."""
+    for cand in (name, *candidates):
+        path = shutil.which(cand) or (cand if os.path.isabs(cand) and os.access(cand, os.X_OK) else None)
+        if path:
+            return path
+    missing_tool(f"{name} not installed (Debian: apt-get install the package providing it)")
+    raise AssertionError("unreachable")
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        missing_tool(f"{what} needs root")
