@@ -25,11 +25,13 @@ def missing_tool(reason: str) -> None:
 
 
 def require_tool(name: str, *candidates: str) -> str:
-    """Return the path of an executable, trying ``name`` then ``candidates`` (absolute paths too)."""
+    """Path of an executable: ``name``, then ``candidates`` (names or absolute paths)."""
     for cand in (name, *candidates):
-        path = shutil.which(cand) or (cand if os.path.isabs(cand) and os.access(cand, os.X_OK) else None)
+        path = shutil.which(cand)
         if path:
             return path
+        if os.path.isabs(cand) and os.access(cand, os.X_OK):
+            return cand
     missing_tool(f"{name} not installed (Debian: apt-get install the package providing it)")
     raise AssertionError("unreachable")
 
