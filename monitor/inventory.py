@@ -1,0 +1,663 @@
+"""The inventory: what the hall has, how to reach it and what to check.
+
+``inventory.yaml`` is edited by hand. Loading is strict and explains itself: every problem in the
+file is reported at once as ``inventory.yaml:LINE:COL: devices[4].parent: unknown device
+'sw-1f-b'`` and never as a traceback (see :mod:`monitor.inventory_load`). The models here are the
+single source of the JSON Schema (``hallmon schema``) and of the defaults.
+
+Secrets are written only as references, ``${ENV}`` (optionally ``${ENV:-default}``) or a
+``*_file`` sibling key, resolved at load time and held as :class:`~pydantic.SecretStr`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from monitor.notify_config import Notifications
+
+# --------------------------------------------------------------------------------------------
+# Scalar types
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; a bare ``no`` or ``0123`` is never coerced into a string."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """``"30s"``, ``"1m30s"``, ``"500ms"``, ``"4h"`` -> seconds. A bare number has no unit: error."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"a duration needs a unit, like '30s' or '5m' (got {value!r})")
+    text = value.strip()
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be positive")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}),
+]
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError(
+            f"invalid id {value!r}: use 1-63 lowercase ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (ids become Prometheus label values)"
+        )
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+MetricName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
+
+
+def _check_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    host = value.rstrip(".")
+    labels = host.split(".")
+    if not host or len(host) > 253 or not all(
+        re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label) for label in labels
+    ):
+        raise ValueError(f"invalid address {value!r}: expected an IPv4/IPv6 address or a hostname")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Threshold = Annotated[int, Field(ge=1, le=100)]
+
+# --------------------------------------------------------------------------------------------
+# Secrets: references only
+
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\}$")
+
+
+def resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
+    """Resolve ``${ENV}`` / ``${ENV:-default}``; literal secrets in the file are rejected."""
+    if isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a secret must be a string reference like '${HALLMON_SNMP_COMMUNITY}'")
+    match = _ENV_REF.match(value.strip())
+    if not match:
+        raise ValueError(
+            "secrets are written as a reference, '${ENV_VAR}' (or '${ENV_VAR:-default}'), or "
+            "with the '_file' form of this key; never as the literal value"
+        )
+    env: Mapping[str, str] = (info.context or {}).get("env", os.environ)
+    name, default = match.group(1), match.group(2)
+    if name in env:
+        return SecretStr(env[name])
+    if default is not None:
+        return SecretStr(default)
+    raise ValueError(f"environment variable {name} is not set")
+
+
+def read_secret_file(value: object, info: ValidationInfo) -> SecretStr:
+    """A ``*_file`` key: the secret is the file's content without the trailing newline."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("a secret file must be a path string")
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = base / value
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {value!r}: {exc.strerror}") from None
+
+
+Secret = Annotated[
+    SecretStr,
+    BeforeValidator(resolve_secret),
+    WithJsonSchema({"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-.*)?\}$"}),
+]
+SecretFile = Annotated[
+    SecretStr, BeforeValidator(read_secret_file), WithJsonSchema({"type": "string"})
+]
+
+
+def _pick_secret(obj: BaseModel, key: str) -> SecretStr | None:
+    direct: SecretStr | None = getattr(obj, key)
+    from_file: SecretStr | None = getattr(obj, f"{key}_file")
+    return direct if direct is not None else from_file
+
+
+# --------------------------------------------------------------------------------------------
+# Site, schedules and defaults
+
+_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_SPAN_RE = re.compile(
+    r"^\s*(?:(?P<d1>[A-Za-z]{3})(?:-(?P<d2>[A-Za-z]{3}))?\s+)?"
+    r"(?P<h1>\d{1,2}):(?P<m1>\d{2})-(?P<h2>\d{1,2}):(?P<m2>\d{2})\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Days of week (0 = Monday) and a local time range; ``end <= start`` crosses midnight."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+    def contains(self, local: datetime) -> bool:
+        t = local.time()
+        if self.start < self.end:
+            return local.weekday() in self.days and self.start <= t < self.end
+        # crosses midnight: the part after midnight belongs to the previous day's span
+        if t >= self.start:
+            return local.weekday() in self.days
+        return t < self.end and (local.weekday() - 1) % 7 in self.days
+
+
+def parse_schedule(text: str) -> tuple[Span, ...]:
+    """``"Mon-Fri 08:30-18:00, Sat 09:00-12:00"`` or ``"22:00-07:00"`` (every day)."""
+    spans = []
+    for part in text.split(","):
+        m = _SPAN_RE.match(part)
+        if not m:
+            raise ValueError(
+                f"invalid schedule {part.strip()!r}: expected like 'Mon-Fri 08:30-18:00' "
+                "or '22:00-07:00'"
+            )
+        d1, d2 = m.group("d1"), m.group("d2")
+        if d1 is None:
+            days = frozenset(range(7))
+        else:
+            try:
+                a = _DAYS.index(d1.lower())
+                b = _DAYS.index((d2 or d1).lower())
+            except ValueError:
+                raise ValueError(f"invalid day in {part.strip()!r}: use Mon..Sun") from None
+            days = frozenset((a + i) % 7 for i in range((b - a) % 7 + 1))
+        h1, m1, h2, m2 = (int(m.group(k)) for k in ("h1", "m1", "h2", "m2"))
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+            raise ValueError(f"invalid time in {part.strip()!r}")
+        end = time(0, 0) if h2 == 24 else time(h2, m2)
+        spans.append(Span(days, time(h1, m1), end))
+    return tuple(spans)
+
+
+def _check_schedule(value: str) -> str:
+    parse_schedule(value)
+    return value
+
+
+Schedule = Annotated[str, AfterValidator(_check_schedule)]
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name like 'Asia/Shanghai'") from None
+    return value
+
+
+class Site(StrictModel):
+    name: str
+    timezone: Annotated[str, AfterValidator(_check_timezone)] = "Asia/Shanghai"
+    opening_hours: Schedule | None = None
+    base_url: str | None = Field(
+        None, description="External URL of this hallmon, used in links inside notifications"
+    )
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def is_open(self, when: datetime) -> bool:
+        if self.opening_hours is None:
+            return True
+        local = when.astimezone(self.tz)
+        return any(span.contains(local) for span in parse_schedule(self.opening_hours))
+
+
+class Defaults(StrictModel):
+    interval: Duration = 30.0
+    timeout: Duration = 5.0
+    failure_threshold: Threshold = 3
+    success_threshold: Threshold = 2
+    flap_high_percent: Annotated[float, Field(gt=0, le=100)] = 50.0
+    flap_low_percent: Annotated[float, Field(gt=0, le=100)] = 25.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Defaults:
+        if self.timeout >= self.interval:
+            raise ValueError("timeout must be shorter than interval")
+        if self.flap_low_percent >= self.flap_high_percent:
+            raise ValueError("flap_low_percent must be below flap_high_percent")
+        return self
+
+
+class Polling(StrictModel):
+    """Engine-wide knobs."""
+
+    icmp_backend: Literal["auto", "native", "ping3"] = "auto"
+    icmp_pacing_per_second: Annotated[int, Field(ge=0)] = 2000
+    snmp_max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 100
+    concurrency: dict[Literal["icmp", "snmp", "tcp", "http", "mock"], Annotated[int, Field(ge=1)]] = {
+        "icmp": 10000,
+        "snmp": 100,
+        "tcp": 500,
+        "http": 50,
+        "mock": 100000,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials (SNMP)
+
+
+class SnmpCredential(StrictModel):
+    """SNMP v1/v2c community or v3 USM user. Auth/priv protocols are always named explicitly."""
+
+    version: Annotated[
+        Literal["1", "2c", "3"],
+        BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+        WithJsonSchema({"enum": ["1", "2c", "3", 1, 3]}),
+    ]
+    community: Secret | None = None
+    community_file: SecretFile | None = None
+    user: str | None = None
+    auth: Literal["sha", "sha224", "sha256", "sha384", "sha512"] | None = None
+    auth_key: Secret | None = None
+    auth_key_file: SecretFile | None = None
+    priv: Literal["aes", "aes128", "aes192", "aes256"] | None = None
+    priv_key: Secret | None = None
+    priv_key_file: SecretFile | None = None
+    port: Port = 161
+    timeout: Duration = 1.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+
+    @model_validator(mode="after")
+    def _complete(self) -> SnmpCredential:
+        if self.version in ("1", "2c"):
+            if self.community is None and self.community_file is None:
+                raise ValueError(f"SNMP v{self.version} needs 'community' or 'community_file'")
+            if self.user or self.auth or self.priv:
+                raise ValueError(f"SNMP v{self.version} takes no user/auth/priv (those are v3)")
+            return self
+        missing = [k for k in ("user", "auth", "priv") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(
+                "SNMP v3 needs user, auth (sha, sha224, sha256, sha384, sha512) and priv "
+                f"(aes, aes192, aes256) named explicitly; missing: {', '.join(missing)}"
+            )
+        for key in ("auth_key", "priv_key"):
+            if _pick_secret(self, key) is None:
+                raise ValueError(f"SNMP v3 needs '{key}' or '{key}_file'")
+        if self.community is not None:
+            raise ValueError("SNMP v3 takes no community")
+        return self
+
+    @property
+    def community_secret(self) -> SecretStr | None:
+        return _pick_secret(self, "community")
+
+    @property
+    def auth_secret(self) -> SecretStr | None:
+        return _pick_secret(self, "auth_key")
+
+    @property
+    def priv_secret(self) -> SecretStr | None:
+        return _pick_secret(self, "priv_key")
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+class Condition(StrictModel):
+    """A health condition on a probe value; when it holds, the check counts as failed (DEGRADED).
+
+    ``value`` names a numeric value of the probe result (``toner_percent``, ``loss_ratio``...), or a
+    walked table column with ``*`` for "any row" (``if_oper_status.*``).
+    """
+
+    value: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.(\*|[0-9.]+))?$")]
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    threshold: float
+    message: str
+    severity: Literal["warning", "critical"] = "warning"
+
+
+class CheckBase(StrictModel):
+    name: Id
+    role: Literal["reachability", "health"] = "health"
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failure_threshold: Threshold | None = None
+    success_threshold: Threshold | None = None
+    conditions: list[Condition] = []
+    enabled: bool = True
+
+
+class IcmpCheck(CheckBase):
+    kind: Literal["icmp"]
+    packets: Annotated[int, Field(ge=1, le=20)] = 3
+    packet_interval: Duration = 0.05
+
+
+class OidSpec(StrictModel):
+    oid: Annotated[str, Field(pattern=r"^\.?1(\.\d+)+$")]
+    type: Literal["gauge", "counter"] = "gauge"
+    parse: Literal["auto", "number", "text"] = "auto"
+    scale: float = 1.0
+    help: str = ""
+
+
+def _oid_shorthand(value: object) -> object:
+    return {"oid": value} if isinstance(value, str) else value
+
+
+OidEntry = Annotated[OidSpec, BeforeValidator(_oid_shorthand)]
+
+
+class SnmpCheck(CheckBase):
+    kind: Literal["snmp"]
+    oids: dict[MetricName, OidEntry] = {}
+    walks: dict[MetricName, OidEntry] = {}
+    walk_interval: Duration | None = None
+    port: Port | None = None
+
+
+class TcpCheck(CheckBase):
+    kind: Literal["tcp"]
+    port: Port
+
+
+class HttpCheck(CheckBase):
+    kind: Literal["http"]
+    url: str = Field(description="May contain {address}; e.g. 'http://{address}:8080/health'")
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []
+    body_match: str | None = None
+    verify_tls: bool = True
+
+
+class MockCheck(CheckBase):
+    kind: Literal["mock"]
+    values: dict[MetricName, float] = {}
+
+
+Check = Annotated[
+    IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck, Field(discriminator="kind")
+]
+
+
+class CheckOverride(StrictModel):
+    """Per-device tweaks of a class check, by check name."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failure_threshold: Threshold | None = None
+    success_threshold: Threshold | None = None
+    port: Port | None = None
+    enabled: bool | None = None
+    conditions: list[Condition] | None = None
+
+
+class DeviceClass(StrictModel):
+    """A device-class profile: which checks a kiosk, camera, switch... gets (see classes.py)."""
+
+    label: str
+    checks: list[Check]
+    line: bool = Field(False, description="A dedicated line: outages are reported as line outages")
+
+    @model_validator(mode="after")
+    def _one_reachability(self) -> DeviceClass:
+        reach = [c.name for c in self.checks if c.role == "reachability"]
+        if len(reach) != 1:
+            raise ValueError(
+                f"a class needs exactly one check with role 'reachability' (has {len(reach)})"
+            )
+        names = [c.name for c in self.checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate check names: {', '.join(dupes)}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Maintenance, tickets, simulation
+
+
+class MaintenanceWindow(StrictModel):
+    """One-off (start/end) or recurring (schedule) maintenance; tracked, never paged.
+
+    At the top level a window selects devices, classes or floors; under a device it is that
+    device's own.
+    """
+
+    reason: str
+    start: Annotated[datetime, Field(strict=False)] | None = None
+    end: Annotated[datetime, Field(strict=False)] | None = None
+    schedule: Schedule | None = None
+    devices: list[Id] = []
+    classes: list[str] = []
+    floors: list[int] = []
+
+    @model_validator(mode="after")
+    def _shape(self) -> MaintenanceWindow:
+        one_off = self.start is not None or self.end is not None
+        if one_off == (self.schedule is not None):
+            raise ValueError("give either start and end, or a schedule")
+        if one_off and (self.start is None or self.end is None):
+            raise ValueError("a one-off window needs both start and end")
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+DEFAULT_CATEGORIES = [
+    "fault",
+    "preventive",
+    "line",
+    "enrolment",
+    "installation",
+    "relocation",
+    "inspection",
+    "other",
+]
+
+
+class AutoTicketRule(StrictModel):
+    classes: list[str] = Field([], description="Empty: every class")
+    on: list[Literal["down", "degraded"]] = ["down"]
+    delay: Duration | Literal[0] = 0
+    category: str = "fault"
+    assignee: str | None = None
+    auto_resolve: bool = True
+
+
+class TicketPolicy(StrictModel):
+    categories: list[Id] = DEFAULT_CATEGORIES
+    auto: list[AutoTicketRule] = []
+
+
+class Fault(StrictModel):
+    """A scripted fault of the simulated hall (``hallmon demo`` / ``--mock``)."""
+
+    device: Id
+    at: Duration | Literal[0] = 0
+    duration: Duration | None = None
+    mode: Literal["down", "timeout", "slow", "flap", "values"]
+    check: Id | None = None
+    values: dict[MetricName, float] = {}
+
+
+class Simulation(StrictModel):
+    seed: int = 0
+    faults: list[Fault] = []
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and the inventory
+
+
+class Location(StrictModel):
+    floor: int | None = None
+    area: str | None = None
+    window: Annotated[int | str, Field(union_mode="left_to_right")] | None = None
+
+
+class Device(StrictModel):
+    id: Id
+    name: str
+    class_: str = Field(alias="class")
+    address: Address
+    location: Location = Location()
+    owner: str | None = None
+    parent: Id | None = None
+    tags: list[str] = []
+    credential: str | None = None
+    snmp_port: Port | None = None
+    checks: dict[Id, CheckOverride] = {}
+    extra_checks: list[Check] = []
+    maintenance: list[MaintenanceWindow] = []
+
+    @field_validator("maintenance")
+    @classmethod
+    def _no_selectors(cls, windows: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
+        for w in windows:
+            if w.devices or w.classes or w.floors:
+                raise ValueError("a device's own window takes no devices/classes/floors selector")
+        return windows
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCheck:
+    """A check with class profile, device overrides and defaults applied."""
+
+    device_id: str
+    spec: IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck
+    interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    conditions: tuple[Condition, ...]
+    port: int | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.device_id, self.spec.name)
+
+
+class Inventory(StrictModel):
+    site: Site
+    defaults: Defaults = Defaults()
+    polling: Polling = Polling()
+    credentials: dict[Id, SnmpCredential] = {}
+    classes: dict[Id, DeviceClass] = {}
+    devices: list[Device] = []
+    maintenance: list[MaintenanceWindow] = []
+    notifications: Notifications = Notifications()
+    tickets: TicketPolicy = TicketPolicy()
+    simulation: Simulation | None = None
+
+    # ---- lookups (built-in classes merged with the file's) ----
+
+    def device_classes(self) -> dict[str, DeviceClass]:
+        from monitor.classes import BUILTIN_CLASSES
+
+        return {**BUILTIN_CLASSES, **self.classes}
+
+    def device(self, device_id: str) -> Device:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise KeyError(device_id)
+
+    def checks_for(self, device: Device) -> list[ResolvedCheck]:
+        cls = self.device_classes()[device.class_]
+        resolved = []
+        for spec in [*cls.checks, *device.extra_checks]:
+            o = device.checks.get(spec.name, CheckOverride())
+            enabled = o.enabled if o.enabled is not None else spec.enabled
+            if not enabled:
+                continue
+            port = o.port or getattr(spec, "port", None)
+            if spec.kind == "snmp" and port is None:
+                cred = self.credentials.get(device.credential or "")
+                port = device.snmp_port or (cred.port if cred else 161)
+            resolved.append(
+                ResolvedCheck(
+                    device_id=device.id,
+                    spec=spec,
+                    interval=o.interval or spec.interval or self.defaults.interval,
+                    timeout=o.timeout or spec.timeout or self.defaults.timeout,
+                    failure_threshold=o.failure_threshold
+                    or spec.failure_threshold
+                    or self.defaults.failure_threshold,
+                    success_threshold=o.success_threshold
+                    or spec.success_threshold
+                    or self.defaults.success_threshold,
+                    conditions=tuple(o.conditions if o.conditions is not None else spec.conditions),
+                    port=port,
+                )
+            )
+        return resolved
+
+    def all_checks(self) -> Iterator[ResolvedCheck]:
+        for device in self.devices:
+            yield from self.checks_for(device)
+
+
+def schema() -> dict[str, Any]:
+    """JSON Schema of inventory.yaml (for editors: yaml-language-server modeline)."""
+    doc = Inventory.model_json_schema(by_alias=True)
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["title"] = "hallmon inventory"
+    return doc
