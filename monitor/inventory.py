@@ -52,7 +52,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
-    """``"30s"``, ``"1m30s"``, ``"500ms"``, ``"4h"`` -> seconds. A bare number has no unit: error."""
+    """``"30s"``, ``"1m30s"``, ``"500ms"``, ``"4h"`` -> seconds; a bare number is an error."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"a duration needs a unit, like '30s' or '5m' (got {value!r})")
     text = value.strip()
@@ -229,7 +229,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}: use an IANA name like 'Asia/Shanghai'") from None
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name like 'Asia/Shanghai'"
+        ) from None
     return value
 
 
@@ -269,13 +271,16 @@ class Defaults(StrictModel):
         return self
 
 
+ProbeKind = Literal["icmp", "snmp", "tcp", "http", "mock"]
+
+
 class Polling(StrictModel):
     """Engine-wide knobs."""
 
     icmp_backend: Literal["auto", "native", "ping3"] = "auto"
     icmp_pacing_per_second: Annotated[int, Field(ge=0)] = 2000
     snmp_max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 100
-    concurrency: dict[Literal["icmp", "snmp", "tcp", "http", "mock"], Annotated[int, Field(ge=1)]] = {
+    concurrency: dict[ProbeKind, Annotated[int, Field(ge=1)]] = {
         "icmp": 10000,
         "snmp": 100,
         "tcp": 500,
