@@ -398,11 +398,22 @@ def _oid_shorthand(value: object) -> object:
 OidEntry = Annotated[OidSpec, BeforeValidator(_oid_shorthand)]
 
 
+class Ratio(StrictModel):
+    """A value derived from two others: ``scale * numerator / denominator`` (toner percent)."""
+
+    numerator: MetricName
+    denominator: MetricName
+    scale: float = 100.0
+
+
 class SnmpCheck(CheckBase):
+    """One GET of ``oids`` per interval; ``walks`` are table columns (give tables their own,
+    slower check rather than walking every cycle)."""
+
     kind: Literal["snmp"]
     oids: dict[MetricName, OidEntry] = {}
     walks: dict[MetricName, OidEntry] = {}
-    walk_interval: Duration | None = None
+    ratios: dict[MetricName, Ratio] = {}
     port: Port | None = None
 
 

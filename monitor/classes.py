@@ -1,0 +1,279 @@
+"""Built-in device-class profiles: which checks, OIDs and conditions each class of device gets.
+
+A profile is plain inventory data (:class:`~monitor.inventory.DeviceClass`); the inventory's own
+``classes:`` section overrides a built-in class of the same name whole. Numeric OIDs only (no MIB
+loading at run time); the MIB object each one reads is named beside it.
+
+A *condition* that holds marks its check failed, and a failed health check makes the device
+DEGRADED once hard (toner low, UPS on battery, NVR disk error, line loss...).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from monitor.inventory import Condition, DeviceClass, ResolvedCheck, SnmpCheck
+from probes.result import ProbeResult
+
+# ---- OIDs (numeric; MIB object in the comment) ----------------------------------------------
+SYS_UPTIME = "1.3.6.1.2.1.1.3.0"  # SNMPv2-MIB::sysUpTime (TimeTicks, wraps after ~497 days)
+IF_OPER_STATUS = "1.3.6.1.2.1.2.2.1.8"  # IF-MIB::ifOperStatus (1 up, 2 down)
+IF_IN_ERRORS = "1.3.6.1.2.1.2.2.1.14"  # IF-MIB::ifInErrors
+IF_OUT_ERRORS = "1.3.6.1.2.1.2.2.1.20"  # IF-MIB::ifOutErrors
+IF_HC_IN_OCTETS = "1.3.6.1.2.1.31.1.1.1.6"  # IF-MIB::ifHCInOctets (Counter64)
+IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"  # IF-MIB::ifHCOutOctets (Counter64)
+HW_CPU = "1.3.6.1.4.1.2011.5.25.31.1.1.1.1.5"  # HUAWEI-ENTITY-EXTENT-MIB::hwEntityCpuUsage
+HW_TEMP = "1.3.6.1.4.1.2011.5.25.31.1.1.1.1.11"  # HUAWEI-ENTITY-EXTENT-MIB::hwEntityTemperature
+H3C_CPU = "1.3.6.1.4.1.25506.2.6.1.1.1.1.6"  # HH3C-ENTITY-EXT-MIB::hh3cEntityExtCpuUsage
+H3C_TEMP = "1.3.6.1.4.1.25506.2.6.1.1.1.1.12"  # HH3C-ENTITY-EXT-MIB::hh3cEntityExtTemperature
+ENT_SENSOR = "1.3.6.1.2.1.99.1.1.1.4"  # ENTITY-SENSOR-MIB::entPhySensorValue
+HR_PROC_LOAD = "1.3.6.1.2.1.25.3.3.1.2"  # HOST-RESOURCES-MIB::hrProcessorLoad
+HR_STORAGE_SIZE = "1.3.6.1.2.1.25.2.3.1.5"  # HOST-RESOURCES-MIB::hrStorageSize
+HR_STORAGE_USED = "1.3.6.1.2.1.25.2.3.1.6"  # HOST-RESOURCES-MIB::hrStorageUsed
+PRT_SUPPLY_LEVEL = "1.3.6.1.2.1.43.11.1.1.9.1.1"  # Printer-MIB::prtMarkerSuppliesLevel.1.1
+PRT_SUPPLY_MAX = "1.3.6.1.2.1.43.11.1.1.8.1.1"  # Printer-MIB::prtMarkerSuppliesMaxCapacity.1.1
+PRT_PAGES = "1.3.6.1.2.1.43.10.2.1.4.1.1"  # Printer-MIB::prtMarkerLifeCount.1.1
+PRT_COVER = "1.3.6.1.2.1.43.6.1.1.3.1.1"  # Printer-MIB::prtCoverStatus.1.1 (3 open, 4 closed)
+HR_PRINTER_STATUS = "1.3.6.1.2.1.25.3.5.1.1.1"  # HOST-RESOURCES-MIB::hrPrinterStatus.1
+UPS_BATTERY_STATUS = "1.3.6.1.2.1.33.1.2.1.0"  # UPS-MIB::upsBatteryStatus (2 normal, 3 low)
+UPS_SECONDS_ON_BATTERY = "1.3.6.1.2.1.33.1.2.2.0"  # UPS-MIB::upsSecondsOnBattery
+UPS_MINUTES_LEFT = "1.3.6.1.2.1.33.1.2.3.0"  # UPS-MIB::upsEstimatedMinutesRemaining
+UPS_CHARGE = "1.3.6.1.2.1.33.1.2.4.0"  # UPS-MIB::upsEstimatedChargeRemaining (percent)
+UPS_OUTPUT_SOURCE = "1.3.6.1.2.1.33.1.4.1.0"  # UPS-MIB::upsOutputSource (3 normal, 5 battery)
+HIK_CPU = "1.3.6.1.4.1.39165.1.7.0"  # HIK-DEVICE-MIB cpuPercent, OctetString "52 PERCENT"
+HIK_MEM = "1.3.6.1.4.1.39165.1.11.0"  # HIK-DEVICE-MIB memUsed, OctetString "75 PERCENT"
+NVR_DISK_STATUS = "1.3.6.1.4.1.50001.1.241.1.3"  # Hikvision NVR disk table: status (0 normal)
+
+
+def _ping(packets: int = 3, **extra: Any) -> dict[str, Any]:
+    return {"name": "ping", "kind": "icmp", "role": "reachability", "packets": packets, **extra}
+
+
+def _tcp(name: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "tcp", "port": port, **extra}
+
+
+def _cond(value: str, op: str, threshold: float, message: str, severity: str = "warning") -> dict:
+    return {"value": value, "op": op, "threshold": threshold, "message": message,
+            "severity": severity}
+
+
+_PORTS = {
+    "name": "ports",
+    "kind": "snmp",
+    "interval": "5m",
+    "timeout": "20s",
+    "walks": {
+        "if_oper_status": IF_OPER_STATUS,
+        "if_in_errors": {"oid": IF_IN_ERRORS, "type": "counter"},
+        "if_out_errors": {"oid": IF_OUT_ERRORS, "type": "counter"},
+        "if_hc_in_octets": {"oid": IF_HC_IN_OCTETS, "type": "counter"},
+        "if_hc_out_octets": {"oid": IF_HC_OUT_OCTETS, "type": "counter"},
+    },
+}
+
+_PROFILES: dict[str, dict[str, Any]] = {
+    "switch": {
+        "label": "交换机",
+        "checks": [
+            _ping(),
+            {
+                "name": "snmp",
+                "kind": "snmp",
+                "oids": {"sys_uptime_ticks": SYS_UPTIME},
+                "walks": {
+                    "huawei_cpu_percent": HW_CPU,
+                    "huawei_temperature_celsius": HW_TEMP,
+                    "h3c_cpu_percent": H3C_CPU,
+                    "h3c_temperature_celsius": H3C_TEMP,
+                },
+                "conditions": [
+                    _cond("huawei_cpu_percent.*", ">", 90, "交换机CPU使用率过高"),
+                    _cond("huawei_temperature_celsius.*", ">", 70, "交换机温度过高"),
+                    _cond("h3c_cpu_percent.*", ">", 90, "交换机CPU使用率过高"),
+                    _cond("h3c_temperature_celsius.*", ">", 70, "交换机温度过高"),
+                ],
+            },
+            _PORTS,
+        ],
+    },
+    "router": {
+        "label": "路由器",
+        "checks": [_ping(), {"name": "snmp", "kind": "snmp",
+                             "oids": {"sys_uptime_ticks": SYS_UPTIME}}, _PORTS],
+    },
+    "line": {
+        "label": "专线",
+        "line": True,
+        "checks": [
+            _ping(
+                packets=10,
+                packet_interval="100ms",
+                conditions=[
+                    _cond("loss_ratio", ">", 0.2, "专线丢包率超过20%"),
+                    _cond("rtt_avg_seconds", ">", 0.1, "专线时延超过100毫秒"),
+                ],
+            )
+        ],
+    },
+    "firewall": {"label": "上网行为管理", "checks": [_ping(), _tcp("https", 443)]},
+    "kiosk": {
+        "label": "自助终端",
+        "checks": [
+            _ping(),
+            {
+                "name": "host",
+                "kind": "snmp",
+                "interval": "1m",
+                "walks": {
+                    "cpu_load_percent": HR_PROC_LOAD,
+                    "storage_size_units": HR_STORAGE_SIZE,
+                    "storage_used_units": HR_STORAGE_USED,
+                },
+                "conditions": [_cond("cpu_load_percent.*", ">", 95, "自助终端CPU持续满载")],
+            },
+        ],
+    },
+    "led_controller": {"label": "LED屏控制器", "checks": [_ping(), _tcp("control", 5200)]},
+    "queue_display": {"label": "排队叫号屏", "checks": [_ping(), _tcp("service", 8000)]},
+    "camera": {"label": "摄像机", "checks": [_ping(), _tcp("rtsp", 554)]},
+    "nvr": {
+        "label": "硬盘录像机",
+        "checks": [
+            _ping(),
+            _tcp("rtsp", 554),
+            {
+                "name": "disks",
+                "kind": "snmp",
+                "interval": "1m",
+                "walks": {"disk_status": NVR_DISK_STATUS},
+                "conditions": [_cond("disk_status.*", "!=", 0, "录像机硬盘异常", "critical")],
+            },
+        ],
+    },
+    "access_gate": {"label": "门禁闸机", "checks": [_ping(), _tcp("controller", 4370)]},
+    "printer": {
+        "label": "打印机",
+        "checks": [
+            _ping(),
+            {
+                "name": "supplies",
+                "kind": "snmp",
+                "interval": "5m",
+                "timeout": "10s",
+                "oids": {
+                    "supply_level": PRT_SUPPLY_LEVEL,
+                    "supply_max": PRT_SUPPLY_MAX,
+                    "pages": {"oid": PRT_PAGES, "type": "counter"},
+                    "cover_status": PRT_COVER,
+                    "printer_status": HR_PRINTER_STATUS,
+                },
+                "ratios": {"toner_percent": {"numerator": "supply_level",
+                                             "denominator": "supply_max"}},
+                "conditions": [
+                    _cond("toner_percent", "<", 10, "碳粉不足10%"),
+                    _cond("cover_status", "==", 3, "打印机盖板打开"),
+                ],
+            },
+        ],
+    },
+    "ups": {
+        "label": "UPS电源",
+        "checks": [
+            _ping(),
+            {
+                "name": "ups",
+                "kind": "snmp",
+                "oids": {
+                    "battery_status": UPS_BATTERY_STATUS,
+                    "seconds_on_battery": UPS_SECONDS_ON_BATTERY,
+                    "minutes_remaining": UPS_MINUTES_LEFT,
+                    "charge_percent": UPS_CHARGE,
+                    "output_source": UPS_OUTPUT_SOURCE,
+                },
+                "conditions": [
+                    _cond("output_source", "==", 5, "UPS市电中断，电池供电中", "critical"),
+                    _cond("battery_status", ">=", 3, "UPS电池电量低", "critical"),
+                ],
+            },
+        ],
+    },
+    "ip_phone": {"label": "IP电话", "checks": [_ping()]},
+    "voice_gateway": {"label": "语音网关", "checks": [_ping(), _tcp("sip", 5060)]},
+}
+
+# Optional vendor check a camera can add with `extra_checks` (HIK-DEVICE-MIB reports
+# "52 PERCENT" strings; parse: number takes the leading number).
+HIKVISION_CAMERA_SNMP: dict[str, Any] = {
+    "name": "hik",
+    "kind": "snmp",
+    "interval": "1m",
+    "oids": {
+        "cpu_percent": {"oid": HIK_CPU, "parse": "number"},
+        "memory_percent": {"oid": HIK_MEM, "parse": "number"},
+    },
+}
+
+BUILTIN_CLASSES: dict[str, DeviceClass] = {
+    name: DeviceClass.model_validate(profile, strict=False) for name, profile in _PROFILES.items()
+}
+
+# ---- conditions -------------------------------------------------------------------------------
+
+_OPS: Mapping[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def derive_values(check: ResolvedCheck, values: Mapping[str, float]) -> dict[str, float]:
+    """Add the profile's derived values (ratios) to a probe's values."""
+    out = dict(values)
+    spec = check.spec
+    if isinstance(spec, SnmpCheck):
+        for name, ratio in spec.ratios.items():
+            num, den = values.get(ratio.numerator), values.get(ratio.denominator)
+            # Printer-MIB uses -2 (unknown) and -3 (some remains): no ratio from those.
+            if num is not None and den is not None and den > 0 and num >= 0:
+                out[name] = ratio.scale * num / den
+    return out
+
+
+def _matching(condition: Condition, values: Mapping[str, float]) -> list[tuple[str, float]]:
+    name = condition.value
+    if name.endswith(".*"):
+        prefix = name[:-1]
+        return [(k, v) for k, v in values.items() if k.startswith(prefix)]
+    return [(name, values[name])] if name in values else []
+
+
+def failed_conditions(
+    conditions: tuple[Condition, ...] | list[Condition], values: Mapping[str, float]
+) -> list[str]:
+    """Human-readable reasons for every condition that holds; a missing value is not a failure."""
+    reasons = []
+    for cond in conditions:
+        hits = [(k, v) for k, v in _matching(cond, values) if _OPS[cond.op](v, cond.threshold)]
+        if hits:
+            key, value = hits[0]
+            reasons.append(f"{cond.message} ({key}={value:g} {cond.op} {cond.threshold:g})")
+    return reasons
+
+
+def evaluate(check: ResolvedCheck, result: ProbeResult) -> ProbeResult:
+    """Apply the check's derived values and conditions to a probe result."""
+    values = derive_values(check, result.values)
+    if not result.ok:
+        return ProbeResult.failure(result.duration, result.error or "failed", values, result.texts)
+    reasons = failed_conditions(check.conditions, values)
+    if reasons:
+        return ProbeResult.failure(result.duration, "; ".join(reasons), values, result.texts)
+    if len(values) == len(result.values):
+        return result
+    return ProbeResult.success(result.duration, values, result.texts, result.errors)
