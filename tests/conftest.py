@@ -39,3 +39,16 @@ def require_tool(name: str, *candidates: str) -> str:
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         missing_tool(f"{what} needs root")
+
+
+# ---- store (issue 5): a real PostgreSQL server per session, a fresh database per test ----------
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    from tests.agents.postgres import find_bin, postgres_server
+
+    require_tool("initdb", find_bin("initdb") or "initdb")
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as exc:
+        missing_tool(str(exc))

@@ -1,0 +1,51 @@
+"""The maintenance log's store: tickets, ticket events, incidents, maintenance windows, outbox.
+
+``Store(url, timezone=..., categories=...)`` is synchronous (SQLAlchemy Core 2); the event loop
+uses ``AsyncStore(store)``, which runs every call on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+from monitor.store.aio import AsyncStore
+from monitor.store.incidents import IncidentsMixin
+from monitor.store.models import (
+    DEFAULT_CATEGORIES,
+    TICKET_STATUSES,
+    TRANSITIONS,
+    Incident,
+    InvalidTransition,
+    InvalidValue,
+    MaintenanceWindow,
+    NewTicket,
+    NotFound,
+    OutboxItem,
+    StoreError,
+    Ticket,
+    TicketEvent,
+)
+from monitor.store.outbox import OutboxMixin
+from monitor.store.tickets import TicketsMixin
+from monitor.store.windows import WindowsMixin
+
+
+class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin):
+    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
+
+
+__all__ = [
+    "DEFAULT_CATEGORIES",
+    "TICKET_STATUSES",
+    "TRANSITIONS",
+    "AsyncStore",
+    "Incident",
+    "InvalidTransition",
+    "InvalidValue",
+    "MaintenanceWindow",
+    "NewTicket",
+    "NotFound",
+    "OutboxItem",
+    "Store",
+    "StoreError",
+    "Ticket",
+    "TicketEvent",
+]

@@ -1,0 +1,127 @@
+"""Engine set-up and the base every part of the store shares (one engine, one clock, one tz)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.pool import StaticPool
+
+from monitor.store import schema
+from monitor.store.migrations import migrate
+from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """SQLite: WAL, synchronous=FULL (committed = on disk), foreign keys, busy timeout and
+    BEGIN IMMEDIATE so two writers queue on the lock instead of failing half-way through.
+    PostgreSQL: psycopg 3 whatever driver the URL named."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        kwargs["poolclass"] = StaticPool  # one shared in-memory database, not one per connection
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "busy_timeout=30000"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Reads take no write lock; writes take it up front (no deadlock upgrading a read lock).
+        read = conn.get_execution_options().get("hallmon_read", False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class StoreBase:
+    """Owns the engine; the mixins in tickets.py, incidents.py, ... add the operations."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timezone: str | None = None,
+        categories: list[str] | tuple[str, ...] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.categories: tuple[str, ...] = tuple(categories or DEFAULT_CATEGORIES)
+        self.clock: Clock = clock or _utcnow
+        try:
+            migrate(self.engine)
+            self.tz = self._settle_timezone(timezone)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return f"<Store {self.engine.dialect.name}>"
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One short transaction (committed on exit, rolled back on error)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (on SQLite a plain deferred BEGIN, no write lock)."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(hallmon_read=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _now(self, at: datetime | None) -> datetime:
+        if at is None:
+            return self.clock()
+        if at.tzinfo is None:
+            raise InvalidValue(f"timezone-aware datetime required, got {at!r}")
+        return at.astimezone(UTC)
+
+    def _settle_timezone(self, wanted: str | None) -> ZoneInfo:
+        """The database remembers the site timezone its local days were computed in; a new one
+        recomputes them (a site moving timezone is rare, a wrong tally is not acceptable)."""
+        with self.tx() as conn:
+            stored = conn.execute(
+                select(schema.store_meta.c.value).where(schema.store_meta.c.key == "timezone")
+            ).scalar_one_or_none()
+            name = wanted or stored or "UTC"
+            try:
+                tz = ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise InvalidValue(f"unknown timezone {name!r} (use an IANA name)") from exc
+            if stored is None:
+                conn.execute(schema.store_meta.insert().values(key="timezone", value=name))
+            elif stored != name:
+                conn.execute(
+                    schema.store_meta.update()
+                    .where(schema.store_meta.c.key == "timezone")
+                    .values(value=name)
+                )
+                self._relocalise(conn, tz)
+        return tz
+
+    def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
+        """Overridden by the tickets mixin: recompute local days and the tally table."""

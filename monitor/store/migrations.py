@@ -1,0 +1,59 @@
+"""Versioned schema migrations: ordered functions, the applied version in ``schema_version``.
+
+Add a migration by appending a function to MIGRATIONS; never edit a released one. On PostgreSQL an
+advisory lock serialises pollers that start together against one database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from monitor.store import schema
+
+
+def _v1_initial(conn: Connection) -> None:
+    schema.metadata.create_all(
+        conn,
+        tables=[
+            schema.store_meta,
+            schema.incidents,
+            schema.tickets,
+            schema.ticket_events,
+            schema.ticket_tally,
+            schema.maintenance_windows,
+            schema.outbox,
+        ],
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+LATEST = len(MIGRATIONS)
+_PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
+
+
+def current_version(conn: Connection) -> int:
+    schema.schema_version.create(conn, checkfirst=True)
+    return int(conn.execute(select(func.coalesce(func.max(schema.schema_version.c.version), 0)))
+               .scalar_one())
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to LATEST; returns the version found before migrating."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+        found = current_version(conn)
+        if found > LATEST:
+            raise RuntimeError(
+                f"database schema version {found} is newer than this hallmon ({LATEST}): "
+                "upgrade hallmon instead of downgrading the database"
+            )
+        for version in range(found + 1, LATEST + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(
+                schema.schema_version.insert().values(version=version, applied_at=datetime.now(UTC))
+            )
+        return found

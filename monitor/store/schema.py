@@ -1,0 +1,167 @@
+"""Tables of the maintenance log (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+Times are stored as naive UTC (`UTCDateTime`) so that both back ends compare and sort them the same
+way; Python code only ever sees timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database; naive input is a bug and is refused."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"timezone-aware datetime required, got {value!r}")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite raw text from a hand-written query
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+# Key/value facts about the database itself (the site timezone its local-date columns use).
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False),
+    Column("check", String(128), nullable=True),  # NULL: the device as a whole
+    Column("status", String(16), nullable=False),
+    Column("cause", Text, nullable=False, default=""),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    # "device|check|status" while open, NULL once closed: UNIQUE makes open_incident idempotent
+    # even with two pollers racing on one PostgreSQL (NULLs never collide).
+    Column("open_key", String(300), nullable=True, unique=True),
+    Index("ix_incidents_device_open", "device_id", "ended_at"),
+    Index("ix_incidents_started", "started_at"),
+)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=True),
+    # Denormalised at creation: the inventory may change later, the log must not.
+    Column("device_class", String(64), nullable=True),
+    Column("floor", String(32), nullable=True),
+    Column("owner", String(128), nullable=True),
+    Column("category", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("resolution", Text, nullable=True),
+    Column("reporter", String(128), nullable=False),
+    Column("assignee", String(128), nullable=True),
+    Column("source", String(16), nullable=False),  # manual | auto | import
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=True),
+    Column("incident_key", String(300), nullable=True, unique=True),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    # The site-local calendar day the ticket was opened, as YYYYMMDD (see localtime.py).
+    Column("local_day", Integer, nullable=False),
+    Index("ix_tickets_status", "status"),
+    Index("ix_tickets_device", "device_id"),
+    Index("ix_tickets_local_day", "local_day"),
+    Index("ix_tickets_opened", "opened_at"),
+)
+
+ticket_events = Table(
+    "ticket_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # created | status | assigned | comment | edit
+    Column("field", String(32), nullable=True),
+    Column("old", Text, nullable=True),
+    Column("new", Text, nullable=True),
+    Column("note", Text, nullable=True),
+    Index("ix_ticket_events_ticket", "ticket_id", "id"),
+)
+
+# Per-day, per-dimension ticket counts kept in step with `tickets` in the same transaction, so
+# a tally over a million tickets reads a few thousand rows (see tally.py).
+ticket_tally = Table(
+    "ticket_tally",
+    metadata,
+    Column("day", Integer, primary_key=True),  # local_day of the tickets counted
+    Column("dim", String(16), primary_key=True),  # all | category | class | floor | ...
+    Column("value", String(128), primary_key=True),  # "" stands for NULL
+    Column("n", Integer, nullable=False),
+)
+
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("selector", String(16), nullable=False),  # device | class | floor
+    Column("value", String(128), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_windows_span", "ends_at", "starts_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("channel", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Column("status", String(8), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+)

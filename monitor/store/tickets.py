@@ -1,0 +1,328 @@
+"""Tickets and their append-only audit trail, with the per-day tally table kept in step."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from monitor.store import schema
+from monitor.store.engine import StoreBase
+from monitor.store.localtime import day_key
+from monitor.store.models import (
+    TICKET_STATUSES,
+    TRANSITIONS,
+    InvalidTransition,
+    InvalidValue,
+    NewTicket,
+    NotFound,
+    Ticket,
+    TicketEvent,
+)
+
+T = schema.tickets
+E = schema.ticket_events
+TALLY = schema.ticket_tally
+TICKET_COLUMNS = [c for c in T.c if c.name != "local_day"]
+# Dimensions kept in the tally table; "all" counts every ticket once.
+TALLY_DIMS: dict[str, str] = {
+    "category": "category",
+    "class": "device_class",
+    "floor": "floor",
+    "owner": "owner",
+    "assignee": "assignee",
+    "status": "status",
+}
+EDITABLE = ("summary", "category", "assignee", "resolution", "device_id", "device_class",
+            "floor", "owner")
+FILTERS = ("status", "category", "device_id", "device_class", "floor", "owner", "assignee",
+           "source")
+Delta = Counter[tuple[int, str, str]]
+
+
+def _ticket(row: Row[Any]) -> Ticket:
+    m = row._mapping
+    return Ticket(**{c.name: m[c.name] for c in TICKET_COLUMNS})
+
+
+def _event(row: Row[Any]) -> TicketEvent:
+    return TicketEvent(**dict(row._mapping))
+
+
+def tally_keys(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (dim, value) buckets one ticket counts in; NULL is counted under ""."""
+    keys = [("all", "")]
+    keys += [(dim, str(values[col] or "")) for dim, col in TALLY_DIMS.items()]
+    return keys
+
+
+def _apply_tally(conn: Connection, delta: Delta) -> None:
+    rows = [{"day": d, "dim": k, "value": v, "n": n} for (d, k, v), n in delta.items() if n]
+    if not rows:
+        return
+    ins = (postgresql.insert(TALLY) if conn.dialect.name == "postgresql"
+           else sqlite.insert(TALLY))
+    for i in range(0, len(rows), 5000):
+        stmt = ins.values(rows[i : i + 5000])
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[TALLY.c.day, TALLY.c.dim, TALLY.c.value],
+            set_={"n": TALLY.c.n + stmt.excluded.n},
+        ))
+
+
+class TicketsMixin(StoreBase):
+    # ---- validation -----------------------------------------------------------------------
+    def _check_category(self, category: str) -> None:
+        if category not in self.categories:
+            raise InvalidValue(
+                f"unknown category {category!r} (one of: {', '.join(self.categories)})"
+            )
+
+    def _values(self, new: NewTicket, at: datetime) -> dict[str, Any]:
+        self._check_category(new.category)
+        if new.status not in TICKET_STATUSES:
+            raise InvalidValue(f"unknown status {new.status!r}")
+        if not new.summary.strip():
+            raise InvalidValue("summary must not be empty")
+        opened = self._now(new.opened_at or at)
+        values = {k: v for k, v in asdict(new).items() if k != "extra"}
+        for k in ("started_at", "resolved_at", "closed_at"):
+            values[k] = self._now(values[k]) if values[k] is not None else None
+        values.update(opened_at=opened, updated_at=opened, local_day=day_key(opened, self.tz))
+        return values
+
+    # ---- creation ---------------------------------------------------------------------------
+    def _insert(self, conn: Connection, values: dict[str, Any], actor: str, note: str | None,
+                delta: Delta) -> int:
+        tid = int(conn.execute(T.insert().values(**values).returning(T.c.id)).scalar_one())
+        conn.execute(E.insert().values(ticket_id=tid, at=values["opened_at"], actor=actor,
+                                       kind="created", new=values["status"], note=note))
+        for dim, value in tally_keys(values):
+            delta[(values["local_day"], dim, value)] += 1
+        return tid
+
+    def create_ticket(self, new: NewTicket, *, at: datetime | None = None) -> Ticket:
+        values = self._values(new, self._now(at))
+        delta: Delta = Counter()
+        with self.tx() as conn:
+            tid = self._insert(conn, values, new.reporter, None, delta)
+            _apply_tally(conn, delta)
+            return self._get(conn, tid)
+
+    def import_tickets(self, rows: Iterable[NewTicket], *, actor: str = "import") -> list[int]:
+        """All rows in one transaction: a bad row raises and nothing is kept."""
+        delta: Delta = Counter()
+        ids: list[int] = []
+        now = self.clock()
+        with self.tx() as conn:
+            for new in rows:
+                ids.append(self._insert(conn, self._values(new, now), actor, "imported", delta))
+            _apply_tally(conn, delta)
+        return ids
+
+    def auto_ticket(self, incident_key: str, new: NewTicket, *,
+                    at: datetime | None = None) -> tuple[Ticket, bool]:
+        """Open the ticket of an incident once: (ticket, created). The UNIQUE incident_key makes
+        this safe against a second poller racing on the same PostgreSQL database."""
+        values = self._values(new, self._now(at))
+        values.update(incident_key=incident_key, source="auto")
+        delta: Delta = Counter()
+        with self.tx() as conn:
+            existing = conn.execute(select(T.c.id).where(T.c.incident_key == incident_key))
+            tid = existing.scalar_one_or_none()
+            if tid is not None:
+                return self._get(conn, tid), False
+            try:
+                with conn.begin_nested():
+                    tid = self._insert(conn, values, new.reporter, None, delta)
+            except IntegrityError:
+                tid = conn.execute(
+                    select(T.c.id).where(T.c.incident_key == incident_key)
+                ).scalar_one()
+                return self._get(conn, tid), False
+            _apply_tally(conn, delta)
+            return self._get(conn, tid), True
+
+    def resolve_auto_ticket(self, incident_key: str, resolution: str, *,
+                            at: datetime | None = None) -> Ticket | None:
+        """Auto-resolve an incident's ticket on recovery (no-op if people already moved it)."""
+        with self.tx() as conn:
+            tid = conn.execute(
+                select(T.c.id).where(T.c.incident_key == incident_key,
+                                     T.c.status.in_(("open", "in_progress")))
+            ).scalar_one_or_none()
+            if tid is None:
+                return None
+            return self._transition(conn, tid, "resolved", "hallmon", resolution,
+                                    self._now(at), resolution)
+
+    # ---- changes ------------------------------------------------------------------------------
+    def _row(self, conn: Connection, tid: int, lock: bool = False) -> Row[Any]:
+        stmt = select(T).where(T.c.id == tid)
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).one_or_none()
+        if row is None:
+            raise NotFound(f"ticket {tid} not found")
+        return row
+
+    def _get(self, conn: Connection, tid: int) -> Ticket:
+        return _ticket(self._row(conn, tid))
+
+    def _change(self, conn: Connection, old: Row[Any], changes: dict[str, Any]) -> None:
+        """Update a ticket and move its tally buckets from the old values to the new ones."""
+        conn.execute(update(T).where(T.c.id == old.id).values(**changes))
+        before = dict(old._mapping)
+        after = {**before, **changes}
+        delta: Delta = Counter()
+        for dim, value in tally_keys(before):
+            delta[(old.local_day, dim, value)] -= 1
+        for dim, value in tally_keys(after):
+            delta[(old.local_day, dim, value)] += 1
+        _apply_tally(conn, delta)
+
+    def _transition(self, conn: Connection, tid: int, to: str, actor: str, note: str | None,
+                    at: datetime, resolution: str | None) -> Ticket:
+        row = self._row(conn, tid, lock=True)
+        if to not in TRANSITIONS.get(row.status, frozenset()):
+            raise InvalidTransition(tid, row.status, to)
+        changes: dict[str, Any] = {"status": to, "updated_at": at}
+        if to == "in_progress" and row.started_at is None:
+            changes["started_at"] = at
+        elif to == "resolved":
+            changes["resolved_at"] = at
+            if resolution is not None:
+                changes["resolution"] = resolution
+        elif to == "closed":
+            changes["closed_at"] = at
+        elif to == "open":  # reopened: the old resolution stays in the audit trail only
+            changes.update(resolved_at=None, closed_at=None)
+        self._change(conn, row, changes)
+        conn.execute(E.insert().values(ticket_id=tid, at=at, actor=actor, kind="status",
+                                       field="status", old=row.status, new=to, note=note))
+        return self._get(conn, tid)
+
+    def transition(self, ticket_id: int, to: str, actor: str, note: str | None = None, *,
+                   resolution: str | None = None, at: datetime | None = None) -> Ticket:
+        """Move a ticket along TRANSITIONS or raise InvalidTransition (the API's 409)."""
+        if to not in TICKET_STATUSES:
+            raise InvalidValue(f"unknown status {to!r}")
+        with self.tx() as conn:
+            return self._transition(conn, ticket_id, to, actor, note, self._now(at), resolution)
+
+    def update_ticket(self, ticket_id: int, actor: str, changes: Mapping[str, Any], *,
+                      at: datetime | None = None) -> Ticket:
+        """Edit fields (not the status: that is transition()); one audit event per field."""
+        unknown = set(changes) - set(EDITABLE)
+        if unknown:
+            raise InvalidValue(f"not editable: {', '.join(sorted(unknown))}")
+        if "category" in changes:
+            self._check_category(changes["category"])
+        when = self._now(at)
+        with self.tx() as conn:
+            row = self._row(conn, ticket_id, lock=True)
+            diff = {k: v for k, v in changes.items() if getattr(row, k) != v}
+            if not diff:
+                return _ticket(row)
+            self._change(conn, row, {**diff, "updated_at": when})
+            conn.execute(E.insert(), [
+                {"ticket_id": ticket_id, "at": when, "actor": actor,
+                 "kind": "assigned" if k == "assignee" else "edit", "field": k,
+                 "old": None if getattr(row, k) is None else str(getattr(row, k)),
+                 "new": None if v is None else str(v), "note": None}
+                for k, v in diff.items()
+            ])
+            return self._get(conn, ticket_id)
+
+    def comment(self, ticket_id: int, actor: str, note: str, *,
+                at: datetime | None = None) -> TicketEvent:
+        if not note.strip():
+            raise InvalidValue("comment must not be empty")
+        when = self._now(at)
+        with self.tx() as conn:
+            self._row(conn, ticket_id)
+            conn.execute(update(T).where(T.c.id == ticket_id).values(updated_at=when))
+            eid = conn.execute(E.insert().values(ticket_id=ticket_id, at=when, actor=actor,
+                                                 kind="comment", note=note).returning(E.c.id))
+            return _event(conn.execute(select(E).where(E.c.id == eid.scalar_one())).one())
+
+    # ---- reads ----------------------------------------------------------------------------
+    def get_ticket(self, ticket_id: int) -> Ticket:
+        with self.read() as conn:
+            return self._get(conn, ticket_id)
+
+    def ticket_events(self, ticket_id: int) -> list[TicketEvent]:
+        with self.read() as conn:
+            self._row(conn, ticket_id)
+            rows = conn.execute(select(E).where(E.c.ticket_id == ticket_id).order_by(E.c.id))
+            return [_event(r) for r in rows]
+
+    def list_tickets(self, *, limit: int = 50, offset: int = 0,
+                     opened_from: datetime | None = None, opened_to: datetime | None = None,
+                     **filters: str | None) -> tuple[list[Ticket], int]:
+        """Newest first; returns (page, total matching). Filters: FILTERS, each equality."""
+        unknown = set(filters) - set(FILTERS)
+        if unknown:
+            raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
+        conds = [T.c[k] == v for k, v in filters.items() if v is not None]
+        if opened_from is not None:
+            conds.append(T.c.opened_at >= self._now(opened_from))
+        if opened_to is not None:
+            conds.append(T.c.opened_at < self._now(opened_to))
+        with self.read() as conn:
+            total = conn.execute(select(func.count()).select_from(T).where(*conds)).scalar_one()
+            rows = conn.execute(select(*TICKET_COLUMNS).where(*conds).order_by(T.c.id.desc())
+                                .limit(limit).offset(offset))
+            return [_ticket(r) for r in rows], int(total)
+
+    def devices_in_progress(self) -> set[str]:
+        """Devices with a ticket in progress: the pipeline shows them as maintenance."""
+        with self.read() as conn:
+            rows = conn.execute(select(T.c.device_id).distinct().where(
+                T.c.status == "in_progress", T.c.device_id.is_not(None)))
+            return {r[0] for r in rows}
+
+    def ticket_counts(self) -> dict[str, dict[str, int]]:
+        """{"open": {category: n}, "total": {category: n}} for hallmon_tickets_* metrics;
+        "open" counts every ticket not yet resolved (open or in progress)."""
+        with self.read() as conn:
+            by_cat = select(T.c.category, func.count()).group_by(T.c.category)
+            total: dict[str, int] = {r[0]: r[1] for r in conn.execute(by_cat)}
+            open_: dict[str, int] = {r[0]: r[1] for r in conn.execute(
+                select(T.c.category, func.count())
+                .where(T.c.status.in_(("open", "in_progress"))).group_by(T.c.category)
+            )}
+        cats = list(self.categories) + sorted(set(total) - set(self.categories))
+        return {"open": {c: int(open_.get(c, 0)) for c in cats},
+                "total": {c: int(total.get(c, 0)) for c in cats}}
+
+    # ---- tally table maintenance --------------------------------------------------------------
+    def rebuild_tally(self) -> None:
+        with self.tx() as conn:
+            self._relocalise(conn, self.tz)
+
+    def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
+        """Recompute every local_day in ``tz`` and the tally table from the ticket rows."""
+        conn.execute(delete(TALLY))
+        delta: Delta = Counter()
+        rows = conn.execute(select(T.c.id, T.c.opened_at, T.c.local_day,
+                                   *[T.c[c] for c in TALLY_DIMS.values()])).all()
+        moved = []
+        for row in rows:
+            m = row._mapping
+            day = day_key(m["opened_at"], tz)
+            if day != m["local_day"]:
+                moved.append({"tid": m["id"], "day": day})
+            for dim, value in tally_keys(dict(m)):
+                delta[(day, dim, value)] += 1
+        if moved:
+            conn.execute(update(T).where(T.c.id == bindparam("tid"))
+                         .values(local_day=bindparam("day")), moved)
+        _apply_tally(conn, delta)
