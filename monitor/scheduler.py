@@ -1,0 +1,374 @@
+"""Runs every check on its own cadence and hands each result to ``on_result``.
+
+Knows nothing of state or alerts. Design (and why):
+
+- One asyncio task per check, sleeping until its next due time. Measured at 10,000 devices
+  (bench/core_overhead.py) this costs a few tens of microseconds of CPU per run, well inside the
+  budget, and keeps each check's timing independent (a slow SNMP walk never delays a ping).
+- First runs are splayed over the interval by a stable hash of the device id, so a restart
+  keeps each device's phase and 10k devices never fire in one burst. The checks of one device
+  share that phase and run back to back under the device's lock (one burst per device).
+- Fixed-rate cadence: the next run is due one interval after the previous *due* time, so
+  timing does not drift by the probe's duration.
+- A run that starts (after waiting for its device lock and kind cap) more than ``late_grace``
+  of its interval past its due time is counted in ``stats.overdue_total`` and the cadence
+  re-anchors on its real start: late runs are counted, never skipped, never bunched.
+- Every call runs inside ``asyncio.timeout(check.timeout)``; a timeout is the failure
+  "timeout"; an unexpected exception is logged, counted per kind and becomes the failure
+  "probe error: ..." — the loop goes on.
+- Order of waiting: device lock first, then the kind's cap, so a check waiting for its
+  device never holds a scarce probe slot. ``on_result`` runs under the device lock (results
+  of one device are applied in order) but after the cap is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from typing import Any, Protocol
+
+from probes.result import ProbeResult
+
+log = logging.getLogger("hallmon.scheduler")
+
+Key = tuple[str, str]  # (device_id, check name)
+# Default caps per probe kind. SNMP: more than ~100 requests in flight overflow the client
+# socket's receive buffer and replies are lost silently (FIELD-NOTES, SNMP). Other kinds are
+# uncapped unless configured.
+DEFAULT_CAPS: Mapping[str, int] = {"snmp": 100}
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledCheck:
+    key: Key
+    device_id: str
+    kind: str
+    interval: float
+    timeout: float
+    call: Callable[[], Awaitable[ProbeResult]] = field(compare=False)
+    context: Any = field(default=None, compare=False)  # whatever on_result needs back
+
+
+# on_result(check, result, started, finished): started/finished are wall-clock seconds.
+OnResult = Callable[[ScheduledCheck, ProbeResult, float, float], Awaitable[None] | None]
+
+
+class Clock(Protocol):
+    def time(self) -> float: ...  # wall clock: timestamps handed to on_result
+    def monotonic(self) -> float: ...  # schedule
+    async def sleep_until(self, deadline: float) -> None: ...  # a monotonic deadline
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
+class ManualClock:
+    """A clock that moves only when told (tests, simulations): ``await clock.advance(30)``
+    wakes every sleeper due by then, in order, letting each woken task run to its next wait."""
+
+    def __init__(self, start: float = 1_000_000.0, wall_offset: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._wall = wall_offset
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def time(self) -> float:
+        return self._wall + self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heappush(self._sleepers, (deadline, self._seq, fut))
+        await fut
+
+    async def advance(self, seconds: float, settle: int = 20) -> None:
+        target = self._now + seconds
+        await _settle(settle)  # tasks started just before get to their first wait
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, fut = heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            if not fut.done():
+                fut.set_result(None)
+            if not self._sleepers or self._sleepers[0][0] > self._now:
+                await _settle(settle)
+        self._now = target
+        await _settle(settle)
+
+
+async def _settle(rounds: int) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+@dataclass(slots=True)
+class DurationHistogram:
+    """Plain-data histogram (the metrics collector renders it): ``counts`` per bucket,
+    non-cumulative, the last one for +Inf."""
+
+    bounds: tuple[float, ...] = DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1  # buckets are "le"
+        self.sum += seconds
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    runs: dict[str, int] = field(default_factory=dict)  # by kind
+    timeouts: dict[str, int] = field(default_factory=dict)
+    probe_errors: dict[str, int] = field(default_factory=dict)  # unexpected exceptions
+    handler_errors: int = 0  # on_result raised
+    overdue_total: int = 0
+    durations: dict[str, DurationHistogram] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Slot:
+    check: ScheduledCheck
+    due: float
+    task: asyncio.Task[None] | None = None
+
+
+def splay(device_id: str) -> float:
+    """Stable fraction in [0, 1) for a device: the same phase across restarts and hosts."""
+    digest = hashlib.blake2b(device_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Scheduler:
+    def __init__(
+        self,
+        checks: Iterable[ScheduledCheck],
+        on_result: OnResult,
+        *,
+        caps: Mapping[str, int] | None = None,
+        clock: Clock | None = None,
+        late_grace: float = 0.1,
+    ) -> None:
+        self.on_result = on_result
+        self.clock: Clock = clock or SystemClock()
+        self.late_grace = late_grace  # share of the interval a run may start late unflagged
+        self.stats = SchedulerStats()
+        self._caps = dict(DEFAULT_CAPS if caps is None else caps)
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._base = self.clock.monotonic()
+        self._slots: dict[Key, _Slot] = {}
+        self._extra: set[asyncio.Task[Any]] = set()
+        self._rechecking: set[Key] = set()
+        self._running = False
+        for c in checks:
+            self._slots[c.key] = _Slot(c, self._first_due(c))
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def checks(self) -> dict[Key, ScheduledCheck]:
+        return {k: s.check for k, s in self._slots.items()}
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        """Start one loop per check (inside a running event loop)."""
+        self._running = True
+        for slot in self._slots.values():
+            self._spawn(slot)
+
+    async def stop(self) -> None:
+        """Cancel every loop and in-flight probe and wait for them to finish."""
+        self._running = False
+        tasks = [s.task for s in self._slots.values() if s.task] + list(self._extra)
+        for s in self._slots.values():
+            s.task = None
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._extra.clear()
+        self._rechecking.clear()
+
+    def replace(self, checks: Iterable[ScheduledCheck]) -> None:
+        """Reload: unchanged checks keep their timing, changed intervals re-phase, removed
+        checks stop (an in-flight probe of a removed check is cancelled)."""
+        new = {c.key: c for c in checks}
+        for key in [k for k in self._slots if k not in new]:
+            gone = self._slots.pop(key)
+            if gone.task:
+                gone.task.cancel()
+        for key, c in new.items():
+            slot = self._slots.get(key)
+            if slot is None:
+                added = self._slots[key] = _Slot(c, self._first_due(c))
+                if self._running:
+                    self._spawn(added)
+            elif slot.check.interval != c.interval:
+                if slot.task:
+                    slot.task.cancel()
+                slot.check, slot.due, slot.task = c, self._first_due(c), None
+                if self._running:
+                    self._spawn(slot)
+            else:
+                slot.check = c  # the loop picks the new call/timeout up on its next run
+
+    async def run_once(self) -> dict[Key, ProbeResult]:
+        """Run every check once now (tests, ``hallmon probe``, the first cycle)."""
+        checks = [s.check for s in self._slots.values()]
+        results = await asyncio.gather(*(self._run(c, None) for c in checks))
+        return {c.key: r for c, (_, r) in zip(checks, results, strict=True)}
+
+    async def recheck(self, target: str | Key) -> dict[Key, ProbeResult]:
+        """Run one check (a key) or all checks of one device (an id) now; KeyError if unknown."""
+        checks = self._select(target)
+        results = await asyncio.gather(*(self._run(c, None) for c in checks))
+        return {c.key: r for c, (_, r) in zip(checks, results, strict=True)}
+
+    def request_recheck(self, target: str | Key) -> None:
+        """Fire-and-forget ``recheck`` (from on_result, say); repeated requests coalesce."""
+        for check in self._select(target):
+            if check.key in self._rechecking:
+                continue
+            self._rechecking.add(check.key)
+            task = asyncio.get_running_loop().create_task(self._recheck_one(check))
+            self._extra.add(task)
+            task.add_done_callback(self._extra.discard)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _select(self, target: str | Key) -> list[ScheduledCheck]:
+        if isinstance(target, tuple):
+            return [self._slots[target].check]
+        found = [s.check for s in self._slots.values() if s.check.device_id == target]
+        if not found:
+            raise KeyError(target)
+        return found
+
+    async def _recheck_one(self, check: ScheduledCheck) -> None:
+        try:
+            await self._run(check, None)
+        finally:
+            self._rechecking.discard(check.key)
+
+    def _first_due(self, check: ScheduledCheck) -> float:
+        """The next time on this device's stable phase, at or after now."""
+        now = self.clock.monotonic()
+        offset = splay(check.device_id) * check.interval
+        return now + (offset - (now - self._base)) % check.interval
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.task = asyncio.get_running_loop().create_task(
+            self._loop(slot), name=f"check {slot.check.key[0]}/{slot.check.key[1]}"
+        )
+
+    async def _loop(self, slot: _Slot) -> None:
+        clock = self.clock
+        while True:
+            await clock.sleep_until(slot.due)
+            started, _ = await self._run(slot.check, slot.due)
+            if started - slot.due > self.late_grace * slot.check.interval:
+                slot.due = started  # counted in _run; re-anchor instead of bunching
+            slot.due += slot.check.interval
+
+    async def _run(self, check: ScheduledCheck, due: float | None) -> tuple[float, ProbeResult]:
+        """One poll under the device lock and the kind's cap: its monotonic start, its result."""
+        lock = self._locks.get(check.device_id)
+        if lock is None:
+            lock = self._locks[check.device_id] = asyncio.Lock()
+        async with lock:
+            sem = self._semaphore(check.kind)
+            if sem is not None:
+                await sem.acquire()
+            try:
+                start = self.clock.monotonic()
+                if due is not None and start - due > self.late_grace * check.interval:
+                    self.stats.overdue_total += 1
+                    log.debug("check %s/%s started %.3fs late", *check.key, start - due)
+                started = self.clock.time()
+                result = await self._call(check, start)
+            finally:
+                if sem is not None:
+                    sem.release()
+            self._record(check.kind, self.clock.monotonic() - start)
+            await self._deliver(check, result, started, self.clock.time())
+        return start, result
+
+    def _semaphore(self, kind: str) -> asyncio.Semaphore | None:
+        sem = self._sems.get(kind)
+        if sem is None and kind in self._caps:
+            sem = self._sems[kind] = asyncio.Semaphore(self._caps[kind])
+        return sem
+
+    async def _call(self, check: ScheduledCheck, start: float) -> ProbeResult:
+        try:
+            async with asyncio.timeout(check.timeout):
+                return await check.call()
+        except TimeoutError:
+            _bump(self.stats.timeouts, check.kind)
+            return ProbeResult.failure(self.clock.monotonic() - start, "timeout")
+        except Exception as exc:  # one bad probe must not stop the loop
+            _bump(self.stats.probe_errors, check.kind)
+            log.warning("probe %s/%s raised", *check.key, exc_info=True)
+            reason = f"probe error: {type(exc).__name__}: {exc}"[:200]
+            return ProbeResult.failure(self.clock.monotonic() - start, reason)
+
+    def _record(self, kind: str, seconds: float) -> None:
+        _bump(self.stats.runs, kind)
+        hist = self.stats.durations.get(kind)
+        if hist is None:
+            hist = self.stats.durations[kind] = DurationHistogram()
+        hist.observe(seconds)
+
+    async def _deliver(self, check: ScheduledCheck, result: ProbeResult, started: float,
+                       finished: float) -> None:
+        try:
+            ret = self.on_result(check, result, started, finished)
+            if inspect.isawaitable(ret):
+                await ret
+        except Exception:  # a handler bug must not stop polling
+            self.stats.handler_errors += 1
+            log.exception("on_result failed for %s/%s", *check.key)
+
+
+def _bump(counts: dict[str, int], kind: str) -> None:
+    counts[kind] = counts.get(kind, 0) + 1
+
+
+__all__ = [
+    "DEFAULT_CAPS",
+    "DURATION_BUCKETS",
+    "Clock",
+    "DurationHistogram",
+    "ManualClock",
+    "OnResult",
+    "ScheduledCheck",
+    "Scheduler",
+    "SchedulerStats",
+    "SystemClock",
+    "splay",
+]
