@@ -1,0 +1,45 @@
+"""A network namespace of the test's own, where nothing answers ICMP echo.
+
+Why this design (safest choice): the namespace has only its own loopback, brought up with
+``net.ipv4.icmp_echo_ignore_all=1`` (and the IPv6 twin). The code under test runs *inside* it
+(``ip netns exec``), so every 127.x address there is a silent host, and no packet can leave the
+namespace: no veth, no route, no address outside 127.0.0.0/8 and ::1. Needs root and iproute2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+_counter = itertools.count()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@contextmanager
+def silent_namespace() -> Iterator[str]:
+    """Yield the name of a fresh namespace whose loopback ignores echo requests."""
+    name = f"hallmon-silent-{os.getpid()}-{next(_counter)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        for knob in ("net.ipv4.icmp_echo_ignore_all=1", "net.ipv6.icmp.echo_ignore_all=1"):
+            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", knob],
+                           check=False, capture_output=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
+                       timeout=10)
+
+
+def run_in_namespace(
+    name: str, argv: Sequence[str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside namespace ``name``; output captured as text, bounded in time."""
+    return subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True,
+                          timeout=timeout, check=False)

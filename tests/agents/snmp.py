@@ -1,0 +1,215 @@
+"""Real SNMP agents on loopback high ports: net-snmp ``snmpd`` and ``snmpsim`` with recordings.
+
+Plain context managers (usable from fixtures, benchmarks and other engineers' tests)::
+
+    with snmpd_agent() as agent:            # v2c community + v3 authPriv users, see SNMPD_USERS
+        ... agent.host, agent.port ...
+    with snmpsim_agent("hikvision") as agent:   # community "hikvision" serves that recording
+        ... RECORDINGS["hikvision"] ...
+
+snmpsim runs as nobody from /work/main/.venv-snmpsim (FIELD-NOTES: its data and cache folders
+must be readable by nobody, high ports only, one process per endpoint).
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyasn1.codec.ber import decoder, encoder
+from pysnmp.proto import api
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM_VENV = ROOT / ".venv-snmpsim"
+SIM_BIN = SIM_VENV / "bin" / "snmpsim-command-responder"
+DATA = ROOT / "tests" / "data" / "snmp"
+
+# Recordings chosen from snmpsim-data (name -> path inside its data folder). The apc-8932 is
+# an APC rack PDU (Web/SNMP card, PowerNet MIB) filed under UPS/: snmpsim-data has no APC
+# recording with UPS-MIB; UPS-MIB values are exercised against snmpd instead.
+RECORDINGS = {
+    "hikvision": "camera/hikvision.snmprec.bz2",
+    "hikvision-nvr": "camera/hikvision-network-video-recorder.snmprec.bz2",
+    "huawei-s5720": "network/router/huawei-s5720.snmprec.bz2",
+    "apc-8932": "UPS/apc-8932.snmprec",
+    "windows-xp": "os/windows/XP.snmprec.bz2",
+}
+
+# v3 users of the test snmpd (user, auth protocol, auth key, priv protocol, priv key).
+SNMPD_COMMUNITY = "hallmon-ro"
+SNMPD_USERS = (
+    ("hm-sha-aes", "SHA", "auth-key-one", "AES", "priv-key-one"),
+    ("hm-sha256-aes", "SHA-256", "auth-key-two", "AES", "priv-key-two"),
+    ("hm-sha512-aes256", "SHA-512", "auth-key-three", "AES-256", "priv-key-three"),
+)
+
+
+@dataclass(frozen=True)
+class Agent:
+    host: str
+    port: int
+    community: str
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def get_message(community: str, oid: str = "1.3.6.1.2.1.1.3.0") -> bytes:
+    """A v2c GET request, for readiness checks without an engine."""
+    mod = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+    pdu = mod.GetRequestPDU()
+    mod.apiPDU.set_defaults(pdu)
+    mod.apiPDU.set_varbinds(pdu, [(mod.ObjectIdentifier(oid), mod.Null(""))])
+    msg = mod.Message()
+    mod.apiMessage.set_defaults(msg)
+    mod.apiMessage.set_community(msg, community)
+    mod.apiMessage.set_pdu(msg, pdu)
+    return bytes(encoder.encode(msg))
+
+
+def wait_ready(agent: Agent, proc: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
+    """Poll with a GET until the agent answers (bounded); raise with its output if it died."""
+    request = get_message(agent.community)
+    end = time.monotonic() + deadline
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent exited {proc.returncode}: {_output(proc)}")
+            sock.sendto(request, (agent.host, agent.port))
+            try:
+                data = sock.recv(65535)
+            except TimeoutError:
+                continue
+            decoder.decode(data, asn1Spec=api.PROTOCOL_MODULES[api.SNMP_VERSION_2C].Message())
+            return
+    raise RuntimeError(f"agent on {agent.host}:{agent.port} not ready in {deadline}s")
+
+
+def _output(proc: subprocess.Popen[bytes]) -> str:
+    try:
+        out, _ = proc.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        return "(still running)"
+    return (out or b"").decode(errors="replace")[-2000:]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def snmpd_config(addresses: Sequence[str], port: int) -> str:
+    endpoints = ",".join(f"udp:{a}:{port}" for a in addresses)
+    lines = [
+        f"agentAddress {endpoints}",
+        f"rocommunity {SNMPD_COMMUNITY} 127.0.0.0/8",
+        "sysLocation hallmon test hall, floor 2",
+        "sysContact it@hall.example",
+        "sysName hallmon-snmpd",
+        "sysServices 72",
+    ]
+    for user, auth, auth_key, priv, priv_key in SNMPD_USERS:
+        lines.append(f'createUser {user} {auth} "{auth_key}" {priv} "{priv_key}"')
+        lines.append(f"rouser {user} priv")
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def snmpd_agent(
+    addresses: Sequence[str] = ("127.0.0.1",), port: int | None = None
+) -> Iterator[Agent]:
+    """net-snmp snmpd in the foreground with only our config, on loopback ``addresses``."""
+    snmpd = shutil.which("snmpd") or "/usr/sbin/snmpd"
+    port = port or free_udp_port(addresses[0])
+    work = Path(tempfile.mkdtemp(prefix="hallmon-snmpd-"))
+    conf = work / "snmpd.conf"
+    conf.write_text(snmpd_config(addresses, port))
+    env = {**os.environ, "SNMP_PERSISTENT_DIR": str(work / "persist"), "MIBS": ""}
+    # -C: no system config files; -f: foreground; -Lo: log to stdout; -I: no extra modules that
+    # would scan the host's disks or processes slowly (keep what tests read).
+    proc = subprocess.Popen(
+        [snmpd, "-f", "-C", "-c", str(conf), "-Lo", "-p", str(work / "snmpd.pid"),
+         "-M", "/nonexistent"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    agent = Agent(addresses[0], port, SNMPD_COMMUNITY)
+    try:
+        wait_ready(agent, proc)
+        yield agent
+    finally:
+        _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def recording_path(name: str) -> Path:
+    """Where snmpsim-data keeps recording ``name`` (inside the snmpsim venv)."""
+    pattern = str(SIM_VENV / "lib" / "python3*" / "site-packages" / "snmpsim_data" / "data")
+    found = glob.glob(pattern)
+    if not found:
+        raise FileNotFoundError("snmpsim-data not installed: make .venv-snmpsim/.installed")
+    return Path(found[0]) / RECORDINGS[name]
+
+
+def recording(name: str) -> dict[str, tuple[str, str]]:
+    """The recording as {oid: (type tag, value)}, for asserting values against the file."""
+    path = recording_path(name)
+    raw = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
+    records: dict[str, tuple[str, str]] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        parts = line.split("|", 2)
+        if len(parts) == 3:
+            records[parts[0]] = (parts[1], parts[2])
+    return records
+
+
+@contextmanager
+def snmpsim_agent(name: str, host: str = "127.0.0.1") -> Iterator[Agent]:
+    """snmpsim serving recording ``name`` as community ``name`` on ``host``:<high port>."""
+    source = recording_path(name)
+    work = Path(tempfile.mkdtemp(prefix="hallmon-snmpsim-"))
+    data, cache = work / "data", work / "cache"
+    data.mkdir()
+    cache.mkdir()
+    raw = bz2.decompress(source.read_bytes()) if source.suffix == ".bz2" else source.read_bytes()
+    (data / f"{name}.snmprec").write_bytes(raw)
+    # nobody must read the data and write the index cache (snmpsim drops root before reading).
+    os.chmod(work, 0o755)
+    os.chmod(data, 0o755)
+    os.chmod(data / f"{name}.snmprec", 0o644)
+    os.chmod(cache, 0o777)
+    port = free_udp_port(host)
+    argv = [str(SIM_BIN), f"--data-dir={data}", f"--cache-dir={cache}",
+            f"--agent-udpv4-endpoint={host}:{port}", "--logging-method=stderr",
+            "--log-level=error"]
+    if os.geteuid() == 0:
+        argv += ["--process-user=nobody", "--process-group=nogroup"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    agent = Agent(host, port, name)
+    try:
+        wait_ready(agent, proc)
+        yield agent
+    finally:
+        _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
