@@ -30,7 +30,8 @@ def build_message(message: Message, sender: str, recipients: Sequence[str]) -> E
     # The idempotency key as Message-ID: a re-sent duplicate is recognisably the same mail.
     mail["Message-ID"] = f"<{hashlib.sha256(message.key.encode()).hexdigest()[:32]}@hallmon>"
     mail["X-Hallmon-Key"] = message.key
-    mail.set_content(message.text)
+    # base64 keeps the mail 7-bit clean for relays without 8BITMIME.
+    mail.set_content(message.text, cte="base64")
     return mail
 
 
