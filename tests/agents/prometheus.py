@@ -1,0 +1,139 @@
+"""A real Prometheus server for tests (the Debian ``prometheus`` binary).
+
+Listens on 127.0.0.1 at a free high port with a temp config and TSDB dir, scrapes the given
+loopback targets every ``scrape_interval``, and is stopped (and its dir removed) at teardown.
+Queries go through the real HTTP API, so PromQL is parsed and run exactly as Grafana's would be.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PromQLError(AssertionError):
+    """Prometheus rejected a query (bad syntax, bad type, execution error)."""
+
+
+@dataclass
+class PrometheusServer:
+    url: str
+    client: httpx.Client
+
+    def _get(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        resp = self.client.get(f"{self.url}{path}", params=list(params))
+        body = resp.json()
+        if resp.status_code != 200 or body.get("status") != "success":
+            raise PromQLError(f"{body.get('errorType')}: {body.get('error')} ({params})")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        """Instant query: ``{"resultType": ..., "result": [...]}``; raises PromQLError."""
+        params = [("query", expr)] + ([("time", f"{at:.3f}")] if at is not None else [])
+        data: dict[str, Any] = self._get("/api/v1/query", params)
+        return data
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> dict[str, Any]:
+        params = [("query", expr), ("start", f"{start:.3f}"), ("end", f"{end:.3f}"),
+                  ("step", f"{step:g}")]
+        data: dict[str, Any] = self._get("/api/v1/query_range", params)
+        return data
+
+    def label_values(self, label: str, match: str | None = None) -> list[str]:
+        params = [("match[]", match)] if match else []
+        values: list[str] = self._get(f"/api/v1/label/{label}/values", params)
+        return values
+
+    def targets_up(self) -> list[dict[str, Any]]:
+        data = self._get("/api/v1/targets", [("state", "active")])
+        return [t for t in data["activeTargets"] if t.get("health") == "up"]
+
+    def wait_for_samples(self, expr: str, timeout: float) -> None:
+        """Until ``expr`` returns at least one sample (e.g. the first scrape landed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.query(expr)["result"]:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"no samples for {expr!r} within {timeout} s")
+
+
+def scrape_config(targets: dict[str, str], scrape_interval: str) -> dict[str, Any]:
+    """A minimal prometheus.yml: one job per ``{job: "127.0.0.1:port"}``."""
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {"job_name": job, "scrape_interval": scrape_interval,
+             "scrape_timeout": scrape_interval, "static_configs": [{"targets": [addr]}]}
+            for job, addr in targets.items()
+        ],
+    }
+
+
+@contextmanager
+def prometheus_server(
+    binary: str, targets: dict[str, str], scrape_interval: str = "1s"
+) -> Iterator[PrometheusServer]:
+    """Start ``binary`` scraping ``targets`` (loopback only); raise RuntimeError if it fails."""
+    for addr in targets.values():
+        if not addr.startswith(("127.", "[::1]", "localhost")):
+            raise ValueError(f"tests scrape loopback only, not {addr}")
+    tmp = Path(tempfile.mkdtemp(prefix="hallmon-prom-"))
+    config = tmp / "prometheus.yml"
+    config.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval)))
+    port = free_port()
+    log = (tmp / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+         "--storage.tsdb.retention.time=1h"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+    )
+    client = httpx.Client(timeout=10)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(client, url, proc, tmp / "prometheus.log")
+        yield PrometheusServer(url, client)
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_ready(client: httpx.Client, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"prometheus exited early: {tail}")
+        try:
+            if client.get(f"{url}/-/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("prometheus was not ready within 30 s")
