@@ -240,6 +240,8 @@ def derive_values(check: ResolvedCheck, values: Mapping[str, float]) -> dict[str
         for name, ratio in spec.ratios.items():
             num, den = values.get(ratio.numerator), values.get(ratio.denominator)
             # Printer-MIB uses -2 (unknown) and -3 (some remains): no ratio from those.
+            if name in out:
+                continue  # the device (or the simulation) reported it directly
             if num is not None and den is not None and den > 0 and num >= 0:
                 out[name] = ratio.scale * num / den
     return out

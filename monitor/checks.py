@@ -1,0 +1,125 @@
+"""From a resolved inventory check to a probe call: the one place that knows both worlds.
+
+The probe configs are probes' own frozen dataclasses; this module fills them from the inventory
+(credentials, ports, OIDs) and makes every transport retry fit inside the scheduler's deadline
+(a probe whose retries outlast the deadline would be cancelled without saying why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from monitor.inventory import (
+    Device,
+    HttpCheck,
+    IcmpCheck,
+    Inventory,
+    MockCheck,
+    OidSpec,
+    ResolvedCheck,
+    SnmpCheck,
+    SnmpCredential,
+    TcpCheck,
+)
+from probes import PROBES
+from probes import http as http_probe
+from probes import icmp as icmp_probe
+from probes import mock as mock_probe
+from probes import snmp as snmp_probe
+from probes import tcp as tcp_probe
+from probes.result import ProbeResult
+
+ProbeCall = Callable[[], Awaitable[ProbeResult]]
+
+# Share of the deadline a probe may use for itself; the rest is scheduling slack.
+_DEADLINE_SHARE = 0.9
+
+
+def snmp_auth(cred: SnmpCredential) -> snmp_probe.SnmpAuth:
+    def reveal(secret: Any) -> str | None:
+        return secret.get_secret_value() if secret is not None else None
+
+    return snmp_probe.SnmpAuth(
+        version=cred.version,
+        community=reveal(cred.community_secret),
+        user=cred.user,
+        auth_protocol=cred.auth,
+        auth_key=reveal(cred.auth_secret),
+        priv_protocol="aes" if cred.priv == "aes128" else cred.priv,
+        priv_key=reveal(cred.priv_secret),
+    )
+
+
+def _oids(specs: dict[str, OidSpec]) -> tuple[snmp_probe.OidSpec, ...]:
+    return tuple(
+        snmp_probe.OidSpec(name=name, oid=spec.oid.lstrip("."), parse=spec.parse, scale=spec.scale)
+        for name, spec in specs.items()
+    )
+
+
+def probe_config(inventory: Inventory, device: Device, check: ResolvedCheck) -> Any:
+    """The probe's config for one check of one device."""
+    spec = check.spec
+    budget = check.timeout * _DEADLINE_SHARE
+    if isinstance(spec, IcmpCheck):
+        spread = (spec.packets - 1) * spec.packet_interval
+        return icmp_probe.IcmpConfig(
+            packets=spec.packets,
+            interval=spec.packet_interval,
+            timeout=max(0.1, min(1.0, budget - spread)),
+        )
+    if isinstance(spec, SnmpCheck):
+        cred = inventory.credentials[device.credential or ""]
+        tries = cred.retries + 1
+        return snmp_probe.SnmpConfig(
+            auth=snmp_auth(cred),
+            port=check.port or 161,
+            oids=_oids(spec.oids),
+            walks=_oids(spec.walks),
+            timeout=min(cred.timeout, budget / tries),
+            retries=cred.retries,
+        )
+    if isinstance(spec, TcpCheck):
+        return tcp_probe.TcpConfig(port=check.port or spec.port, timeout=budget)
+    if isinstance(spec, HttpCheck):
+        return http_probe.HttpConfig(
+            url=spec.url,
+            method=spec.method,
+            expect_status=tuple(spec.expect_status),
+            body_match=spec.body_match,
+            verify_tls=spec.verify_tls,
+            timeout=budget,
+        )
+    if isinstance(spec, MockCheck):
+        return mock_probe.MockConfig(values=dict(spec.values))
+    raise TypeError(f"unknown check kind {spec.kind!r}")
+
+
+def probe_call(
+    inventory: Inventory,
+    device: Device,
+    check: ResolvedCheck,
+    *,
+    mock: bool = False,
+    mock_values: Mapping[str, float] | None = None,
+) -> ProbeCall:
+    """A zero-argument coroutine factory the scheduler calls on every run of ``check``.
+
+    With ``mock`` every probe is the mock probe (``hallmon run --mock`` and the demo): it answers
+    as the simulation script says, with the check's kind and name so scripts can target one check.
+    """
+    address = device.address
+    if mock:
+        config: Any = mock_probe.MockConfig(
+            check=check.name, kind=check.kind, values=dict(mock_values or {})
+        )
+        fn = PROBES["mock"]
+    else:
+        config = probe_config(inventory, device, check)
+        fn = PROBES[check.kind]
+
+    def call() -> Awaitable[ProbeResult]:
+        return fn(address, config)
+
+    return call
