@@ -21,20 +21,29 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
+SILENT = ("net.ipv4.icmp_echo_ignore_all=1", "net.ipv6.icmp.echo_ignore_all=1")
+
+
 @contextmanager
-def silent_namespace() -> Iterator[str]:
-    """Yield the name of a fresh namespace whose loopback ignores echo requests."""
-    name = f"hallmon-silent-{os.getpid()}-{next(_counter)}"
+def namespace(sysctls: Sequence[str] = ()) -> Iterator[str]:
+    """Yield the name of a fresh namespace (loopback up) with per-namespace ``sysctls`` set."""
+    name = f"hallmon-ns-{os.getpid()}-{next(_counter)}"
     _ip("netns", "add", name)
     try:
         _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
-        for knob in ("net.ipv4.icmp_echo_ignore_all=1", "net.ipv6.icmp.echo_ignore_all=1"):
-            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", knob],
-                           check=False, capture_output=True, timeout=10)
+        for knob in sysctls:
+            _ip("netns", "exec", name, "sysctl", "-qw", knob)
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
                        timeout=10)
+
+
+@contextmanager
+def silent_namespace() -> Iterator[str]:
+    """A namespace whose loopback ignores echo requests: every 127.x and ::1 is silent."""
+    with namespace(SILENT) as name:
+        yield name
 
 
 def run_in_namespace(

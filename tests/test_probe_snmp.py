@@ -1,0 +1,271 @@
+"""SNMP probe against real agents on loopback: snmpsim serving recordings of real devices
+(values asserted against the recording files), net-snmp snmpd with our own config (v1, v2c,
+v3 authPriv), a UDP socket that never answers and a server that answers malformed BER."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from probes import snmp
+from probes.snmp import OidSpec, SnmpAuth, SnmpConfig
+from tests.agents.snmp import (
+    SIM_BIN,
+    SNMPD_USERS,
+    Agent,
+    recording,
+    snmpd_agent,
+    snmpsim_agent,
+)
+from tests.agents.udp import malformed_ber_server, silent_udp
+from tests.conftest import missing_tool, require_tool
+
+SYS_DESCR = OidSpec("sys_descr", "1.3.6.1.2.1.1.1.0")
+SYS_UPTIME = OidSpec("uptime_seconds", "1.3.6.1.2.1.1.3.0", scale=0.01)
+SYS_NAME = OidSpec("sys_name", "1.3.6.1.2.1.1.5.0")
+SYS_LOCATION = OidSpec("sys_location", "1.3.6.1.2.1.1.6.0")
+MISSING = OidSpec("missing", "1.3.6.1.2.1.1.99.0")
+IF_DESCR = OidSpec("if_descr", "1.3.6.1.2.1.2.2.1.2")
+
+
+@pytest.fixture(autouse=True)
+async def _engine() -> AsyncIterator[None]:
+    snmp.configure()
+    yield
+    await snmp.close()
+    snmp.configure()
+
+
+@pytest.fixture(scope="module")
+def snmpd() -> Iterator[Agent]:
+    require_tool("snmpd", "/usr/sbin/snmpd")
+    with snmpd_agent() as agent:
+        yield agent
+
+
+def v2c(agent: Agent, *oids: OidSpec, walks: tuple[OidSpec, ...] = (), **kw: float) -> SnmpConfig:
+    return SnmpConfig(SnmpAuth("2c", community=agent.community), port=agent.port, oids=oids,
+                      walks=walks, **kw)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- recordings (snmpsim)
+def expected(records: dict[str, tuple[str, str]], oid: str) -> float | str:
+    """A recorded value as the probe should report it (numbers as float, text decoded)."""
+    tag, raw = records[oid]
+    if tag in ("2", "65", "66", "67", "70"):
+        return float(raw)
+    if tag == "4x":
+        return bytes.fromhex(raw).decode("utf-8", errors="replace").rstrip("\x00")
+    return raw.rstrip("\x00")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[dict[str, Agent]]:
+    if not SIM_BIN.exists():
+        missing_tool("snmpsim venv missing: make .venv-snmpsim/.installed")
+    agents: dict[str, Agent] = {}
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for name in ("hikvision", "hikvision-nvr", "huawei-s5720", "apc-8932", "windows-xp"):
+            agents[name] = stack.enter_context(snmpsim_agent(name))
+        yield agents
+
+
+HIK = "1.3.6.1.4.1.39165.1"
+NVR = "1.3.6.1.4.1.50001.1"
+
+# (recording, GET specs) — the class-profile kind of OIDs each device would get.
+RECORDED_GETS = [
+    ("hikvision", [OidSpec("model", f"{HIK}.1.0"), OidSpec("vendor", f"{HIK}.6.0"),
+                   OidSpec("firmware", f"{HIK}.3.0"), OidSpec("flag", f"{HIK}.12.0")]),
+    ("hikvision-nvr", [SYS_DESCR, OidSpec("uptime", "1.3.6.1.2.1.1.3.0"),
+                       OidSpec("nvr_value", f"{NVR}.2.0"), OidSpec("nvr_220", f"{NVR}.220.0")]),
+    ("huawei-s5720", [SYS_DESCR, SYS_NAME, OidSpec("if_number", "1.3.6.1.2.1.2.1.0"),
+                      OidSpec("udp_hc_in", "1.3.6.1.2.1.7.8.0")]),
+    ("apc-8932", [SYS_DESCR, SYS_NAME, OidSpec("uptime", "1.3.6.1.2.1.1.3.0")]),
+    ("windows-xp", [SYS_DESCR, SYS_NAME, SYS_LOCATION, OidSpec("if_number", "1.3.6.1.2.1.2.1.0")]),
+]
+
+
+@pytest.mark.parametrize(("name", "specs"), RECORDED_GETS, ids=[n for n, _ in RECORDED_GETS])
+async def test_get_matches_the_recording(
+    sim: dict[str, Agent], name: str, specs: list[OidSpec]
+) -> None:
+    agent = sim[name]
+    records = recording(name)
+    result = await snmp.probe(agent.host, v2c(agent, *specs))
+    assert result.ok, result
+    for spec in specs:
+        want = expected(records, spec.oid)
+        got = result.values.get(spec.name, result.texts.get(spec.name))
+        assert got == want, (spec, got, want)
+
+
+async def test_hikvision_percent_text_parses_as_number(sim: dict[str, Agent]) -> None:
+    agent = sim["hikvision"]
+    records = recording("hikvision")
+    assert expected(records, f"{HIK}.7.0") == "52 PERCENT"  # what the camera really says
+    result = await snmp.probe(agent.host, v2c(agent, OidSpec("cpu_percent", f"{HIK}.7.0",
+                                                             parse="number"),
+                                              OidSpec("mem_percent", f"{HIK}.11.0",
+                                                      parse="number"),
+                                              OidSpec("model", f"{HIK}.1.0", parse="number")))
+    assert result.values["cpu_percent"] == 52.0 and result.values["mem_percent"] == 75.0
+    assert result.errors["model"].startswith("not a number")
+
+
+async def test_switch_interface_walks_match_the_recording(sim: dict[str, Agent]) -> None:
+    agent = sim["huawei-s5720"]
+    records = recording("huawei-s5720")
+    oper = OidSpec("if_oper_status", "1.3.6.1.2.1.2.2.1.8")
+    hc_in = OidSpec("if_hc_in_octets", "1.3.6.1.2.1.31.1.1.1.6")
+    result = await snmp.probe(agent.host, v2c(agent, SYS_NAME, walks=(IF_DESCR, oper, hc_in)))
+    assert result.ok, result
+    for spec, store in ((IF_DESCR, result.texts), (oper, result.values), (hc_in, result.values)):
+        prefix = spec.oid + "."
+        want = {f"{spec.name}.{o[len(prefix):]}": expected(records, o)
+                for o in records if o.startswith(prefix)}
+        got = {k: v for k, v in store.items() if k.startswith(spec.name + ".")}
+        assert got == want
+    assert len([k for k in result.texts if k.startswith("if_descr.")]) == 39
+
+
+async def test_windows_storage_walk(sim: dict[str, Agent]) -> None:
+    agent = sim["windows-xp"]
+    size = OidSpec("hr_storage_size", "1.3.6.1.2.1.25.2.3.1.5")
+    result = await snmp.probe(agent.host, v2c(agent, walks=(size,)))
+    assert result.values["hr_storage_size.1"] == 1952447.0
+    assert result.values["hr_storage_size.5"] == 15852.0
+
+
+# ---------------------------------------------------------------- net-snmp snmpd
+async def test_v2c_get_text_number_and_missing(snmpd: Agent) -> None:
+    result = await snmp.probe(snmpd.host, v2c(snmpd, SYS_DESCR, SYS_UPTIME, SYS_LOCATION,
+                                              MISSING))
+    assert result.ok, result
+    assert result.texts["sys_location"] == "hallmon test hall, floor 2"
+    assert result.values["uptime_seconds"] >= 0  # TimeTicks scaled to seconds
+    assert result.errors == {"missing": "noSuchObject 1.3.6.1.2.1.1.99.0"}
+
+
+async def test_v1_no_such_name_drops_only_that_oid(snmpd: Agent) -> None:
+    config = SnmpConfig(SnmpAuth("1", community=snmpd.community), port=snmpd.port,
+                        oids=(SYS_LOCATION, MISSING, SYS_UPTIME), walks=(IF_DESCR,))
+    result = await snmp.probe(snmpd.host, config)
+    assert result.ok, result
+    assert result.texts["sys_location"] == "hallmon test hall, floor 2"
+    assert "uptime_seconds" in result.values
+    assert result.errors["missing"].startswith("noSuchObject")
+    assert result.texts["if_descr.1"] == "lo"
+
+
+_PROTOCOLS = {"SHA": "sha", "SHA-256": "sha256", "SHA-512": "sha512", "AES": "aes",
+              "AES-256": "aes256"}
+
+
+@pytest.mark.parametrize("user", SNMPD_USERS, ids=[u[0] for u in SNMPD_USERS])
+async def test_v3_auth_priv(snmpd: Agent, user: tuple[str, str, str, str, str]) -> None:
+    name, auth, auth_key, priv, priv_key = user
+    creds = SnmpAuth("3", user=name, auth_protocol=_PROTOCOLS[auth],  # type: ignore[arg-type]
+                     auth_key=auth_key, priv_protocol=_PROTOCOLS[priv],  # type: ignore[arg-type]
+                     priv_key=priv_key)
+    result = await snmp.probe(snmpd.host, SnmpConfig(creds, port=snmpd.port,
+                                                     oids=(SYS_LOCATION,), walks=(IF_DESCR,)))
+    assert result.ok, result
+    assert result.texts["sys_location"] == "hallmon test hall, floor 2"
+
+
+@pytest.mark.parametrize("who", ["wrong key", "unknown user"])
+async def test_v3_bad_credentials_are_an_authentication_failure(snmpd: Agent, who: str) -> None:
+    name, _, auth_key, _, priv_key = SNMPD_USERS[0]
+    if who == "wrong key":
+        auth_key = "not-the-right-key"
+    else:
+        name = "nobody-here"
+    creds = SnmpAuth("3", user=name, auth_protocol="sha", auth_key=auth_key,
+                     priv_protocol="aes", priv_key=priv_key)
+    result = await snmp.probe(snmpd.host, SnmpConfig(creds, port=snmpd.port, oids=(SYS_NAME,),
+                                                     timeout=0.5, retries=0))
+    assert not result.ok
+    assert result.error == "authentication failure"
+
+
+async def test_in_flight_cap_loses_no_reply(snmpd: Agent) -> None:
+    snmp.configure(max_in_flight=20)
+    config = v2c(snmpd, SYS_DESCR, SYS_UPTIME, SYS_NAME, SYS_LOCATION, timeout=2.0, retries=0)
+    results = await asyncio.gather(*(snmp.probe(snmpd.host, config) for _ in range(300)))
+    assert [r.ok for r in results] == [True] * 300
+    assert snmp._engines[asyncio.get_running_loop()].limit._value == 20  # all slots returned
+
+
+async def test_cancellation_mid_request_leaves_the_engine_usable(snmpd: Agent) -> None:
+    with silent_udp() as (host, port):
+        config = SnmpConfig(SnmpAuth("2c", community="x"), port=port, oids=(SYS_NAME,),
+                            timeout=5.0, retries=0)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await snmp.probe(host, config)
+    result = await snmp.probe(snmpd.host, v2c(snmpd, SYS_LOCATION))
+    assert result.ok, result
+    assert snmp._engines[asyncio.get_running_loop()].limit._value == 100
+
+
+# ---------------------------------------------------------------- misbehaving peers
+async def test_silent_peer_times_out() -> None:
+    with silent_udp() as (host, port):
+        config = SnmpConfig(SnmpAuth("2c", community="public"), port=port, oids=(SYS_NAME,),
+                            timeout=0.3, retries=1)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        result = await snmp.probe(host, config)
+    assert not result.ok and result.error == "timeout"
+    assert loop.time() - start < 0.3 * 2 + 0.5  # (retries + 1) x timeout, plus the 0.1 s tick
+
+
+async def test_malformed_ber_reply_is_reported_never_raised() -> None:
+    with malformed_ber_server() as (host, port):
+        config = SnmpConfig(SnmpAuth("2c", community="public"), port=port, oids=(SYS_NAME,),
+                            timeout=0.3, retries=0)
+        result = await snmp.probe(host, config)
+    assert not result.ok and result.error == "malformed reply"
+
+
+async def test_unknown_name() -> None:
+    config = SnmpConfig(SnmpAuth("2c", community="public"), oids=(SYS_NAME,))
+    result = await snmp.probe("no-such-device.invalid", config)
+    assert result.error == "name not resolved"
+
+
+# ---------------------------------------------------------------- config and secrets
+def test_secrets_never_print() -> None:
+    creds = SnmpAuth("3", user="monitor", auth_protocol="sha256", auth_key="s3cret-auth",
+                     priv_protocol="aes", priv_key="s3cret-priv")
+    community = SnmpAuth("2c", community="s3cret-community")
+    config = SnmpConfig(community, oids=(SYS_NAME,))
+    for text in (repr(creds), str(creds), repr(community), repr(config), str(config)):
+        assert "s3cret" not in text
+    assert "<secret>" in repr(creds) and "<secret>" in repr(community)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"version": "2c"},
+        {"version": "3"},
+        {"version": "3", "user": "u", "auth_protocol": "sha"},
+        {"version": "3", "user": "u", "priv_protocol": "aes", "priv_key": "k"},
+        {"version": "3", "user": "u", "auth_protocol": "md5", "auth_key": "k"},
+    ],
+)
+def test_incomplete_credentials_are_refused(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        SnmpAuth(**kwargs)  # type: ignore[arg-type]
+
+
+def test_oids_must_be_numeric() -> None:
+    with pytest.raises(ValueError, match="numeric"):
+        OidSpec("x", "sysDescr.0")
+    assert OidSpec("x", ".1.3.6.1.2.1.1.1.0").oid == "1.3.6.1.2.1.1.1.0"
