@@ -50,7 +50,7 @@ class _RouteState:
     pending: dict[str, AlertEvent] = field(default_factory=dict)
     opened_at: datetime | None = None
     paging: dict[str, _Paging] = field(default_factory=dict)
-    orphans_told: set[str] = field(default_factory=set)
+    orphans_told: dict[str, AlertEvent] = field(default_factory=dict)
     refreshed_at: dict[str, datetime] = field(default_factory=dict)
 
 
@@ -88,7 +88,7 @@ class Engine:
         self._clock = clock
         self._style = Style(config.language, tz or ZoneInfo("Asia/Shanghai"), config.link_base)
         self._on_enqueued = on_enqueued
-        self._inbox: deque[AlertEvent] = deque()
+        self._inbox: deque[tuple[datetime, AlertEvent]] = deque()
         self._routes = {r.name: _RouteState() for r in config.routes}
         self._held: dict[tuple[str, str], list[Message]] = {}
         self._sent: dict[str, deque[datetime]] = {c: deque() for c in config.channels}
@@ -103,13 +103,13 @@ class Engine:
     # -- input ------------------------------------------------------------------------------
     def submit(self, event: AlertEvent) -> None:
         """Queue one hard transition; never blocks, never raises for routing problems."""
-        self._inbox.append(event)
+        self._inbox.append((self._clock(), event))  # the group window opens at submission
         self._wake.set()
 
     # -- decisions (sync, no I/O) ------------------------------------------------------------
     def plan(self, now: datetime) -> list[tuple[str, Message]]:
         """Advance every route to ``now``; return (channel, message) pairs to enqueue."""
-        self._absorb(now)
+        self._absorb()
         out: list[tuple[str, Message]] = []
         for route in self._config.routes:
             state = self._routes[route.name]
@@ -123,16 +123,16 @@ class Engine:
         """What a route currently pages about (device id -> Firing), for the API and tests."""
         return {d: p.firing for d, p in self._routes[route].paging.items()}
 
-    def _absorb(self, now: datetime) -> None:
+    def _absorb(self) -> None:
         while self._inbox:
-            event = self._inbox.popleft()
+            submitted, event = self._inbox.popleft()
             for route in self._config.routes:
                 if route_matches(route, event):
                     state = self._routes[route.name]
                     # Latest status per device wins inside the window (down then
                     # unreachable = a child of a dead parent).
                     state.pending[event.device_id] = event
-                    state.opened_at = state.opened_at or now
+                    state.opened_at = state.opened_at or submitted
 
     def _route_messages(self, route: Route, state: _RouteState, now: datetime) -> list[Message]:
         messages = []
@@ -182,8 +182,11 @@ class Engine:
                 del state.paging[e.device_id]
                 if e.status == "up" and route.send_resolved:
                     recoveries.append(Recovery(e, paging.firing))
+            elif e.device_id in state.orphans_told and e.status == "up" and route.send_resolved:
+                # Told "unreachable behind its parent" on this route: tell it is back too.
+                recoveries.append(Recovery(e, Firing(state.orphans_told[e.device_id])))
             if e.status != "unreachable":
-                state.orphans_told.discard(e.device_id)
+                state.orphans_told.pop(e.device_id, None)
         orphans = self._attach(state, firing, children)
         return Group(tuple(firing.values()), tuple(orphans), (), tuple(recoveries))
 
@@ -203,7 +206,7 @@ class Engine:
                 p = state.paging[parent]
                 p.firing = replace(p.firing, children=(*p.firing.children, child))
             elif child.device_id not in state.orphans_told:
-                state.orphans_told.add(child.device_id)
+                state.orphans_told[child.device_id] = child
                 orphans.append(child)
         return orphans
 

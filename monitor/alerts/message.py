@@ -69,6 +69,7 @@ ALERTNAMES = {
     "down": "HallDeviceDown",
     "degraded": "HallDeviceDegraded",
     "flapping": "HallDeviceFlapping",
+    "unreachable": "HallDeviceUnreachable",
 }
 
 

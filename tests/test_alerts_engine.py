@@ -1,0 +1,209 @@
+"""The engine as stories: grouping, one notice per incident, repeats, recovery, suppression,
+quiet hours, rate limits. The clock is driven: ``plan(now)`` is called at chosen instants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from monitor.alerts.base import AlertEvent, Location, Message
+from monitor.alerts.engine import Engine
+from monitor.notify_config import Notifications
+from tests.test_alerts_outbox import MemoryOutbox
+
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai, a working morning
+S = timedelta(seconds=1)
+
+CHANNELS = {
+    "dt": {"type": "dingtalk", "webhook": "http://127.0.0.1:1/robot/send?access_token=t"},
+    "wc": {"type": "wecom", "webhook": "http://127.0.0.1:1/cgi-bin/webhook/send?key=k"},
+    "am": {"type": "alertmanager", "url": "http://127.0.0.1:1"},
+}
+
+
+def config(**route: Any) -> Notifications:
+    routes = [
+        {"name": "it", "channels": ["dt"], "group_wait": 5.0, "repeat_interval": 3600.0, **route},
+        {"name": "kiosk-owners", "match": {"classes": ["kiosk"]}, "channels": ["wc"],
+         "group_wait": 5.0, "repeat_interval": 3600.0},
+    ]
+    return Notifications.model_validate({"channels": CHANNELS, "routes": routes,
+                                         "link_base": "http://hall/api/v1/devices/"})
+
+
+def ev(device: str, status: str, at: datetime, previous: str = "up", cls: str = "kiosk",
+       parent: str | None = "sw-1f-a", incident: int | None = None) -> AlertEvent:
+    return AlertEvent(device, f"设备{device}", cls, status, previous, at,  # type: ignore[arg-type]
+                      "3 次 ICMP 无响应" if status == "down" else "", Location(1, "大厅"),
+                      "不动产中心", parent, incident)
+
+
+def switch(status: str, at: datetime, previous: str = "up") -> AlertEvent:
+    return ev("sw-1f-a", status, at, previous, cls="switch", parent="sw-core", incident=1)
+
+
+class Clock:
+    """The engine's clock; tests move it before submitting (the group window opens then)."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+KIOSKS = ["kiosk-1f-01", "kiosk-1f-02", "kiosk-1f-03"]
+
+
+def by_route(pairs: list[tuple[str, Message]]) -> dict[str, list[Message]]:
+    out: dict[str, list[Message]] = {}
+    for channel, message in pairs:
+        out.setdefault(message.route, []).append(message)
+    return out
+
+
+def test_floor_switch_outage_is_one_grouped_message_per_route_then_one_recovery() -> None:
+    clock = Clock()
+    engine = Engine(config(), MemoryOutbox(), clock=clock)
+    engine.submit(switch("down", T0))
+    for k in KIOSKS:
+        engine.submit(ev(k, "unreachable", T0 + S))
+    assert engine.plan(T0 + 2 * S) == []  # inside group_wait: nothing yet
+    sent = by_route(engine.plan(T0 + 6 * S))
+    [it], [owners] = sent["it"], sent["kiosk-owners"]
+    assert it.status == "firing" and "设备sw-1f-a" in it.title and "+3" in it.title
+    assert all(f"设备{k}" in it.text for k in KIOSKS)
+    assert [a.labels["device"] for a in it.alerts] == ["sw-1f-a"]  # children do not page
+    assert "设备sw-1f-a" not in owners.title and "sw-1f-a" in owners.text  # parent named
+    assert all(f"设备{k}" in owners.text for k in KIOSKS)
+    assert engine.plan(T0 + 60 * S) == []
+
+    back = clock.now = T0 + 12 * 60 * S
+    engine.submit(switch("up", back, "down"))
+    for k in KIOSKS:
+        engine.submit(ev(k, "up", back + S, "unreachable"))
+    sent = by_route(engine.plan(back + 10 * S))
+    [it], [owners] = sent["it"], sent["kiosk-owners"]
+    assert it.status == "resolved" and "12分钟" in it.title
+    assert owners.status == "resolved" and all(f"设备{k}" in owners.text for k in KIOSKS)
+    assert engine.plan(back + 3600 * S) == []  # nothing fires: no repeats
+
+
+def test_one_notice_per_incident_and_repeats_while_firing() -> None:
+    engine = Engine(config(), MemoryOutbox(), clock=lambda: T0)
+    engine.submit(ev("kiosk-1f-01", "down", T0, incident=5))
+    engine.plan(T0)
+    assert len(engine.plan(T0 + 5 * S)) == 2  # it + kiosk-owners
+    engine.submit(ev("kiosk-1f-01", "down", T0, incident=5))  # re-submitted: same incident
+    assert engine.plan(T0 + 20 * S) == []
+    repeats = engine.plan(T0 + 3605 * S)
+    assert [m.kind for _, m in repeats] == ["repeat", "repeat"]
+    assert "仍未恢复" in repeats[0][1].title
+    assert engine.plan(T0 + 3700 * S) == []
+    assert len(engine.plan(T0 + 7205 * S)) == 2
+
+
+def test_maintenance_is_silent_and_ends_an_incident_without_a_recovery() -> None:
+    clock = Clock()
+    engine = Engine(config(), MemoryOutbox(), clock=clock)
+    engine.submit(ev("kiosk-1f-01", "maintenance", T0))
+    assert engine.plan(T0 + 10 * S) == []
+    clock.now = T0 + 10 * S
+    engine.submit(ev("kiosk-1f-02", "down", T0 + 10 * S))
+    engine.plan(T0 + 10 * S)
+    assert len(engine.plan(T0 + 15 * S)) == 2
+    clock.now = T0 + 20 * S
+    engine.submit(ev("kiosk-1f-02", "maintenance", T0 + 20 * S, "down"))
+    engine.plan(T0 + 20 * S)
+    assert engine.plan(T0 + 25 * S) == []
+    assert engine.firing("it") == {}
+
+
+def test_flapping_pages_once() -> None:
+    engine = Engine(config(), MemoryOutbox(), clock=lambda: T0)
+    engine.submit(ev("kiosk-1f-01", "flapping", T0, incident=9))
+    engine.plan(T0)
+    [(_, first), _] = engine.plan(T0 + 5 * S)
+    assert "频繁抖动" in first.title and first.alerts[0].labels["alertname"] == "HallDeviceFlapping"
+    engine.submit(ev("kiosk-1f-01", "flapping", T0, incident=9))
+    assert engine.plan(T0 + 10 * S) == []
+
+
+def test_quiet_hours_defer_and_aggregate_never_drop() -> None:
+    night = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai
+    engine = Engine(config(quiet_hours={"start": "22:00", "end": "07:30"}), MemoryOutbox(),
+                    clock=lambda: night)
+    engine.submit(ev("kiosk-1f-01", "down", night, cls="camera"))
+    engine.plan(night)
+    assert engine.plan(night + 5 * S) == []
+    engine.submit(ev("kiosk-1f-01", "up", night + 600 * S, "down", cls="camera"))
+    engine.plan(night + 600 * S)
+    assert engine.plan(night + 605 * S) == []
+    morning = datetime(2026, 11, 25, 23, 30, tzinfo=UTC)  # 07:30 next day in Shanghai
+    assert engine.plan(morning - S) == []
+    [(channel, digest)] = engine.plan(morning)
+    assert channel == "dt" and digest.kind == "digest"
+    assert "故障" in digest.text and "恢复" in digest.text
+
+
+def test_rate_limit_aggregates_the_excess_into_one_message() -> None:
+    engine = Engine(config(group_wait=0.0), MemoryOutbox(), clock=lambda: T0)
+    sent: list[tuple[str, Message]] = []
+    for i in range(25):  # 25 separate outages inside one minute, camera class: route "it" only
+        at = T0 + i * 2 * S
+        engine.submit(ev(f"cam-{i:02}", "down", at, cls="camera"))
+        sent += engine.plan(at)
+    assert len(sent) == 20  # DingTalk allows 20 a minute
+    assert engine.plan(T0 + 59 * S) == []
+    [(_, digest)] = engine.plan(T0 + 61 * S)
+    assert digest.kind == "digest" and "汇总 5 条" in digest.title
+    named = {a.labels["device"] for _, m in [*sent, ("dt", digest)] for a in m.alerts}
+    assert named == {f"cam-{i:02}" for i in range(25)}
+
+
+def test_alertmanager_is_refreshed_every_minute_and_resolved() -> None:
+    clock = Clock()
+    engine = Engine(config(channels=["dt", "am"]), MemoryOutbox(), clock=clock)
+    engine.submit(ev("cam-1", "down", T0, cls="camera"))
+    engine.plan(T0)
+    assert sorted(c for c, _ in engine.plan(T0 + 5 * S)) == ["am", "dt"]
+    assert engine.plan(T0 + 30 * S) == []
+    refreshes = [engine.plan(T0 + (5 + 60 * n) * S) for n in (1, 2, 3)]
+    assert all([c for c, _ in r] == ["am"] for r in refreshes)
+    assert len({r[0][1].key for r in refreshes}) == 3  # each push its own outbox row
+    clock.now = T0 + 200 * S
+    engine.submit(ev("cam-1", "up", T0 + 200 * S, "down", cls="camera"))
+    engine.plan(T0 + 200 * S)
+    resolved = engine.plan(T0 + 205 * S)
+    assert sorted(c for c, _ in resolved) == ["am", "dt"]
+    assert resolved[0][1].alerts[0].status == "resolved"
+    assert engine.plan(T0 + 400 * S) == []
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_messages_carry_name_class_location_owner_since_cause_and_link(lang: str) -> None:
+    cfg = config().model_copy(update={"language": lang})
+    engine = Engine(cfg, MemoryOutbox(), clock=lambda: T0)
+    engine.submit(ev("kiosk-1f-03", "down", T0))
+    engine.plan(T0)
+    [(_, m), _] = engine.plan(T0 + 65 * S)
+    for part in ["设备kiosk-1f-03", "kiosk", "大厅", "不动产中心", "10:00:00",
+                 "3 次 ICMP 无响应", "http://hall/api/v1/devices/kiosk-1f-03"]:
+        assert part in m.text, part
+    assert ("1分钟" if lang == "zh" else "1m") in m.text
+
+
+async def test_tick_writes_the_outbox_before_delivery_with_stable_keys() -> None:
+    outbox = MemoryOutbox()
+    woken: list[int] = []
+    now = [T0]
+    engine = Engine(config(group_wait=0.0), outbox, clock=lambda: now[0],
+                    on_enqueued=lambda: woken.append(1))
+    engine.submit(ev("cam-1", "down", T0, cls="camera", incident=3))
+    assert await engine.tick() == 1
+    assert woken == [1]
+    [item] = outbox.items.values()
+    assert item.key.startswith("it:notice:") and item.key.endswith("/dt")
+    assert Message.from_payload(item.payload).alerts[0].labels["device"] == "cam-1"
