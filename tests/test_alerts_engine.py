@@ -59,7 +59,7 @@ KIOSKS = ["kiosk-1f-01", "kiosk-1f-02", "kiosk-1f-03"]
 
 def by_route(pairs: list[tuple[str, Message]]) -> dict[str, list[Message]]:
     out: dict[str, list[Message]] = {}
-    for channel, message in pairs:
+    for _channel, message in pairs:
         out.setdefault(message.route, []).append(message)
     return out
 
