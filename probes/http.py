@@ -7,7 +7,9 @@ closed by :func:`close`. ``{address}`` in the URL becomes the device's address.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -35,6 +37,12 @@ class HttpConfig:
             re.compile(self.body_match)  # a bad pattern is a config error, raised early
 
 
+_ERRNO = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ECONNRESET: "connection reset",
+}
 _clients: dict[tuple[asyncio.AbstractEventLoop, bool], httpx.AsyncClient] = {}
 _MAX_BODY = 1024 * 1024  # body_match reads at most this much
 
@@ -107,6 +115,16 @@ async def _read(response: httpx.Response) -> bytes:
 
 
 def _connect_reason(exc: httpx.ConnectError) -> str:
+    """The root cause's reason: httpx wraps the OSError ("All connection attempts failed")."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            break
+        if isinstance(cause, socket.gaierror):
+            return "name not resolved"
+        if isinstance(cause, OSError) and cause.errno in _ERRNO:
+            return _ERRNO[cause.errno]
+        cause = cause.__cause__ or cause.__context__
     text = str(exc).lower()
     if "certificate" in text or "ssl" in text:
         return "tls error: certificate not trusted" if "verify" in text else "tls error"
