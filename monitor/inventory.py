@@ -98,6 +98,10 @@ def _check_address(value: str) -> str:
         re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label) for label in labels
     ):
         raise ValueError(f"invalid address {value!r}: expected an IPv4/IPv6 address or a hostname")
+    if labels[-1].isdigit():
+        # '127.020.1.10' is no hostname (a top-level label is never numeric), and the C resolver
+        # would read '020' as octal 16: a different device than the one meant.
+        raise ValueError(f"invalid address {value!r}: write an IPv4 address without leading zeros")
     return value
 
 
