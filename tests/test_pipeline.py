@@ -1,0 +1,161 @@
+"""The whole flow of a result: conditions -> state -> incidents -> alerts -> tickets.
+
+Real SQLite store in a temp dir; results are fed straight into the pipeline (the scheduler is
+tested on its own), with a wall clock the test drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.alerts.base import AlertEvent
+from monitor.inventory import Inventory, ResolvedCheck
+from monitor.pipeline import Pipeline
+from monitor.state import DeviceStatus
+from monitor.store import Store
+from monitor.store.aio import AsyncStore
+from probes.result import ProbeResult
+
+HALL = {
+    "site": {"name": "测试大厅", "timezone": "Asia/Shanghai"},
+    "defaults": {"interval": "30s", "timeout": "5s", "failure_threshold": 3,
+                 "success_threshold": 2},
+    "credentials": {"ro": {"version": "2c", "community": "${COMMUNITY:-public}"}},
+    "devices": [
+        {"id": "sw-1f-a", "name": "一楼接入交换机A", "class": "switch",
+         "address": "127.20.1.1", "credential": "ro", "location": {"floor": 1}},
+        {"id": "kiosk-1f-01", "name": "一楼自助终端1号", "class": "kiosk",
+         "address": "127.20.1.11", "parent": "sw-1f-a", "credential": "ro"},
+        {"id": "cam-1f-01", "name": "一楼摄像机1号", "class": "camera",
+         "address": "127.20.1.21", "parent": "sw-1f-a"},
+        {"id": "prn-1f-01", "name": "一楼打印机", "class": "printer",
+         "address": "127.20.1.31", "credential": "ro"},
+    ],
+    "tickets": {"auto": [{"classes": ["switch", "printer"], "on": ["down", "degraded"]}]},
+}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[AlertEvent] = []
+
+    def submit(self, event: AlertEvent) -> None:
+        self.events.append(event)
+
+    def statuses(self) -> list[tuple[str, str]]:
+        return [(e.device_id, e.status) for e in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_750_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def inventory() -> Inventory:
+    return Inventory.model_validate(HALL, context={"env": {}})
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    s = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", timezone="Asia/Shanghai"))
+    yield s
+    await s.aclose()
+
+
+def check(inv: Inventory, device: str, name: str) -> ResolvedCheck:
+    return next(c for c in inv.checks_for(inv.device(device)) if c.name == name)
+
+
+OK = ProbeResult.success(0.001)
+FAIL = ProbeResult.failure(1.0, "no reply")
+
+
+async def feed(p: Pipeline, clock: Clock, device: str, name: str, result: ProbeResult,
+               times: int = 1) -> None:
+    for _ in range(times):
+        clock.now += 30
+        await p.handle(check(p.inventory, device, name), result)
+
+
+async def all_up(p: Pipeline, clock: Clock) -> None:
+    for dev in ("sw-1f-a", "kiosk-1f-01", "cam-1f-01", "prn-1f-01"):
+        await feed(p, clock, dev, "ping", OK)
+
+
+async def test_parent_down_pages_once_and_children_are_unreachable(store: AsyncStore) -> None:
+    inv, clock, alerts = inventory(), Clock(), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    assert alerts.events == []  # an initial UP is not a recovery
+
+    await feed(p, clock, "sw-1f-a", "ping", FAIL, times=3)
+    await feed(p, clock, "kiosk-1f-01", "ping", FAIL, times=3)
+    await feed(p, clock, "cam-1f-01", "ping", FAIL, times=3)
+
+    assert p.state.status("sw-1f-a") is DeviceStatus.DOWN
+    assert p.state.status("kiosk-1f-01") is DeviceStatus.UNREACHABLE
+    assert alerts.statuses() == [
+        ("sw-1f-a", "down"), ("kiosk-1f-01", "unreachable"), ("cam-1f-01", "unreachable"),
+    ]
+    incidents = await store.open_incidents()
+    assert sorted((i.device_id, i.status) for i in incidents) == [
+        ("cam-1f-01", "unreachable"), ("kiosk-1f-01", "unreachable"), ("sw-1f-a", "down"),
+    ]
+
+
+async def test_restart_resumes_without_a_second_down(store: AsyncStore) -> None:
+    inv, clock, alerts = inventory(), Clock(), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "sw-1f-a", "ping", FAIL, times=3)
+    assert alerts.statuses() == [("sw-1f-a", "down")]
+
+    # a new process on the same store
+    alerts2 = Recorder()
+    p2 = Pipeline(inv, store=store, alerts=alerts2, clock=clock)
+    assert await p2.resume() == 1
+    assert p2.state.status("sw-1f-a") is DeviceStatus.DOWN
+    await feed(p2, clock, "sw-1f-a", "ping", FAIL, times=5)
+    assert alerts2.events == []  # still down: nothing new to say
+
+    await feed(p2, clock, "sw-1f-a", "ping", OK, times=2)
+    assert alerts2.statuses() == [("sw-1f-a", "up")]
+    assert await store.open_incidents() == []
+
+
+async def test_auto_ticket_once_per_incident_and_resolved_on_recovery(
+    store: AsyncStore,
+) -> None:
+    inv, clock = inventory(), Clock()
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "sw-1f-a", "ping", FAIL, times=6)
+    for task in list(p._ticket_tasks.values()):
+        await task
+    page, _total = await store.run(store.store.list_tickets)
+    auto = [t for t in page if t.source == "auto"]
+    assert len(auto) == 1
+    assert auto[0].device_id == "sw-1f-a" and auto[0].status == "open"
+
+    await feed(p, clock, "sw-1f-a", "ping", OK, times=2)
+    ticket = await store.get_ticket(auto[0].id)
+    assert ticket.status == "resolved"
+    assert "recovered after" in (ticket.resolution or "")
+
+
+async def test_low_toner_degrades_the_printer(store: AsyncStore) -> None:
+    inv, clock, alerts = inventory(), Clock(), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    low = ProbeResult.success(0.01, {"supply_level": 4, "supply_max": 100, "cover_status": 4})
+    await feed(p, clock, "prn-1f-01", "supplies", low, times=3)
+    status, cause = p.state.statuses["prn-1f-01"]
+    assert status is DeviceStatus.DEGRADED
+    assert "碳粉不足" in cause and "toner_percent=4" in cause
+    assert alerts.statuses() == [("prn-1f-01", "degraded")]
