@@ -90,6 +90,9 @@ class Delivery:
         # "sending too fast"; items over the pace simply stay due (no attempt is counted).
         self._limits = dict(rate_limits or {})
         self._recent: dict[str, deque[datetime]] = {}
+        # After a retryable failure the whole channel waits for the failed item's retry, so a
+        # later message (a recovery) never overtakes an earlier one (its outage notice).
+        self._blocked_until: dict[str, datetime] = {}
         # Read by metrics: hallmon_notifications_total / hallmon_notification_failures_total.
         self.stats: dict[str, ChannelStats] = {name: ChannelStats() for name in channels}
 
@@ -108,6 +111,9 @@ class Delivery:
 
     async def _send_all(self, channel_name: str, items: list[Any]) -> None:
         channel = self._channels.get(channel_name)
+        blocked = self._blocked_until.get(channel_name)
+        if blocked is not None and self._clock() < blocked:
+            return
         for item in items:
             if channel is None:
                 result = DeliveryResult.failure(f"channel {channel_name!r} is not configured",
@@ -145,6 +151,7 @@ class Delivery:
         stats = self.stats.setdefault(channel_name, ChannelStats())
         if result.ok:
             stats.sent += 1
+            self._blocked_until.pop(channel_name, None)
             await asyncio.to_thread(self._outbox.mark_sent, item.id, now)
             return
         stats.failures += 1
@@ -152,10 +159,12 @@ class Delivery:
         dead = not result.retryable or attempts >= self._policy.max_attempts
         stats.dead += dead
         error = redact(result.error or "unknown error")
+        retry_at = now + self._policy.backoff(attempts)
+        if not dead:
+            self._blocked_until[channel_name] = retry_at
         log.warning("notification %s via %s failed (attempt %d%s): %s", item.key,
                     channel_name, attempts, ", dead letter" if dead else "", error)
-        await asyncio.to_thread(self._outbox.mark_failed, item.id, error,
-                                now + self._policy.backoff(attempts), dead)
+        await asyncio.to_thread(self._outbox.mark_failed, item.id, error, retry_at, dead)
 
     async def run(self) -> None:
         while True:

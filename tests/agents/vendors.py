@@ -37,8 +37,10 @@ class VendorServer:
     token: str = "robot-token"
     secret: str | None = None
     limit: int = 20
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # throttling window
+    sign_clock: Callable[[], float] | None = None  # signature freshness; default: clock
     down: bool = False
+    hits: int = 0  # every request, even those answered 503 while down
     received: list[Received] = field(default_factory=list)  # every request that arrived
     accepted: list[Received] = field(default_factory=list)  # those answered with code 0
     hold: threading.Event | None = None  # when set up, requests wait for it
@@ -93,6 +95,9 @@ class VendorServer:
             return [r.key for r in self.accepted]
 
     # -- vendor rules -----------------------------------------------------------------------
+    def _signed_now(self) -> float:
+        return (self.sign_clock or self.clock)()
+
     def _throttled(self, robot: str) -> bool:
         now = self.clock()
         recent = self._recent.setdefault(robot, deque())
@@ -110,7 +115,7 @@ class VendorServer:
             ts = (query.get("timestamp") or ["0"])[0]
             given = (query.get("sign") or [""])[0]  # parse_qs has URL-decoded it once
             mac = hmac.new(self.secret.encode(), f"{ts}\n{self.secret}".encode(), hashlib.sha256)
-            fresh = abs(self.clock() * 1000 - int(ts)) < 3600_000
+            fresh = abs(self._signed_now() * 1000 - int(ts)) < 3600_000
             if not fresh or given != base64.b64encode(mac.digest()).decode():
                 return {"errcode": 310000, "errmsg": "sign not match"}
         if body.get("msgtype") not in {"text", "markdown", "link", "actionCard", "feedCard"}:
@@ -139,7 +144,7 @@ class VendorServer:
         if self.secret:
             ts = str(body.get("timestamp", "0"))
             mac = hmac.new(f"{ts}\n{self.secret}".encode(), b"", hashlib.sha256)
-            fresh = abs(self.clock() - int(ts)) < 3600
+            fresh = abs(self._signed_now() - int(ts)) < 3600
             if not fresh or body.get("sign") != base64.b64encode(mac.digest()).decode():
                 return {"code": 19021, "msg": "sign match fail or timestamp is not within one hour"}
         if self._throttled("feishu"):
@@ -156,6 +161,8 @@ class VendorServer:
             def do_POST(self) -> None:
                 parts = urlsplit(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with vendor._lock:
+                    vendor.hits += 1
                 if vendor.down:
                     self._reply(503, {"message": "service unavailable"})
                     return
