@@ -156,12 +156,12 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
     return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose value errors (e.g. a date like 2026-02-30) carry the node's position."""
+class _PositionedValues:
+    """Value errors while constructing (e.g. a date like 2026-02-30) carry the node's position."""
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
-            return super().construct_object(node, deep)
+            return super().construct_object(node, deep)  # type: ignore[misc]
         except yaml.MarkedYAMLError:
             raise
         except (ValueError, TypeError, OverflowError) as exc:
@@ -170,7 +170,27 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
-def _compose(text: str, file: str) -> tuple[_Loader, Node | None]:
+class _Loader(_PositionedValues, yaml.SafeLoader):
+    pass
+
+
+# libyaml parses ~8x faster (120 devices: 18 ms instead of 140 ms). Errors are always reported
+# by the pure-Python parser, so the messages are the same with or without libyaml.
+_FastLoader: type[yaml.SafeLoader] = _Loader
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CLoader(_PositionedValues, yaml.CSafeLoader):
+        pass
+
+    _FastLoader = _CLoader  # type: ignore[assignment]
+
+
+def _compose(text: str, file: str) -> tuple[yaml.SafeLoader, Node | None]:
+    try:
+        fast = _FastLoader(text)
+        return fast, fast.get_single_node()
+    except yaml.YAMLError:
+        pass  # parse again below, for the error message as the pure-Python parser words it
     try:
         loader = _Loader(text)  # the reader checks for unprintable characters right here
     except yaml.reader.ReaderError as exc:
@@ -235,7 +255,7 @@ def _normalize_keys(root: Node) -> None:
             for key, _ in node.value:
                 if (
                     isinstance(key, ScalarNode)
-                    and key.style is None
+                    and not key.style  # plain: None (PyYAML) or "" (libyaml)
                     and key.tag == _BOOL_TAG
                     and key.value.lower() in _KEY_WORDS
                 ):
@@ -244,7 +264,7 @@ def _normalize_keys(root: Node) -> None:
 
 def _trap(node: ScalarNode) -> str | None:
     """The hint for a bare scalar that YAML 1.1 and YAML 1.2 (editors, schema) read differently."""
-    if node.style is not None:
+    if node.style:  # quoted or block: not plain
         return None
     text = node.value
     if node.tag == _BOOL_TAG and text.lower() in _KEY_WORDS:
