@@ -130,8 +130,9 @@ ticket_events = Table(
 ticket_tally = Table(
     "ticket_tally",
     metadata,
-    Column("day", Integer, primary_key=True),  # local_day of the tickets counted
+    # dim first: a tally reads one dimension's rows over a day range, a contiguous key range.
     Column("dim", String(16), primary_key=True),  # all | category | class | floor | ...
+    Column("day", Integer, primary_key=True),  # local_day of the tickets counted
     Column("value", String(128), primary_key=True),  # "" stands for NULL
     Column("n", Integer, nullable=False),
 )

@@ -72,7 +72,7 @@ def _apply_tally(conn: Connection, delta: Delta) -> None:
     for i in range(0, len(rows), 5000):
         stmt = ins.values(rows[i : i + 5000])
         conn.execute(stmt.on_conflict_do_update(
-            index_elements=[TALLY.c.day, TALLY.c.dim, TALLY.c.value],
+            index_elements=[TALLY.c.dim, TALLY.c.day, TALLY.c.value],
             set_={"n": TALLY.c.n + stmt.excluded.n},
         ))
 

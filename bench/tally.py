@@ -1,0 +1,106 @@
+"""Budget: the tally over 1,000,000 tickets answers in < 200 ms on SQLite.
+
+Builds (once, cached under $HALLMON_BENCH_DIR or /tmp) a SQLite file with 1M tickets spread over
+three years, then times tally() for each period and grouping. Prints one line per query and exits
+non-zero if any median exceeds the budget.
+
+    .venv/bin/python bench/tally.py [--tickets N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.store import Store, schema
+from monitor.store.localtime import day_key
+from monitor.tally import tally, tally_direct
+
+BUDGET_S = 0.200
+TZ = "Asia/Shanghai"
+START = datetime(2023, 1, 1, tzinfo=UTC)
+CATS = ["fault", "preventive", "line", "enrolment", "installation", "relocation", "inspection",
+        "other"]
+CLASSES = ["kiosk", "led", "camera", "nvr", "switch", "line", "printer", "ups", "gate", "queue"]
+
+
+def build(path: Path, n: int) -> Store:
+    fresh = not path.exists()
+    store = Store(f"sqlite:///{path}", timezone=TZ)
+    if not fresh:
+        return store
+    rng = random.Random(5)
+    t0 = time.perf_counter()
+    with store.tx() as conn:
+        batch = []
+        for i in range(n):
+            opened = START + timedelta(seconds=rng.randrange(3 * 365 * 86400))
+            done = rng.random() < 0.9
+            status = rng.choice(["resolved", "closed"]) if done else rng.choice(
+                ["open", "in_progress"])
+            batch.append({
+                "device_id": f"dev-{rng.randrange(2000)}", "device_class": rng.choice(CLASSES),
+                "floor": str(rng.randrange(1, 6)), "owner": f"unit-{rng.randrange(12)}",
+                "category": rng.choice(CATS), "status": status, "summary": "bench",
+                "reporter": "bench", "assignee": f"tech-{rng.randrange(15)}",
+                "source": "import", "opened_at": opened, "updated_at": opened,
+                "resolved_at": opened + timedelta(hours=rng.randrange(1, 72)) if done else None,
+                "local_day": day_key(opened, store.tz),
+            })
+            if len(batch) == 20000:
+                conn.execute(schema.tickets.insert(), batch)
+                batch = []
+                print(f"  inserted {i + 1}", end="\r", file=sys.stderr)
+        if batch:
+            conn.execute(schema.tickets.insert(), batch)
+    store.rebuild_tally()
+    print(f"built {n} tickets in {time.perf_counter() - t0:.1f} s: {path}", file=sys.stderr)
+    return store
+
+
+def timed(fn, runs: int = 7) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm the page cache once
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tickets", type=int, default=1_000_000)
+    args = ap.parse_args()
+    folder = Path(os.environ.get("HALLMON_BENCH_DIR", "/tmp"))
+    store = build(folder / f"hallmon-bench-tally-{args.tickets}.db", args.tickets)
+    lo, hi = date(2023, 1, 1), date(2025, 12, 31)
+    worst = 0.0
+    for period in ("day", "week", "month", "quarter", "year"):
+        for group in (None, "category", "class", "assignee", "status"):
+            rows: list = []
+            s = timed(lambda p=period, g=group, r=rows: r.append(tally(store, p, lo, hi, g)))
+            total = sum(r.count for r in rows[-1])
+            worst = max(worst, s)
+            print(f"tally period={period:7} group_by={group or '-':8} {s * 1000:7.1f} ms  "
+                  f"({len(rows[-1])} rows, {total} tickets)")
+    with store.read() as conn:
+        s = timed(lambda: tally_direct(conn, 20230101, 20251231, "category", {}), runs=3)
+    print(f"reference: GROUP BY over the tickets table {s * 1000:.0f} ms")
+    store.close()
+    ok = worst < BUDGET_S
+    print(f"worst tally {worst * 1000:.1f} ms, budget {BUDGET_S * 1000:.0f} ms: "
+          f"{'OK' if ok else 'OVER BUDGET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Tally invariants (hypothesis) and hand-checked MTTR, backlog and availability examples."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from monitor.store import InvalidValue, NewTicket, Store
+from monitor.store.localtime import date_key
+from monitor.tally import (
+    GROUPS,
+    DeviceRef,
+    availability,
+    backlog,
+    mttr,
+    opening_intervals,
+    tally,
+    tally_direct,
+)
+
+CATS = ["fault", "line", "inspection"]
+START = datetime(2024, 12, 20, tzinfo=UTC)
+SPAN = timedelta(days=400)
+
+
+def new(cat: str, cls: str, assignee: str | None, at: datetime) -> NewTicket:
+    return NewTicket(category=cat, summary="s", reporter="r", device_class=cls, floor="1",
+                     assignee=assignee, opened_at=at)
+
+
+op = st.one_of(
+    st.tuples(st.just("new"), st.sampled_from(CATS), st.sampled_from(["kiosk", "ups"]),
+              st.sampled_from([None, "zhang", "wang"]),
+              st.integers(0, int(SPAN.total_seconds()))),
+    st.tuples(st.just("move"), st.integers(0, 30), st.sampled_from(
+        ["in_progress", "resolved", "closed", "open"])),
+    st.tuples(st.just("edit"), st.integers(0, 30), st.sampled_from(CATS),
+              st.sampled_from([None, "li"])),
+)
+
+
+@pytest.fixture
+def mem() -> Iterator[Store]:
+    s = Store("sqlite://", timezone="Asia/Shanghai")
+    yield s
+    s.close()
+
+
+def apply(store: Store, ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    ids: list[int] = []
+    for o in ops:
+        if o[0] == "new":
+            at = START + timedelta(seconds=o[4])
+            ids.append(store.create_ticket(new(o[1], o[2], o[3], at)).id)
+        elif ids and o[0] == "move":
+            tid = ids[o[1] % len(ids)]
+            try:
+                store.transition(tid, o[2], "t")
+            except Exception as exc:  # InvalidTransition is part of the story
+                assert "cannot move" in str(exc)
+        elif ids:
+            store.update_ticket(ids[o[1] % len(ids)], "t", {"category": o[2], "assignee": o[3]})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(op, max_size=40))
+def test_tally_invariants(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    store = Store("sqlite://", timezone="Asia/Shanghai")
+    try:
+        apply(store, ops)
+        lo, hi = date(2024, 12, 1), date(2026, 2, 1)
+        total = sum(r.count for r in tally(store, "year", lo, hi))
+        assert total == sum(1 for o in ops if o[0] == "new")
+        for period in ("day", "week", "month", "quarter", "year"):
+            plain = {r.period: r.count for r in tally(store, period, lo, hi)}
+            assert sum(plain.values()) == total
+            for g in GROUPS:  # every grouping partitions each period
+                grouped: Counter[str] = Counter()
+                for r in tally(store, period, lo, hi, g):
+                    grouped[r.period] += r.count
+                assert dict(grouped) == plain
+        # days fold into months, months into quarters, quarters into the year
+        days = tally(store, "day", lo, hi)
+        months = Counter({r.period: r.count for r in tally(store, "month", lo, hi)})
+        assert Counter(_sum_by(days, lambda p: p[:7])) == months
+        quarters = {r.period: r.count for r in tally(store, "quarter", lo, hi)}
+        assert _sum_by(list(tally(store, "month", lo, hi)),
+                       lambda p: f"{p[:4]}-Q{(int(p[5:7]) - 1) // 3 + 1}") == quarters
+        # the maintained table equals a GROUP BY over the raw rows
+        for g in (None, *GROUPS):
+            kept = {k: v for k, v in _days(store, lo, hi, g).items() if v}
+            with store.read() as conn:
+                direct = tally_direct(conn, date_key(lo), date_key(hi), g, {})
+            assert kept == direct
+    finally:
+        store.close()
+
+
+def _days(store: Store, lo: date, hi: date, g: str | None) -> dict[tuple[int, str | None], int]:
+    from monitor.tally import _day_counts
+
+    return _day_counts(store, lo, hi, g, {})
+
+
+def _sum_by(rows: list, key) -> dict[str, int]:  # type: ignore[no-untyped-def,type-arg]
+    out: Counter[str] = Counter()
+    for r in rows:
+        out[key(r.period)] += r.count
+    return dict(out)
+
+
+def test_local_days_follow_the_site_timezone(mem: Store) -> None:
+    # 2024-12-31 17:00 UTC is 2025-01-01 01:00 in Shanghai: counted in 2025, W01, Q1.
+    mem.create_ticket(new("fault", "kiosk", None, datetime(2024, 12, 31, 17, tzinfo=UTC)))
+    lo, hi = date(2024, 1, 1), date(2025, 12, 31)
+    assert [(r.period, r.count) for r in tally(mem, "year", lo, hi)] == [("2025", 1)]
+    assert tally(mem, "week", lo, hi)[0].period == "2025-W01"
+    assert tally(mem, "day", lo, hi)[0].period == "2025-01-01"
+
+
+def test_filtered_tally_uses_the_raw_rows(mem: Store) -> None:
+    at = datetime(2025, 3, 3, 4, tzinfo=UTC)
+    for cat, cls in [("fault", "kiosk"), ("fault", "ups"), ("line", "kiosk")]:
+        mem.create_ticket(new(cat, cls, None, at))
+    rows = tally(mem, "month", date(2025, 1, 1), date(2025, 12, 31), "class",
+                 filters={"category": "fault"})
+    assert [(r.group, r.count) for r in rows] == [("kiosk", 1), ("ups", 1)]
+
+
+def test_mttr_and_backlog(mem: Store) -> None:
+    t0 = datetime(2025, 3, 3, 1, tzinfo=UTC)
+    a = mem.create_ticket(new("fault", "kiosk", None, t0))
+    b = mem.create_ticket(new("fault", "kiosk", None, t0))
+    mem.create_ticket(new("fault", "ups", None, t0))
+    mem.transition(a.id, "resolved", "x", at=t0 + timedelta(hours=2))
+    mem.transition(b.id, "resolved", "x", at=t0 + timedelta(hours=4, days=7))
+    assert mttr(mem, date(2025, 3, 1), date(2025, 3, 31)) == {"kiosk": (2 + 4 + 168) * 1800.0}
+    weeks = backlog(mem, "week", date(2025, 3, 3), date(2025, 3, 16))
+    assert weeks == [("2025-W10", 2), ("2025-W11", 1)]
+
+
+def test_opening_hours_parse_and_span() -> None:
+    from zoneinfo import ZoneInfo
+
+    spans = opening_intervals("Mon-Fri 08:30-18:00", date(2025, 3, 3), date(2025, 3, 9),
+                              ZoneInfo("Asia/Shanghai"))
+    assert len(spans) == 5 and spans[0][0] == datetime(2025, 3, 3, 0, 30, tzinfo=UTC)
+    with pytest.raises(InvalidValue, match="expected like"):
+        opening_intervals("weekdays 9-5", date(2025, 3, 3), date(2025, 3, 3), ZoneInfo("UTC"))
+
+
+def test_availability_formula(mem: Store) -> None:
+    """One day (UTC site), sw down 2 h of which 1 h inside a maintenance window."""
+    s = Store("sqlite://", timezone="UTC")
+    day = date(2025, 3, 3)
+    t = datetime(2025, 3, 3, tzinfo=UTC)
+    inc = s.open_incident("sw", None, "down", "x", t + timedelta(hours=10))
+    s.close_incident(inc, t + timedelta(hours=12))
+    s.open_incident("sw", None, "unreachable", "parent", t + timedelta(hours=14))  # not down
+    s.open_incident("kiosk", "toner", "down", "x", t + timedelta(hours=1))  # a check, not device
+    s.add_window("class", "switch", t + timedelta(hours=11), t + timedelta(hours=13), "fw", "a")
+    devs = [DeviceRef("sw", "switch", "2"), DeviceRef("kiosk", "kiosk", "1")]
+    per_dev, per_class = availability(s, devs, day, day, now=t + timedelta(days=2))
+    sw, kiosk = per_dev
+    assert (sw.observed_s, sw.down_s, sw.failures) == (22 * 3600, 3600, 1)
+    assert sw.ratio == pytest.approx(1 - 1 / 22) and kiosk.ratio == 1.0
+    assert sw.mtbf_s == 21 * 3600 and sw.mttr_s == 3600
+    assert [c.key for c in per_class] == ["kiosk", "switch"]
+    # opening hours only: Monday 08:30-18:00 = 9.5 h, down 10-11 (11-12 is maintenance)
+    per_dev, _ = availability(s, devs, day, day, opening_hours="Mon-Fri 08:30-18:00",
+                              now=t + timedelta(days=2))
+    assert per_dev[0].observed_s == 7.5 * 3600 and per_dev[0].down_s == 3600
+    s.close()
