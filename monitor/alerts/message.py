@@ -282,7 +282,12 @@ def render(
 
 
 def render_test(route: str, style: Style, now: datetime) -> Message:
+    """What ``hallmon notify test ROUTE`` sends; one short-lived alert so Alertmanager and
+    webhook receivers see something too."""
     title = "[hallmon] " + _WORDS[style.lang]["test"].format(route)
+    probe = AlertItem("hallmon", "firing",
+                      {"alertname": "HallmonTestNotification", "severity": "info",
+                       "route": route}, {"summary": title}, _iso(now))
     return Message(
         key=message_key(route, "test", [now.isoformat()]),
         route=route,
@@ -292,6 +297,7 @@ def render_test(route: str, style: Style, now: datetime) -> Message:
         text=f"{title}\n{_clock(now, style)}",
         markdown=f"### {title}\n\n{_clock(now, style)}",
         created_at=_iso(now),
+        alerts=(probe,),
     )
 
 
