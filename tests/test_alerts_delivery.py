@@ -3,6 +3,7 @@ engine against DingTalk/WeCom-like servers, including a robot API down for five 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -184,3 +185,26 @@ async def test_floor_switch_outage_end_to_end_with_robot_api_down_for_five_minut
     assert len(wc) == 2 and "不可达" in wc[0]["markdown"]["content"]
     assert len(server.keys()) == len(set(server.keys())) == 4  # once each
     assert outbox.outbox_counts() == {"pending": 0, "sent": 4, "dead": 0}
+
+
+async def test_the_loops_deliver_on_real_time_with_a_tiny_window() -> None:
+    with VendorServer(token="tok", secret="SEC1") as server:
+        cfg = _hall(server).model_copy(update={"routes": [
+            _hall(server).routes[0].model_copy(update={"group_wait": 0.05})]})
+        outbox = MemoryOutbox()
+        now = lambda: datetime.now(UTC)  # noqa: E731
+        async with httpx.AsyncClient() as client:
+            delivery = Delivery(outbox, build_channels(cfg), client, now, poll_interval=5.0)
+            engine = Engine(cfg, outbox, now, on_enqueued=delivery.wake)
+            tasks = [asyncio.create_task(engine.run()), asyncio.create_task(delivery.run())]
+            try:
+                engine.submit(_event("sw-1f-a", "down", now()))
+                for _ in range(500):  # bounded: 5 s at most
+                    if outbox.outbox_counts()["sent"]:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    assert outbox.outbox_counts()["sent"] == 1  # woken at once: well before the 5 s poll
