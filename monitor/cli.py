@@ -119,8 +119,15 @@ def summary(inventory: Inventory) -> str:
 # Every area's sub-commands. The lead adds the others here, in this order, as they land:
 #   add_run_commands (run), add_demo_commands (demo), add_probe_commands (probe),
 #   add_tickets_commands (tickets), add_report_commands (report), add_notify_commands (notify).
+def add_run_commands(subparsers: Subparsers) -> None:
+    from monitor.cli_run import add_run_commands as add
+
+    add(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
+    add_run_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 

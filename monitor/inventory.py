@@ -523,7 +523,7 @@ DEFAULT_CATEGORIES = [
 
 class AutoTicketRule(StrictModel):
     classes: list[str] = Field([], description="Empty: every class")
-    on: list[Literal["down", "degraded"]] = ["down"]
+    when: list[Literal["down", "degraded"]] = ["down"]
     delay: Duration | Literal[0] = 0
     category: str = "fault"
     assignee: str | None = None

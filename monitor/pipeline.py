@@ -287,7 +287,7 @@ class Pipeline:
         for rule in self.inventory.tickets.auto:
             if rule.classes and device.class_ not in rule.classes:
                 continue
-            if t.to.value not in rule.on:
+            if t.to.value not in rule.when:
                 continue
             key = self._ticket_key(t.device, inc)
             new = NewTicket(

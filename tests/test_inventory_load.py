@@ -79,7 +79,7 @@ def test_good_realistic_example_loads() -> None:
     assert cred.priv_secret.get_secret_value() == "priv-key-for-tests"  # from priv_key_file
     kiosk = inv.device("kiosk-1f-02")
     assert kiosk.location.floor == 1 and kiosk.location.window == "A-02"  # merge key
-    assert inv.tickets.auto[1].on == ["down", "degraded"]  # a bare `on:` key is the text "on"
+    assert inv.tickets.auto[1].when == ["down", "degraded"]
 
 
 def test_env_references_resolve_and_never_show(tmp_path: Path) -> None:

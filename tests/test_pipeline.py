@@ -34,7 +34,7 @@ HALL = {
         {"id": "prn-1f-01", "name": "一楼打印机", "class": "printer",
          "address": "127.20.1.31", "credential": "ro"},
     ],
-    "tickets": {"auto": [{"classes": ["switch", "printer"], "on": ["down", "degraded"]}]},
+    "tickets": {"auto": [{"classes": ["switch", "printer"], "when": ["down", "degraded"]}]},
 }
 
 

@@ -1,0 +1,302 @@
+"""Composition root: builds everything from the inventory and owns the daemon's lifecycle.
+
+    Hall.start():  inventory -> store (resume open incidents) -> pipeline -> alert engine and
+                   delivery -> scheduler -> maintenance refresher -> reload triggers -> web
+    Hall.stop():   web, scheduler (in-flight probes cancelled), alerts, probes, store — in that
+                   order, so nothing writes to a closed store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from monitor import simulate
+from monitor.alerts import Delivery, Engine, build_channels, retry_policy
+from monitor.checks import probe_call
+from monitor.inventory import Inventory, ResolvedCheck, parse_schedule
+from monitor.pipeline import Pipeline
+from monitor.reload import InventoryHolder, ReloadOutcome
+from monitor.scheduler import ScheduledCheck, Scheduler
+from monitor.store import Store
+from monitor.store.aio import AsyncStore
+from probes import http as http_probe
+from probes import icmp as icmp_probe
+from probes import snmp as snmp_probe
+from probes.result import ProbeResult
+
+log = logging.getLogger("hallmon")
+
+MAINTENANCE_REFRESH_SECONDS = 15.0
+
+
+@dataclass
+class Options:
+    inventory: Path
+    listen: str = "127.0.0.1:10025"
+    storage_url: str | None = None
+    state_dir: Path | None = None
+    mock: bool = False
+    tokens_file: Path | None = None
+    watch_interval: float = 5.0
+    shard: tuple[int, int] | None = None  # (i, n): poll only devices hashed to shard i of n
+    pace: float | None = None  # the demo: poll every check at least this often (seconds)
+
+
+def default_storage_url(state_dir: Path | None) -> str:
+    base = state_dir or Path(tempfile.gettempdir()) / "hallmon"
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'hallmon.db'}"
+
+
+def in_shard(device_id: str, shard: tuple[int, int] | None) -> bool:
+    """Stable across restarts and machines (not Python's salted hash)."""
+    if shard is None:
+        return True
+    import hashlib
+
+    i, n = shard
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n == i
+
+
+def maintenance_from_inventory(inventory: Inventory, now: datetime) -> set[str]:
+    """Devices inside a one-off or recurring window of the inventory at ``now``."""
+    tz = inventory.site.tz
+    local = now.astimezone(tz)
+    out: set[str] = set()
+    for device in inventory.devices:
+        windows = [(w, True) for w in device.maintenance]
+        windows += [
+            (w, device.id in w.devices
+             or device.class_ in w.classes
+             or device.location.floor in w.floors)
+            for w in inventory.maintenance
+        ]
+        for w, selected in windows:
+            if not selected:
+                continue
+            if w.schedule is not None:
+                active = any(span.contains(local) for span in parse_schedule(w.schedule))
+            else:
+                assert w.start is not None and w.end is not None
+                start = w.start if w.start.tzinfo else w.start.replace(tzinfo=tz)
+                end = w.end if w.end.tzinfo else w.end.replace(tzinfo=tz)
+                active = start <= now < end
+            if active:
+                out.add(device.id)
+                break
+    return out
+
+
+class Hall:
+    """The running daemon. Tests build one with a ManualClock-free configuration and call
+    ``start``/``stop``; the CLI wraps it in ``serve``."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.holder = InventoryHolder(options.inventory)
+        self.started_at = time.time()
+        self.ready = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+        self._seen: set[tuple[str, str]] = set()
+        self.store: Store | None = None
+        self.astore: AsyncStore | None = None
+        self.pipeline: Pipeline
+        self.scheduler: Scheduler
+        self.engine: Engine | None = None
+        self.delivery: Delivery | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.holder.current
+
+    # -- building ------------------------------------------------------------------------------
+
+    def scheduled_checks(self, inventory: Inventory) -> list[ScheduledCheck]:
+        out = []
+        for device in inventory.devices:
+            if not in_shard(device.id, self.options.shard):
+                continue
+            for check in inventory.checks_for(device):
+                call = probe_call(
+                    inventory,
+                    device,
+                    check,
+                    mock=self.options.mock,
+                    mock_values=simulate.healthy_values(check),
+                )
+                out.append(
+                    ScheduledCheck(
+                        key=check.key,
+                        device_id=device.id,
+                        kind="mock" if self.options.mock else check.kind,
+                        interval=self._pace(check.interval),
+                        timeout=min(check.timeout, self._pace(check.interval) * 0.8),
+                        call=call,
+                        context=check,
+                    )
+                )
+        return out
+
+    def _pace(self, interval: float) -> float:
+        return interval if self.options.pace is None else min(interval, self.options.pace)
+
+    async def _on_result(
+        self, sc: ScheduledCheck, result: ProbeResult, started: float, finished: float
+    ) -> None:
+        check: ResolvedCheck = sc.context
+        await self.pipeline.handle(check, result)
+        if not self.ready:
+            self._seen.add(sc.key)
+            if len(self._seen) >= len(self.scheduler.checks):
+                self.ready = True
+                log.info("first cycle complete: ready")
+
+    def _caps(self, inventory: Inventory) -> dict[str, int]:
+        return {str(kind): cap for kind, cap in inventory.polling.concurrency.items()}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        inventory = self.holder.load()
+        if not self.options.mock:
+            icmp_probe.configure(
+                backend=inventory.polling.icmp_backend,
+                pacing_per_second=inventory.polling.icmp_pacing_per_second,
+            )
+        url = self.options.storage_url or default_storage_url(self.options.state_dir)
+        self.store = Store(url, timezone=inventory.site.timezone)
+        self.astore = AsyncStore(self.store)
+        self.pipeline = Pipeline(
+            inventory,
+            store=self.astore,
+            recheck=lambda dev: self.scheduler.request_recheck(dev),
+            clock=time.time,
+        )
+        await self.pipeline.resume()
+        self._start_alerts(inventory)
+        if self.options.mock:
+            simulate.install(inventory)
+        self.scheduler = Scheduler(
+            self.scheduled_checks(inventory), self._on_result, caps=self._caps(inventory)
+        )
+        self.scheduler.start()
+        self.holder.subscribe(self._apply_inventory)
+        self._spawn(self._refresh_maintenance())
+        self._spawn(self.holder.watch(self.options.watch_interval))
+        loop = asyncio.get_running_loop()
+        self.holder.bind_loop(loop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            self.holder.install_sighup(loop)
+        log.info(
+            "polling %d checks of %d devices (%s probes)",
+            len(self.scheduler.checks),
+            len(inventory.devices),
+            "mock" if self.options.mock else "live",
+        )
+
+    def _start_alerts(self, inventory: Inventory) -> None:
+        assert self.store is not None
+        cfg = inventory.notifications
+        if not cfg.channels:
+            return
+        self._http = httpx.AsyncClient()
+        now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+        self.delivery = Delivery(
+            self.store,
+            build_channels(cfg),
+            self._http,
+            now,
+            policy=retry_policy(cfg),
+            rate_limits={n: c.rate_limit_per_minute for n, c in cfg.channels.items()},
+        )
+        self.engine = Engine(
+            cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake
+        )
+        self.pipeline.alerts = self.engine
+        self._spawn(self.engine.run())
+        self._spawn(self.delivery.run())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def _apply_inventory(self, inventory: Inventory) -> None:
+        """A good reload: swap the state's devices and the scheduler's checks."""
+        self.pipeline.use(inventory)
+        if self.options.mock:
+            simulate.install(inventory)
+        self.scheduler.replace(self.scheduled_checks(inventory))
+        log.info("inventory reloaded: %d devices", len(inventory.devices))
+
+    async def reload(self) -> ReloadOutcome:
+        return await self.holder.areload()
+
+    def reload_allowed(self, request: Any) -> bool:
+        """``/-/reload``: an admin token when a tokens file is configured; otherwise only
+        from the machine itself (like Prometheus' --web.enable-lifecycle on a local port)."""
+        if self.options.tokens_file is None:
+            host = request.client.host if request.client else ""
+            return host in ("127.0.0.1", "::1", "localhost", "testclient")
+        return False
+
+    def recheck(self, device_id: str) -> bool:
+        try:
+            self.scheduler.request_recheck(device_id)
+        except KeyError:
+            return False
+        return True
+
+    async def _refresh_maintenance(self) -> None:
+        while True:
+            try:
+                assert self.astore is not None
+                now = datetime.now(UTC)
+                devices = maintenance_from_inventory(self.inventory, now)
+                devices |= await self.astore.devices_in_progress()
+                for w in await self.astore.active_windows(now):
+                    devices |= self._selected(w.selector, w.value)
+                await self.pipeline.set_maintenance(devices)
+            except Exception:  # keep refreshing; one bad cycle must not end maintenance
+                log.exception("maintenance refresh failed")
+            await asyncio.sleep(MAINTENANCE_REFRESH_SECONDS)
+
+    def _selected(self, selector: str, value: str) -> set[str]:
+        devices = self.inventory.devices
+        if selector == "device":
+            return {d.id for d in devices if d.id == value}
+        if selector == "class":
+            return {d.id for d in devices if d.class_ == value}
+        if selector == "floor":
+            return {d.id for d in devices if str(d.location.floor) == value}
+        return set()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            self.holder.uninstall_sighup(asyncio.get_running_loop())
+        if hasattr(self, "scheduler"):
+            await self.scheduler.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.aclose()
+        for close in (icmp_probe.close, snmp_probe.close, http_probe.close):
+            with contextlib.suppress(Exception):
+                await close()
+        if self.astore is not None:
+            await self.astore.aclose()
+        log.info("stopped")

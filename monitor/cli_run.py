@@ -1,0 +1,233 @@
+"""``hallmon run``, ``hallmon demo`` and ``hallmon probe``: the daemon and a technician's probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monitor.inventory_load import InventoryError, load_inventory
+from monitor.logs import setup as setup_logging
+
+if TYPE_CHECKING:
+    from monitor.app import Options
+    from probes.result import ProbeResult
+
+# The daemon's modules (uvicorn, pysnmp, SQLAlchemy...) are imported inside the commands that
+# need them, so `hallmon check` stays quick.
+
+log = logging.getLogger("hallmon")
+
+DEFAULT_LISTEN = "127.0.0.1:10025"
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _shard(value: str) -> tuple[int, int]:
+    i, _, n = value.partition("/")
+    if not (i.isdigit() and n.isdigit()) or not 0 <= int(i) < int(n):
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n, got {value!r}")
+    return int(i), int(n)
+
+
+def _common(p: argparse.ArgumentParser, *, inventory_default: str = "inventory.yaml") -> None:
+    p.add_argument("--inventory", default=inventory_default, help="inventory file")
+    p.add_argument(
+        "--web.listen-address", dest="listen", type=_listen, default=_listen(DEFAULT_LISTEN),
+        help=f"address for /metrics and the API (default {DEFAULT_LISTEN})",
+    )
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log.format", dest="log_format", default="logfmt",
+                   choices=["logfmt", "json"])
+
+
+def add_run_commands(sub: Any) -> None:
+    run = sub.add_parser("run", help="run the monitoring daemon")
+    _common(run)
+    run.add_argument("--storage.url", dest="storage_url", default=None,
+                     help="SQLAlchemy URL (default: SQLite in --storage.path)")
+    run.add_argument("--storage.path", dest="state_dir", default="state",
+                     help="state directory for the default SQLite database")
+    run.add_argument("--mock", action="store_true",
+                     help="replace every probe by the mock probe (inventory's simulation)")
+    run.add_argument("--auth.tokens-file", dest="tokens_file", default=None)
+    run.add_argument("--shard", type=_shard, default=None,
+                     help="poll only shard i of n (stable hash of the device id)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the daemon on the shipped hall, with a scripted day")
+    _common(demo)
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--pace", type=float, default=2.0,
+                      help="poll every check at least this often, in seconds (default 2)")
+    demo.set_defaults(func=cmd_demo)
+
+    probe = sub.add_parser("probe", help="run every check of one device now")
+    probe.add_argument("device")
+    probe.add_argument("--inventory", default="inventory.yaml")
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.set_defaults(func=cmd_probe)
+
+
+# -- run / demo -----------------------------------------------------------------------------
+
+
+async def serve(options: Options, listen: tuple[str, int], duration: float | None = None) -> int:
+    import uvicorn
+
+    from monitor.app import Hall
+    from monitor.web import create_app
+
+    class _Server(uvicorn.Server):
+        """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    hall = Hall(options)
+    try:
+        await hall.start()
+    except InventoryError as exc:
+        print(exc, file=sys.stderr)
+        await hall.stop()
+        return 1
+    app = create_app(hall, site_name=hall.inventory.site.name, store=hall.store)
+    config = uvicorn.Config(app, host=listen[0], port=listen[1], log_config=None,
+                            access_log=False, lifespan="off")
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    web = asyncio.create_task(server.serve())
+    log.info("listening on http://%s:%d/", *listen)
+    waiters = [asyncio.create_task(stop.wait()), web]
+    if duration is not None:
+        waiters.append(asyncio.create_task(asyncio.sleep(duration)))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    server.should_exit = True
+    await asyncio.gather(web, return_exceptions=True)
+    for w in waiters:
+        w.cancel()
+    await hall.stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    return 0 if web.exception() is None else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.app import Options
+
+    setup_logging(args.log_level, args.log_format)
+    options = Options(
+        inventory=Path(args.inventory),
+        listen=f"{args.listen[0]}:{args.listen[1]}",
+        storage_url=args.storage_url,
+        state_dir=Path(args.state_dir),
+        mock=args.mock,
+        tokens_file=Path(args.tokens_file) if args.tokens_file else None,
+        shard=args.shard,
+    )
+    return asyncio.run(serve(options, args.listen))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.app import Options
+
+    setup_logging(args.log_level, args.log_format)
+    state = Path(tempfile.mkdtemp(prefix="hallmon-demo-"))
+    host, port = args.listen
+    print(
+        f"hallmon demo: the shipped hall with mock probes and a scripted day.\n"
+        f"  metrics   http://{host}:{port}/metrics\n"
+        f"  devices   http://{host}:{port}/api/v1/devices\n"
+        f"  tickets   http://{host}:{port}/api/v1/tickets\n"
+        f"  state     {state}\n"
+        "Watch the console: a floor switch fails ~20 s in, its children go unreachable;\n"
+        "a line flaps, a printer runs low on toner, a camera dies, a UPS goes on battery.\n",
+        file=sys.stderr,
+    )
+    options = Options(
+        inventory=Path(args.inventory), listen=f"{host}:{port}", state_dir=state, mock=True,
+        pace=args.pace,
+    )
+    return asyncio.run(serve(options, args.listen, args.duration))
+
+
+# -- probe ----------------------------------------------------------------------------------
+
+
+async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, str, ProbeResult]]:
+    from monitor.checks import probe_call
+    from monitor.classes import evaluate
+    from probes import http as http_probe
+    from probes import icmp as icmp_probe
+    from probes import snmp as snmp_probe
+    from probes.result import ProbeResult
+
+    inventory = load_inventory(Path(inventory_path))
+    device = inventory.device(device_id)
+    out = []
+    try:
+        for check in inventory.checks_for(device):
+            call = probe_call(inventory, device, check)
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(check.timeout):
+                    result = await call()
+            except TimeoutError:
+                result = ProbeResult.failure(time.monotonic() - start, "timeout")
+            out.append((check.name, check.kind, evaluate(check, result)))
+    finally:
+        for close in (icmp_probe.close, snmp_probe.close, http_probe.close):
+            await close()
+    return out
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        results = asyncio.run(_probe_device(args.inventory, args.device))
+    except InventoryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyError:
+        print(f"{args.inventory}: unknown device {args.device!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(
+            {
+                "device": args.device,
+                "checks": [
+                    {"check": n, "kind": k, "ok": r.ok, "error": r.error,
+                     "duration_seconds": round(r.duration, 6), "values": dict(r.values),
+                     "texts": dict(r.texts), "errors": dict(r.errors)}
+                    for n, k, r in results
+                ],
+            },
+            ensure_ascii=False, indent=2,
+        ))
+    else:
+        print(f"{'CHECK':<12} {'KIND':<6} {'RESULT':<6} {'TIME':>9}  DETAIL")
+        for name, kind, r in results:
+            detail = r.error or ", ".join(f"{k}={v:g}" for k, v in sorted(r.values.items())[:6])
+            state = "ok" if r.ok else "FAIL"
+            print(f"{name:<12} {kind:<6} {state:<6} {r.duration * 1000:>7.1f}ms  {detail}")
+    return 0 if all(r.ok for _, _, r in results) else 2

@@ -1,0 +1,126 @@
+"""The HTTP face of the daemon: ``/metrics``, ``/-/*`` lifecycle endpoints, ``/api/v1``.
+
+One FastAPI app; the routers live in :mod:`monitor.api`. The hall (``app.state.hall``) is what
+the routes read; the store (``app.state.store``) is what the ticket routes use.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from monitor import __version__
+from monitor.api import devices
+
+CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class WebHall(Protocol):
+    ready: bool
+
+    async def render_metrics(self) -> bytes: ...
+
+    async def reload(self) -> Any: ...
+
+    def reload_allowed(self, request: Request) -> bool: ...
+
+
+class ReloadOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    changed: bool
+    problems: list[str]
+
+
+lifecycle = APIRouter(tags=["lifecycle"])
+
+
+@lifecycle.get("/-/healthy", response_class=PlainTextResponse, summary="The process is up")
+def healthy() -> str:
+    return "Healthy.\n"
+
+
+@lifecycle.get(
+    "/-/ready",
+    response_class=PlainTextResponse,
+    responses={503: {"description": "Inventory not loaded or first cycle not done"}},
+    summary="Inventory loaded and every check has run once",
+)
+def ready(request: Request) -> Response:
+    if request.app.state.hall.ready:
+        return PlainTextResponse("Ready.\n")
+    return PlainTextResponse("Not ready: first polling cycle in progress.\n", status_code=503)
+
+
+@lifecycle.post(
+    "/-/reload",
+    response_model=ReloadOut,
+    responses={
+        401: {"description": "Missing or bad token"},
+        403: {"description": "Token lacks the admin role"},
+        422: {"description": "The inventory has problems; the previous one stays in force"},
+    },
+    summary="Reload inventory.yaml (keeps the last good one on failure)",
+)
+async def reload(request: Request) -> Any:
+    hall: WebHall = request.app.state.hall
+    if not hall.reload_allowed(request):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "reload needs an admin token")
+    outcome = await hall.reload()
+    body = ReloadOut(
+        ok=outcome.ok, changed=outcome.changed, problems=[str(p) for p in outcome.problems]
+    )
+    if not outcome.ok:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, body.model_dump())
+    return body
+
+
+@lifecycle.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    hall: WebHall = request.app.state.hall
+    return Response(await hall.render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+
+_LINKS = [
+    ("/metrics", "Prometheus metrics"),
+    ("/api/v1/devices", "Devices and their status"),
+    ("/api/v1/tickets", "Maintenance tickets"),
+    ("/api/v1/tickets/tally?period=month", "Ticket tally by month"),
+    ("/docs", "API documentation (OpenAPI)"),
+    ("/-/healthy", "Health"),
+    ("/-/ready", "Readiness"),
+]
+
+
+@lifecycle.get("/", response_class=HTMLResponse, include_in_schema=False)
+def landing(request: Request) -> str:
+    site = html.escape(request.app.state.site_name)
+    items = "".join(f'<li><a href="{u}">{html.escape(t)}</a></li>' for u, t in _LINKS)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>hallmon — {site}</title>"
+        f"</head><body><h1>hallmon {__version__}</h1><p>{site}</p><ul>{items}</ul>"
+        "</body></html>"
+    )
+
+
+def create_app(
+    hall: Any, *, site_name: str, store: Any = None, extra_routers: Sequence[APIRouter] = ()
+) -> FastAPI:
+    app = FastAPI(
+        title="hallmon",
+        version=__version__,
+        description="Device status, maintenance tickets and tallies of the service hall.",
+    )
+    app.state.hall = hall
+    app.state.site_name = site_name
+    app.state.store = store
+    app.include_router(lifecycle)
+    app.include_router(devices.router, prefix="/api/v1")
+    for router in extra_routers:
+        app.include_router(router, prefix="/api/v1")
+    return app
