@@ -1,9 +1,8 @@
 """kill -9 during delivery, then restart: nothing lost, at most one duplicate, same key.
 
-The delivery worker runs in a child process (this file run as a module) over an SQLite outbox
-(tests/test_alerts_outbox.py; swap in monitor/store's outbox when it lands). The robot server
-holds the first request, so the kill lands while a message is on the wire and not yet marked
-sent.
+The delivery worker runs in a child process (this file run as a module) over the real store
+(monitor/store, SQLite in WAL mode). The robot server holds the first request, so the kill lands
+while a message is on the wire and not yet marked sent.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from monitor.alerts.base import Message
 from monitor.alerts.delivery import Delivery
 from monitor.alerts.dingtalk import DingTalk
 from monitor.notify_config import DingTalkChannel
+from monitor.store import Store
 from tests.agents.vendors import VendorServer
-from tests.test_alerts_outbox import SqliteOutbox
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,11 +34,15 @@ def _worker(db: Path, url: str) -> None:
     async def main() -> None:
         cfg = DingTalkChannel(type="dingtalk", webhook=SecretStr(url), timeout=30.0)
         async with httpx.AsyncClient() as client:
-            delivery = Delivery(SqliteOutbox(db), {"dt": DingTalk("dt", cfg)}, client,
+            delivery = Delivery(_store(db), {"dt": DingTalk("dt", cfg)}, client,
                                 lambda: datetime.now(UTC), poll_interval=0.05)
             await delivery.run()
 
     asyncio.run(main())
+
+
+def _store(db: Path) -> Store:
+    return Store(f"sqlite:///{db}")
 
 
 def _start(db: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -61,7 +64,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def test_kill_9_during_delivery_then_restart(tmp_path: Path) -> None:
     db, log = tmp_path / "outbox.db", tmp_path / "worker.log"
-    outbox = SqliteOutbox(db)
+    outbox = _store(db)
     keys = [f"it:notice:{i}" for i in range(5)]
     for key in keys:
         message = Message(key=key, route="it", kind="notice", status="firing", title=key,
@@ -90,7 +93,9 @@ def test_kill_9_during_delivery_then_restart(tmp_path: Path) -> None:
             _stop(second)
         arrived = [r.key for r in server.received]
 
-    assert outbox.outbox_counts() == {"pending": 0, "sent": 5, "dead": 0}, log.read_text()
+    counts = outbox.outbox_counts()
+    outbox.close()
+    assert counts == {"pending": 0, "sent": 5, "dead": 0}, log.read_text()
     assert arrived[0] == keys[0]  # the one killed on the wire
     assert set(arrived) == set(keys)  # nothing lost
     duplicates = [k for k in keys if arrived.count(k) > 1]

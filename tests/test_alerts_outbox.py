@@ -2,7 +2,7 @@
 
 ``MemoryOutbox`` serves the engine and delivery tests; ``SqliteOutbox`` (WAL, synchronous=FULL,
 a connection per call) survives kill -9 in the crash test. The real store (monitor/store) must
-pass ``test_outbox_contract`` too: add it to the ``outbox`` fixture's params when it lands.
+pass ``test_outbox_contract`` too (it is the ``store`` param of the fixture).
 """
 
 from __future__ import annotations
@@ -124,8 +124,17 @@ class SqliteOutbox:
 T0 = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "store"])
 def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "store":  # the real one (monitor/store), on SQLite
+        from monitor.store import Store
+
+        store = Store(f"sqlite:///{tmp_path / 'store.db'}", clock=lambda: T0)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
     yield MemoryOutbox() if request.param == "memory" else SqliteOutbox(tmp_path / "o.db")
 
 
