@@ -162,9 +162,9 @@ class _PositionedValues:
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)  # type: ignore[misc]
-        except yaml.MarkedYAMLError:
+        except (yaml.MarkedYAMLError, RecursionError):
             raise
-        except (ValueError, TypeError, OverflowError) as exc:
+        except Exception as exc:  # PyYAML's constructors: ValueError, IndexError ('!!int ')...
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read this value: {exc}", node.start_mark
             ) from None
