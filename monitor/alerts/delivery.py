@@ -61,9 +61,16 @@ class RetryPolicy:
 
 @dataclass
 class ChannelStats:
+    """Per channel, for hallmon_notifications_total (= attempts) and
+    hallmon_notification_failures_total (= failures); dead letters are in outbox_counts()."""
+
     sent: int = 0
     failures: int = 0
     dead: int = 0
+
+    @property
+    def attempts(self) -> int:
+        return self.sent + self.failures
 
 
 class Delivery:

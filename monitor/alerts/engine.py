@@ -226,7 +226,10 @@ class Engine:
         out = []
         for channel in route.channels:
             every = self._refresh.get(channel)
-            if every is None or not state.paging:
+            if every is None:
+                continue
+            if not state.paging:
+                state.refreshed_at.pop(channel, None)  # the next incident starts a new cadence
                 continue
             last = state.refreshed_at.get(channel)
             if last is not None and now < last + every:
