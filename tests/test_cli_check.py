@@ -1,0 +1,111 @@
+"""`hallmon check` and `hallmon schema`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.inventory import schema
+from monitor.inventory_load import schema_json
+
+ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).parent / "data" / "inventory"
+BAD = sorted(DATA.glob("bad-*.yaml"))
+
+
+def test_check_shipped_inventory_prints_a_summary(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HALLMON_SNMP_COMMUNITY", "s3cret-community")
+    assert main(["check", str(ROOT / "inventory.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"{ROOT / 'inventory.yaml'}: OK"
+    assert "site: 榆阳区政务服务中心 (Asia/Shanghai)" in lines
+    assert "devices: 120" in lines
+    assert "  by floor: 1F 62, 2F 58" in lines
+    assert any(line.startswith("  by class: access_gate 1, camera 20,") for line in lines)
+    assert "  hall-v2c: SNMPv2c community=<secret> port=161" in lines
+    assert "s3cret-community" not in out
+
+
+def test_check_v3_credentials_show_secrets_as_placeholders(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", str(DATA / "good-realistic.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  hall-v3: SNMPv3 user=monitor auth=sha256 auth_key=<secret> priv=aes "
+        "priv_key=<secret> port=161"
+    ) in out.splitlines()
+    assert "priv-key-for-tests" not in out and "community-for-tests" not in out
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_check_bad_file_prints_problems_and_exits_1(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(DATA)
+    for name in list(os.environ):
+        if name.startswith("HALLMON_"):
+            monkeypatch.delenv(name)
+    assert main(["check", path.name]) == 1
+    out, err = capsys.readouterr()
+    expected = path.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
+    n = len(expected)
+    assert out == ""
+    assert err.splitlines() == [*expected, f"{path.name}: {n} problem{'s' if n != 1 else ''}"]
+
+
+def test_check_defaults_to_inventory_yaml_in_the_current_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 1
+    assert "inventory.yaml:1:1: cannot read the file: No such file" in capsys.readouterr().err
+    shutil.copy(ROOT / "inventory.yaml", tmp_path / "inventory.yaml")
+    assert main(["check"]) == 0
+    assert capsys.readouterr().out.startswith("inventory.yaml: OK\n")
+
+
+def test_check_runs_as_a_command_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check", str(DATA / "bad-yaml11-traps.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "bare 'no' is read as the boolean false" in proc.stderr
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
+    assert "usage: hallmon" in capsys.readouterr().err
+
+
+def test_committed_schema_matches_the_models() -> None:
+    committed = (ROOT / "inventory.schema.json").read_text(encoding="utf-8")
+    assert committed == schema_json(), "run `hallmon schema` and commit inventory.schema.json"
+    assert json.loads(committed) == schema()
+    assert committed.endswith("}\n")
+
+
+def test_schema_command_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out.schema.json"
+    assert main(["schema", "-o", str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == schema_json()
+    assert main(["schema", "-o", "-"]) == 0
+    assert capsys.readouterr().out.endswith(schema_json())
