@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from monitor import simulate
-from monitor.alerts import Delivery, Engine, build_channels, retry_policy
+from monitor.alerts import Delivery, Engine, build_channels, rate_limits, retry_policy
 from monitor.checks import probe_call
 from monitor.inventory import Inventory, ResolvedCheck, parse_schedule
 from monitor.pipeline import Pipeline
@@ -221,7 +221,8 @@ class Hall:
             self._http,
             now,
             policy=retry_policy(cfg),
-            rate_limits={n: c.rate_limit_per_minute for n, c in cfg.channels.items()},
+            poll_interval=cfg.delivery.poll_interval,
+            rate_limits=rate_limits(cfg),
         )
         self.engine = Engine(
             cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake

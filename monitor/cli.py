@@ -125,9 +125,16 @@ def add_run_commands(subparsers: Subparsers) -> None:
     add(subparsers)
 
 
+def add_notify_commands(subparsers: Subparsers) -> None:
+    from monitor.alerts.cli import add_notify_commands as add
+
+    add(subparsers, load=lambda path: load_inventory(path).notifications)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
+    add_notify_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 

@@ -155,6 +155,11 @@ class Pipeline:
         self.results_total += 1
         for dev in update.recheck:
             self.recheck(dev)
+        if not result.ok and check.role == "reachability":
+            # Is it the device or the path to it? Ask the parent now rather than in 30 s.
+            parent = self._devices[check.device_id].parent
+            if parent is not None and parent in self._devices:
+                self.recheck(parent)
         if update.check is not None or update.devices:
             await self._effects(update.devices, check, update.check)
 
@@ -183,9 +188,11 @@ class Pipeline:
                 await self._flapping(check, transition)
         for t in moved:
             self.transitions_total += 1
-            log.info(
-                "device %s: %s -> %s (%s)", t.device, t.from_.value, t.to.value, t.cause
-            )
+            # The first UP of every device at start-up is noise; real changes are news.
+            first_up = t.from_ is DeviceStatus.UNKNOWN and t.to is DeviceStatus.UP
+            level = logging.DEBUG if first_up else logging.INFO
+            log.log(level, "device %s: %s -> %s (%s)", t.device, t.from_.value, t.to.value,
+                    t.cause)
             closed = await self._incident(t, check)
             self._alert(t)
             await self._ticket(t, closed)

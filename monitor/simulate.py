@@ -53,15 +53,33 @@ def _phases(faults: list[Fault]) -> list[Phase]:
     return phases
 
 
+def _descendants(device: str, children: Mapping[str, list[str]]) -> list[str]:
+    out, todo = [], list(children.get(device, ()))
+    while todo:
+        d = todo.pop()
+        out.append(d)
+        todo.extend(children.get(d, ()))
+    return out
+
+
 def install(inventory: Inventory, controller: MockController = MOCK) -> int:
     """Program the mock probe with the inventory's faults; returns how many were scripted."""
     controller.clear()
     if inventory.simulation is None:
         return 0
     controller.seed = inventory.simulation.seed
+    children: dict[str, list[str]] = defaultdict(list)
+    for d in inventory.devices:
+        if d.parent is not None:
+            children[d.parent].append(d.id)
     grouped: dict[tuple[str, str | None], list[Fault]] = defaultdict(list)
     for fault in inventory.simulation.faults:
         grouped[(fault.device, fault.check)].append(fault)
+        if fault.check is None and fault.mode in ("down", "timeout"):
+            # A dead switch takes the network path of everything behind it: their probes
+            # fail too (the state layer then calls them unreachable, not down).
+            for below in _descendants(fault.device, children):
+                grouped[(below, None)].append(fault.model_copy(update={"device": below}))
     for (device_id, check), faults in grouped.items():
         device = inventory.device(device_id)
         controller.script(device.address, _phases(faults), check=check)
