@@ -33,8 +33,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 _NO_VALUES: Mapping[str, float] = MappingProxyType({})
+_NO_HEALTH: Mapping[str, CheckState] = MappingProxyType({})
 
 
 class CheckStatus(StrEnum):
@@ -58,6 +60,10 @@ class DeviceStatus(StrEnum):
 PAGED: frozenset[DeviceStatus] = frozenset({DeviceStatus.DOWN, DeviceStatus.DEGRADED})
 # A parent in one of these cuts its children off.
 _BAD_PATH: frozenset[DeviceStatus] = frozenset({DeviceStatus.DOWN, DeviceStatus.UNREACHABLE})
+# A parent in one of these whose reachability is failing (soft) already cuts its children off.
+_SUSPECT: frozenset[DeviceStatus] = frozenset(
+    {DeviceStatus.UP, DeviceStatus.DEGRADED, DeviceStatus.UNKNOWN}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +83,14 @@ class CheckPolicy:
             raise ValueError("need 0 <= flap_low <= flap_high <= 100")
 
 
-@dataclass(frozen=True, slots=True)
-class LastResult:
+class LastResult(NamedTuple):
     ok: bool
     error: str | None
     values: Mapping[str, float]
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class CheckState:
+class CheckState(NamedTuple):
     """One check's state. ``history`` holds result bits, newest in bit 0 (1 = ok)."""
 
     hard: CheckStatus = CheckStatus.UNKNOWN
@@ -102,8 +106,7 @@ class CheckState:
     last_change: float | None = None  # time of the last soft change (result flipped)
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """A hard change and/or a flapping start/stop of one check (``from_ == to`` for the latter)."""
 
     from_: CheckStatus
@@ -269,7 +272,7 @@ def rollup(
     if reachability.hard is CheckStatus.DOWN:
         last = reachability.last
         return DeviceStatus.DOWN, (last.error if last and last.error else "not responding")
-    for name in sorted(health):
+    for name in sorted(health) if health else ():
         st = health[name]
         if st.hard is CheckStatus.DOWN:
             last = st.last
@@ -280,11 +283,14 @@ def rollup(
 def path_status(status: DeviceStatus, reachability: CheckState | None) -> DeviceStatus:
     """What a device means to its children: a switch in maintenance that is down still cuts
     them off (their failures are not theirs)."""
-    if (
-        status is DeviceStatus.MAINTENANCE
-        and reachability is not None
-        and reachability.hard is CheckStatus.DOWN
-    ):
+    if reachability is None:
+        return status
+    if status is DeviceStatus.MAINTENANCE and reachability.hard is CheckStatus.DOWN:
+        return DeviceStatus.DOWN
+    if status in _SUSPECT and reachability.soft is CheckStatus.DOWN:
+        # Failing right now but not yet hard DOWN: a child that reaches its own threshold
+        # first (splay puts it ahead) must not page for its parent's outage. If the parent
+        # answers again, the child is re-checked and pages then (see ``pending``).
         return DeviceStatus.DOWN
     return status
 
@@ -301,8 +307,7 @@ class DeviceSpec:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceTransition:
+class DeviceTransition(NamedTuple):
     device: str
     from_: DeviceStatus
     to: DeviceStatus
@@ -312,8 +317,7 @@ class DeviceTransition:
     flapping: bool = False  # caused by a flapping check: the check's flap notice covers it
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
+class Update(NamedTuple):
     """Everything one result changed.
 
     How the pipeline turns it into notices: every ``devices`` entry is recorded (incident
@@ -326,6 +330,9 @@ class Update:
     check: Transition | None = None
     devices: tuple[DeviceTransition, ...] = ()
     recheck: frozenset[str] = frozenset()
+
+
+_NOTHING = Update()
 
 
 def _notify(old: DeviceStatus, new: DeviceStatus) -> bool:
@@ -344,6 +351,7 @@ class HallState:
     def __init__(self, specs: Iterable[DeviceSpec]) -> None:
         self._specs: dict[str, DeviceSpec] = {}
         self._children: dict[str, list[str]] = {}
+        self._health: dict[str, tuple[str, ...]] = {}
         self.checks: dict[tuple[str, str], CheckState] = {}
         self.statuses: dict[str, tuple[DeviceStatus, str]] = {}
         self.maintenance: set[str] = set()
@@ -356,6 +364,8 @@ class HallState:
         by_id = {s.id: s for s in specs}
         self._specs = {s.id: s for s in _topological(by_id)}
         self._children = {i: [] for i in self._specs}
+        self._health = {s.id: tuple(sorted(c for c in s.checks if c != s.reachability))
+                        for s in self._specs.values()}
         for s in self._specs.values():
             if s.parent is not None:
                 self._children[s.parent].append(s.id)
@@ -369,7 +379,7 @@ class HallState:
     def replace(self, specs: Iterable[DeviceSpec], now: float) -> tuple[DeviceTransition, ...]:
         """Reload: keep the states of unchanged checks, drop removed devices, recompute all."""
         self._install(list(specs))
-        return self._recompute(list(self._specs), now, set())
+        return self._recompute(list(self._specs), now, set(), full=True)
 
     def restore(self, states: Mapping[tuple[str, str], CheckState], maintenance: Iterable[str],
                 now: float) -> None:
@@ -378,7 +388,7 @@ class HallState:
             if key in self.checks:
                 self.checks[key] = st
         self.maintenance = set(maintenance) & set(self._specs)
-        self._recompute(list(self._specs), now, set())
+        self._recompute(list(self._specs), now, set(), full=True)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -409,8 +419,14 @@ class HallState:
             else:
                 self.pending.discard(device)
                 settled = device
+        if transition is None and settled is None and not recheck and (
+            new.hard is not CheckStatus.UNKNOWN
+        ):
+            # No hard change: the rollup cannot move (it reads only hard states, and the soft
+            # one only while the hard one is UNKNOWN). The common case, kept cheap.
+            return _NOTHING
         flapping = transition is not None and transition.flapping
-        moved = self._recompute(self._subtree(device), now, recheck, flapping, settled)
+        moved = self._recompute([device], now, recheck, flapping, settled)
         return Update(transition, moved, frozenset(recheck))
 
     def set_maintenance(self, device: str, on: bool, now: float) -> tuple[DeviceTransition, ...]:
@@ -418,56 +434,63 @@ class HallState:
             self.maintenance.add(device)
         else:
             self.maintenance.discard(device)
-        return self._recompute(self._subtree(device), now, set())
+        return self._recompute([device], now, set())
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _subtree(self, device: str) -> list[str]:
-        out = [device]
-        i = 0
-        while i < len(out):
-            out.extend(self._children[out[i]])
-            i += 1
-        return out  # breadth-first from the root of the subtree: parents before children
-
-    def _recompute(self, order: list[str], now: float, recheck: set[str],
-                   flapping: bool = False, settled: str | None = None,
+    def _recompute(self, start: list[str], now: float, recheck: set[str],
+                   flapping: bool = False, settled: str | None = None, full: bool = False,
                    ) -> tuple[DeviceTransition, ...]:
+        """Roll up ``start`` (parent-first), then the children of every device whose meaning
+        to its children (path status) changed, breadth-first: a leaf's result costs one
+        rollup, a switch's result touches its subtree only when the switch's status moves."""
         moved: list[DeviceTransition] = []
-        for dev in order:
-            spec = self._specs[dev]
-            parent = self._path(spec.parent)
-            reach = self.checks.get((dev, spec.reachability))
-            health = {c: self.checks[(dev, c)] for c in spec.checks if c != spec.reachability}
-            status, cause = rollup(reach, health, parent, dev in self.maintenance)
-            old, _ = self.statuses[dev]
-            # UNREACHABLE only comes from a bad parent path, so leaving it without a fresh
-            # result of our own (``settled``) means the parent just came back.
-            if (old is DeviceStatus.UNREACHABLE and dev != settled
-                    and status is not DeviceStatus.UNREACHABLE
-                    and status is not DeviceStatus.MAINTENANCE
-                    and reach is not None and reach.hard is not CheckStatus.UP):
-                self.pending.add(dev)  # the path came back: trust only fresh results
-            if dev in self.pending:
-                if status is DeviceStatus.MAINTENANCE:
-                    self.pending.discard(dev)
-                else:
-                    recheck.add(dev)
-                    status, cause = DeviceStatus.UNREACHABLE, "awaiting re-check after parent"
+        queue = list(start)
+        i = 0
+        while i < len(queue):
+            dev = queue[i]
+            i += 1
+            kids = self._children[dev]
+            before = self._path(dev) if kids and not full else None
+            status, cause = self._rollup_one(dev, recheck, settled)
+            old = self.statuses[dev][0]
             self.statuses[dev] = (status, cause)
             if status is not old:
-                moved.append(DeviceTransition(
-                    dev, old, status, now, cause,
-                    notify=_notify(old, status) and not (flapping and dev == order[0]),
-                    flapping=flapping and dev == order[0],
-                ))
+                mine = flapping and dev == start[0]
+                moved.append(DeviceTransition(dev, old, status, now, cause,
+                                              notify=_notify(old, status) and not mine,
+                                              flapping=mine))
+            if before is not None and self._path(dev) is not before:
+                queue.extend(kids)
         return tuple(moved)
 
-    def _path(self, parent: str | None) -> DeviceStatus | None:
-        if parent is None:
-            return None
-        spec = self._specs[parent]
-        return path_status(self.statuses[parent][0], self.checks.get((parent, spec.reachability)))
+    def _rollup_one(self, dev: str, recheck: set[str],
+                    settled: str | None) -> tuple[DeviceStatus, str]:
+        spec = self._specs[dev]
+        reach = self.checks.get((dev, spec.reachability))
+        names = self._health[dev]
+        health = {c: self.checks[(dev, c)] for c in names} if names else _NO_HEALTH
+        parent = self._path(spec.parent) if spec.parent is not None else None
+        status, cause = rollup(reach, health, parent, dev in self.maintenance)
+        old = self.statuses[dev][0]
+        # UNREACHABLE only comes from a bad parent path, so leaving it without a fresh result
+        # of our own (``settled``) means the parent just came back.
+        if (old is DeviceStatus.UNREACHABLE and dev != settled
+                and status is not DeviceStatus.UNREACHABLE
+                and status is not DeviceStatus.MAINTENANCE
+                and reach is not None and reach.hard is not CheckStatus.UP):
+            self.pending.add(dev)  # the path came back: trust only fresh results
+        if dev in self.pending:
+            if status is DeviceStatus.MAINTENANCE:
+                self.pending.discard(dev)
+            else:
+                recheck.add(dev)
+                return DeviceStatus.UNREACHABLE, "awaiting re-check after parent"
+        return status, cause
+
+    def _path(self, device: str) -> DeviceStatus:
+        spec = self._specs[device]
+        return path_status(self.statuses[device][0], self.checks.get((device, spec.reachability)))
 
 
 def _topological(by_id: Mapping[str, DeviceSpec]) -> list[DeviceSpec]:

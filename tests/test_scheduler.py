@@ -92,6 +92,31 @@ async def test_a_hung_probe_times_out_as_a_failure() -> None:
     assert sched.stats.timeouts == {"mock": 1} and gate.cancelled == 1
 
 
+async def test_deadline_follows_the_injected_clock() -> None:
+    clock = ManualClock()
+    gate = Gate()
+    rec = Recorder()
+    sched = Scheduler([check("a", call=gate, interval=10, timeout=3)], rec, clock=clock)
+    sched.start()
+    await clock.advance(splay("a") * 10 + 2.9)  # the first run started and hangs
+    assert gate.inside == 1 and rec.seen == []
+    await clock.advance(0.1)  # its deadline passes: a "timeout" failure, and the loop goes on
+    assert [s[1:3] for s in rec.seen] == [(False, "timeout")] and gate.cancelled == 1
+    await sched.stop()
+
+
+async def test_an_outside_cancel_is_not_a_timeout() -> None:
+    gate = Gate()
+    sched = Scheduler([check("a", call=gate, timeout=100)], Recorder(), clock=ManualClock())
+    run = asyncio.create_task(sched.run_once())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sched.stats.timeouts == {}
+
+
 async def test_a_probe_that_raises_is_counted_and_the_loop_goes_on() -> None:
     calls = 0
 
@@ -142,6 +167,22 @@ async def test_kind_caps_and_one_poll_per_device_at_a_time() -> None:
     same_device.open.set()
     results = await run
     assert len(results) == 8 and snmp.peak == 2 and same_device.peak == 1
+
+
+async def test_a_cancelled_waiter_does_not_wedge_its_device() -> None:
+    gate = Gate()
+    sched = Scheduler([check("x", "one", gate), check("x", "two")], Recorder(),
+                      clock=ManualClock())
+    first = asyncio.create_task(sched.recheck(("x", "one")))
+    waiting = asyncio.create_task(sched.recheck(("x", "two")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiting.cancel()  # gave up while queued behind "one"
+    gate.open.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await sched.recheck("x"))[("x", "two")].ok  # the device is free again
 
 
 async def test_a_run_that_cannot_start_on_time_is_counted_overdue() -> None:
