@@ -24,6 +24,17 @@ DEFAULT_CATEGORIES: tuple[str, ...] = (
     "other",
 )
 
+CATEGORY_ZH: dict[str, str] = {
+    "fault": "故障维修",
+    "preventive": "预防性维护",
+    "line": "线路网络",
+    "enrolment": "门禁录入",
+    "installation": "安装",
+    "relocation": "迁移",
+    "inspection": "巡检",
+    "other": "其他",
+}
+
 # Allowed ticket transitions. open -> closed covers duplicates and mistaken tickets; resolved and
 # closed tickets are reopened to "open" (the audit trail keeps the earlier resolution).
 TRANSITIONS: dict[str, frozenset[str]] = {

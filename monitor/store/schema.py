@@ -135,6 +135,7 @@ ticket_tally = Table(
     Column("day", Integer, primary_key=True),  # local_day of the tickets counted
     Column("value", String(128), primary_key=True),  # "" stands for NULL
     Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,  # the primary key is the table: a range read is one sequential scan
 )
 
 maintenance_windows = Table(

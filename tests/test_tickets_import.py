@@ -1,0 +1,135 @@
+"""CSV import through the real CLI path: a year shaped like the hall's figures tallies back."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from monitor.cli_tickets import add_report_command, add_tickets_commands
+from monitor.reports import build_report
+from monitor.store import Store
+from monitor.store.csvio import COLUMNS, CsvErrors, parse_tickets_csv
+from monitor.store.localtime import period_label
+from monitor.tally import tally
+
+DATA = Path(__file__).parent / "data" / "tickets"
+TZ = ZoneInfo("Asia/Shanghai")
+# The hall's year: 513 maintenance jobs (issue 5), spread over working days.
+CATS = {"fault": 221, "preventive": 96, "line": 38, "enrolment": 54, "installation": 22,
+        "relocation": 12, "inspection": 60, "other": 10}
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="hallmon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_tickets_commands(sub)
+    add_report_command(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def synthetic_year(path: Path) -> list[date]:
+    """513 jobs on 2025's working days, local times 08:30-18:00; returns each job's local day."""
+    rng = random.Random(2025)
+    workdays = [date(2025, 1, 1) + timedelta(d) for d in range(365)]
+    workdays = [d for d in workdays if d.weekday() < 5]
+    jobs = [c for c, n in CATS.items() for _ in range(n)]
+    rng.shuffle(jobs)
+    days = []
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for i, cat in enumerate(jobs):
+            d = rng.choice(workdays)
+            # the first and last job sit at the edges of the year in local time
+            d = date(2025, 1, 2) if i == 0 else date(2025, 12, 31) if i == 1 else d
+            opened = datetime(d.year, d.month, d.day, 8, 30) + timedelta(minutes=rng.randrange(570))
+            done = opened + timedelta(hours=rng.randrange(1, 30))
+            w.writerow([opened.isoformat(sep=" "), cat, f"job {i}", "王", f"dev-{i % 40}",
+                        ["kiosk", "camera", "line"][i % 3], str(i % 4 + 1), "政务中心",
+                        ["张", "李", "刘"][i % 3], "closed", done.isoformat(sep=" "),
+                        done.isoformat(sep=" "), "done"])
+            days.append(d)
+    return days
+
+
+def test_a_year_of_jobs_tallies_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    days = synthetic_year(tmp_path / "2025.csv")
+    assert cli("tickets", "import", str(tmp_path / "2025.csv"), "--db", db,
+               "--timezone", "Asia/Shanghai", "--as", "admin") == 0
+    assert "imported 513 tickets" in capsys.readouterr().out
+    store = Store(db)
+    try:
+        lo, hi = date(2025, 1, 1), date(2025, 12, 31)
+        for period in ("day", "week", "month", "quarter", "year"):
+            expected = Counter(period_label(d, period) for d in days)
+            got = {r.period: r.count for r in tally(store, period, lo, hi)}
+            assert got == dict(expected), period
+        assert {r.period: r.count for r in tally(store, "year", lo, hi)} == {"2025": 513}
+        assert len(tally(store, "month", lo, hi)) == 12
+        assert len(tally(store, "quarter", lo, hi)) == 4
+        by_cat = {r.group: r.count for r in tally(store, "year", lo, hi, "category")}
+        assert by_cat == CATS
+        # twelve monthly reports add up to the yearly one
+        monthly = [build_report(store, "month", date(2025, m, 1)) for m in range(1, 13)]
+        opened = [dict(r.sections[0].rows)["opened"] for r in monthly]
+        assert sum(opened) == 513 == dict(build_report(store, "year", lo).sections[0].rows)[
+            "opened"]
+    finally:
+        store.close()
+
+
+def test_bad_rows_are_reported_by_line_and_nothing_is_imported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    assert cli("tickets", "import", str(DATA / "bad.csv"), "--db", db) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[1:] == [
+        "line 3: category: unknown 'coffee' (one of fault, preventive, line, enrolment, "
+        "installation, relocation, inspection, other)",
+        "line 4: summary: required",
+        "line 5: opened_at: not a date/time: 'not a date'",
+        "line 6: status: unknown 'sideways' (one of open, in_progress, resolved, closed)",
+        "line 7: resolved_at: before opened_at",
+    ]
+    store = Store(db)
+    assert store.list_tickets()[1] == 0
+    store.close()
+
+
+def test_good_file_times_labels_and_defaults() -> None:
+    rows = parse_tickets_csv((DATA / "good.csv").read_bytes(), TZ, list(CATS))
+    assert rows[0].opened_at == datetime(2025, 3, 1, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
+    assert rows[1].category == "inspection" and rows[1].status == "open"
+    assert rows[2].opened_at == datetime(2025, 3, 3, 1, 0, tzinfo=UTC)
+    with pytest.raises(CsvErrors, match="unknown columns colour"):
+        parse_tickets_csv("opened_at,category,summary,colour\n", TZ, list(CATS))
+
+
+def test_cli_ticket_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = ("--db", f"sqlite:///{tmp_path / 'log.db'}")
+    assert cli("tickets", "add", "--category", "fault", "--summary", "LED dark", "--device",
+               "led-1f", "--as", "li", *db) == 0
+    assert cli("tickets", "start", "1", "--as", "zhang", *db) == 0
+    assert cli("tickets", "comment", "1", "controller reset", *db) == 0
+    assert cli("tickets", "close", "1", *db) == 1
+    assert "cannot move to closed" in capsys.readouterr().err
+    assert cli("tickets", "resolve", "1", "--resolution", "new PSU", *db) == 0
+    assert cli("tickets", "close", "1", *db) == 0
+    assert cli("tickets", "reopen", "1", "--note", "dark again", *db) == 0
+    capsys.readouterr()
+    assert cli("tickets", "show", "1", *db) == 0
+    out = capsys.readouterr().out
+    assert "controller reset" in out and out.count("status") == 4
+    assert cli("tickets", "list", "--status", "open", "--json", *db) == 0
+    assert '"total": 1' in capsys.readouterr().out
+    assert cli("report", "--period", "day", "--format", "md", "--lang", "en", *db) == 0
+    assert "## Jobs by category" in capsys.readouterr().out
