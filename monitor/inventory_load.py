@@ -34,6 +34,7 @@ from monitor.inventory import (
     Device,
     DeviceClass,
     Inventory,
+    SnmpCheck,
     schema,
 )
 
@@ -683,7 +684,7 @@ class _Checker:
         secret = bool(names) and names[-1] in _SECRET_KEYS
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            model = _model_at(path[:-1])
+            model = _model_at(loc[:-1])  # pydantic's loc names union members by tag
             hint = _suggest(key, _field_names(model), "keys") if model else ""
             message = f"unknown key '{key}'{hint}"
             path = path[:-1]
@@ -910,6 +911,23 @@ class _CrossRefs:
                         f"unknown check '{check}' for device '{did}'"
                         + _suggest(check, [n for n in names if isinstance(n, str)], "checks"),
                     )
+                elif cls is not None:
+                    self.fault_values(i, f, cls, check)
+
+    def fault_values(self, i: int, fault: dict[Any, Any], cls: DeviceClass, check: str) -> None:
+        """Scripted values must be values the (class) SNMP check produces, or the demo lies."""
+        spec = next((c for c in cls.checks if c.name == check), None)
+        if not isinstance(spec, SnmpCheck):
+            return
+        produced = {*spec.oids, *spec.walks, *spec.ratios}
+        for name in _dict(fault.get("values")):
+            if isinstance(name, str) and name not in produced:
+                self.c.add(
+                    ("simulation", "faults", i, "values", name),
+                    f"check '{check}' produces no value '{name}'"
+                    + _suggest(name, produced, "values"),
+                    where="key",
+                )
 
     def notifications(self) -> None:
         notes = _dict(self.raw.get("notifications"))
