@@ -148,6 +148,7 @@ class InventoryHolder:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         """Poll the file's content every ``interval`` seconds, forever (cancel to stop)."""
+        self._loop = asyncio.get_running_loop()  # from now on subscribers run on this loop
         while True:
             await sleep(interval)
             try:
