@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import time
 
@@ -36,7 +37,19 @@ def hall(n: int) -> tuple[list[DeviceSpec], list[str]]:
     return specs, [s.id for s in specs]
 
 
-async def measure(devices: int, seconds: float, interval: float, with_state: bool) -> float:
+gc_cpu: list[float] = []
+_gc_start = [0.0]
+
+
+def _gc_watch(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_start[0] = time.process_time()
+    else:
+        gc_cpu.append(time.process_time() - _gc_start[0])
+
+
+async def measure(devices: int, seconds: float, interval: float, with_state: bool,
+                  freeze: bool) -> float:
     """CPU seconds per check over ``seconds`` of steady running (after one warm-up interval)."""
     specs, ids = hall(devices)
     state = HallState(specs)
@@ -59,14 +72,19 @@ async def measure(devices: int, seconds: float, interval: float, with_state: boo
               f"{cpu / runs * 1e6:.1f} us CPU/check")
     sched.start()
     await asyncio.sleep(interval)  # every loop reaches its splayed phase
+    if freeze:
+        gc.freeze()  # what the daemon does after start-up: long-lived objects leave the GC's scans
     overdue0, runs = sched.stats.overdue_total, 0
+    gc_cpu.clear()
     c0 = time.process_time()
     await asyncio.sleep(seconds)
     cpu = time.process_time() - c0
     done, overdue = runs, sched.stats.overdue_total - overdue0
     await sched.stop()
+    gc.unfreeze()
     print(f"  {'scheduler+state' if with_state else 'scheduler only '}: {done} checks, "
-          f"{cpu / done * 1e6:.1f} us CPU/check, overdue {overdue}")
+          f"{cpu / done * 1e6:.1f} us CPU/check, overdue {overdue}, "
+          f"GC {sum(gc_cpu) * 1e3:.0f} ms in {len(gc_cpu)} collections")
     return cpu / done
 
 
@@ -80,12 +98,14 @@ def calibrate() -> float:
     return time.process_time() - c0
 
 
-async def main(devices: int, seconds: float, interval: float, repeat: int) -> None:
+async def main(devices: int, seconds: float, interval: float, repeat: int,
+               freeze: bool) -> None:
     print(f"calibration: 5M-iteration Python loop = {calibrate():.3f}s CPU")
     print(f"devices={devices} interval={interval}s window={seconds}s repeat={repeat} "
           f"(best of; other load on the machine only adds)")
-    bare = min([await measure(devices, seconds, interval, False) for _ in range(repeat)])
-    full = min([await measure(devices, seconds, interval, True) for _ in range(repeat)])
+    gc.callbacks.append(_gc_watch)
+    bare = min([await measure(devices, seconds, interval, False, freeze) for _ in range(repeat)])
+    full = min([await measure(devices, seconds, interval, True, freeze) for _ in range(repeat)])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"scheduler only:  {bare * 1e6:.1f} us CPU/check")
     print(f"scheduler+state: {full * 1e6:.1f} us CPU/check (budget 50 us); "
@@ -101,5 +121,14 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--no-freeze", dest="freeze", action="store_false",
+                    help="skip gc.freeze() after start-up")
+    ap.add_argument("--gc-threshold", type=int, default=50_000,
+                    help="gen0 GC threshold (Python's default: 700; 0 keeps it)")
     a = ap.parse_args()
-    asyncio.run(main(a.devices, a.seconds, a.interval, a.repeat))
+    if a.gc_threshold:
+        # Each run allocates a few short-lived containers (futures, coroutines, states) that
+        # outlive 700 allocations: at the default threshold GC was ~30% of the CPU per check.
+        gc.set_threshold(a.gc_threshold, 20, 10)
+    print(f"gc threshold {gc.get_threshold()}, freeze after start-up: {a.freeze}")
+    asyncio.run(main(a.devices, a.seconds, a.interval, a.repeat, a.freeze))
