@@ -129,6 +129,11 @@ def snmpd_config(addresses: Sequence[str], port: int) -> str:
         "sysContact it@hall.example",
         "sysName hallmon-snmpd",
         "sysServices 72",
+        "dontLogTCPWrappersConnects yes",  # Debian's snmpd logs every request otherwise
+        # A burst of requests must not overflow the agent's socket (the default ~200 KB drops
+        # a few hundred queued requests: load tests would measure snmpd, not the poller).
+        "[snmp] serverRecvBuf 8388608",
+        "[snmp] serverSendBuf 8388608",
     ]
     for user, auth, auth_key, priv, priv_key in SNMPD_USERS:
         lines.append(f'createUser {user} {auth} "{auth_key}" {priv} "{priv_key}"')
@@ -147,11 +152,11 @@ def snmpd_agent(
     conf = work / "snmpd.conf"
     conf.write_text(snmpd_config(addresses, port))
     env = {**os.environ, "SNMP_PERSISTENT_DIR": str(work / "persist"), "MIBS": ""}
-    # -C: no system config files; -f: foreground; -Lo: log to stdout; -I: no extra modules that
-    # would scan the host's disks or processes slowly (keep what tests read).
+    # -C: no system config files; -f: foreground; -Lf: log to a file, never to a pipe nobody
+    # reads (a full pipe blocks snmpd and every request times out); -M: no MIB files to parse.
     proc = subprocess.Popen(
-        [snmpd, "-f", "-C", "-c", str(conf), "-Lo", "-p", str(work / "snmpd.pid"),
-         "-M", "/nonexistent"],
+        [snmpd, "-f", "-C", "-c", str(conf), "-Lf", str(work / "snmpd.log"),
+         "-p", str(work / "snmpd.pid"), "-M", "/nonexistent"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )
     agent = Agent(addresses[0], port, SNMPD_COMMUNITY)

@@ -1,0 +1,154 @@
+"""ICMP sweep benchmark: the native engine against `fping -a -r0 -i0`, in the same run.
+
+1. 10,000 loopback addresses (127.10.x.y) answering: wall time, CPU, lost replies; best of 3.
+2. 5,000 silent hosts with a 1 s timeout, inside a network namespace of our own whose loopback
+   ignores echo (needs root + iproute2): must finish within timeout + 10 %.
+
+Run: .venv/bin/python bench/icmp_sweep.py [--hosts 10000] [--silent 5000]
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from probes import icmp  # noqa: E402
+from probes.icmp import IcmpConfig  # noqa: E402
+
+ONE = IcmpConfig(packets=1, timeout=1.0)
+
+
+def addresses(count: int, second_octet: int) -> list[str]:
+    return [f"127.{second_octet}.{i // 250}.{i % 250 + 1}" for i in range(count)]
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+async def native(targets: list[str], config: IcmpConfig) -> dict[str, float]:
+    c0, t0 = cpu(), time.perf_counter()
+    results = await icmp.sweep(targets, config)
+    wall, used = time.perf_counter() - t0, cpu() - c0
+    return {"wall_s": wall, "cpu_s": used, "alive": sum(r.ok for r in results),
+            "lost": sum(not r.ok for r in results)}
+
+
+async def native_per_probe(targets: list[str], config: IcmpConfig) -> dict[str, float]:
+    """The scheduler's path: one probe() call (task) per host, all at once."""
+    c0, t0 = cpu(), time.perf_counter()
+    results = await asyncio.gather(*(icmp.probe(t, config) for t in targets))
+    wall, used = time.perf_counter() - t0, cpu() - c0
+    return {"wall_s": wall, "cpu_s": used, "alive": sum(r.ok for r in results),
+            "lost": sum(not r.ok for r in results)}
+
+
+def fping(targets: list[str], timeout_ms: int = 1000) -> dict[str, float]:
+    exe = shutil.which("fping")
+    if not exe:
+        return {}
+    c0, t0 = children_cpu(), time.perf_counter()
+    proc = subprocess.run([exe, "-a", "-r0", "-i0", f"-t{timeout_ms}"],
+                          input="\n".join(targets), capture_output=True, text=True, timeout=120)
+    wall, used = time.perf_counter() - t0, children_cpu() - c0
+    alive = len(proc.stdout.split())
+    return {"wall_s": wall, "cpu_s": used, "alive": alive, "lost": len(targets) - alive}
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    return min(runs, key=lambda r: r["wall_s"]) if runs and runs[0] else {}
+
+
+async def alive_part(count: int) -> dict[str, object]:
+    targets = addresses(count, 10)
+    await icmp.sweep(targets[:10], ONE)  # open the socket outside the measurement
+    ours = [await native(targets, ONE) for _ in range(3)]
+    per_probe = await native_per_probe(targets, ONE)
+    theirs = [fping(targets) for _ in range(3)]
+    await icmp.close()
+    n, f = best(ours), best(theirs)
+    report: dict[str, object] = {"hosts": count, "mode": icmp.mode(), "native": n,
+                                 "native_per_probe": per_probe, "fping": f}
+    if f:
+        report["wall_ratio"] = n["wall_s"] / f["wall_s"]
+        report["cpu_ratio"] = n["cpu_s"] / max(f["cpu_s"], 1e-9)
+    return report
+
+
+_CHILD = "--silent-child"
+
+
+async def silent_child(count: int) -> None:
+    targets = addresses(count, 11)
+    result = await native(targets, ONE)
+    await icmp.close()
+    result["fping"] = fping(targets)  # type: ignore[assignment]
+    print(json.dumps(result))
+
+
+def silent_part(count: int) -> dict[str, object]:
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return {"skipped": "needs root and iproute2 for a network namespace"}
+    from tests.agents.netns import run_in_namespace, silent_namespace
+
+    with silent_namespace() as ns:
+        proc = run_in_namespace(ns, [sys.executable, __file__, _CHILD, str(count)], timeout=120)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-500:]}
+    result: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    result["hosts"] = count
+    result["within_timeout_plus_10pct"] = float(result["wall_s"]) <= 1.1  # type: ignore[arg-type]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument("--silent", type=int, default=5_000)
+    parser.add_argument(_CHILD, type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.silent_child:
+        asyncio.run(silent_child(args.silent_child))
+        return
+    alive: dict[str, Any] = asyncio.run(alive_part(args.hosts))
+    print(f"alive {args.hosts} loopback hosts ({alive['mode']} socket), best of 3:")
+    for label, key in (("native sweep", "native"), ("native per-probe", "native_per_probe"),
+                       ("fping -i0", "fping")):
+        r = alive.get(key) or {}
+        if r:
+            print(f"  {label:17s} wall {r['wall_s']:.3f} s  cpu {r['cpu_s']:.3f} s  "
+                  f"lost {r['lost']}")
+    if "wall_ratio" in alive:
+        print(f"  ratio native/fping: wall {alive['wall_ratio']:.2f}x  "
+              f"cpu {alive['cpu_ratio']:.2f}x")
+    silent: dict[str, Any] = silent_part(args.silent)
+    if "wall_s" in silent:
+        sf = silent.get("fping") or {}
+        print(f"silent {args.silent} hosts, 1 s timeout: native wall {silent['wall_s']:.3f} s "
+              f"cpu {silent['cpu_s']:.3f} s; fping wall {sf.get('wall_s', float('nan')):.3f} s")
+    else:
+        print(f"silent part: {silent}")
+    print(json.dumps({"bench": "icmp_sweep", "alive": alive, "silent": silent}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""SNMP benchmark: 10,000 devices, one 4-OID GET each, against net-snmp snmpd on loopback,
+at the default in-flight cap (100); beside prometheus-snmp-exporter on the same agent.
+
+The "devices" are 100 loopback addresses (127.13.0.1-100) served by one snmpd, 100 GETs each.
+Run: .venv/bin/python bench/snmp_get.py [--devices 10000] [--exporter-scrapes 2000]
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from probes import snmp  # noqa: E402
+from probes.snmp import OidSpec, SnmpAuth, SnmpConfig  # noqa: E402
+from tests.agents.snmp import snmpd_agent  # noqa: E402
+
+ADDRESSES = [f"127.13.0.{i}" for i in range(1, 101)]
+OIDS = (
+    OidSpec("uptime_seconds", "1.3.6.1.2.1.1.3.0", scale=0.01),
+    OidSpec("services", "1.3.6.1.2.1.1.7.0"),
+    OidSpec("if_number", "1.3.6.1.2.1.2.1.0"),
+    OidSpec("snmp_in_pkts", "1.3.6.1.2.1.11.1.0"),
+)
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def ours(devices: int, port: int, community: str) -> dict[str, float]:
+    config = SnmpConfig(SnmpAuth("2c", community=community), port=port, oids=OIDS,
+                        timeout=2.0, retries=0)  # no retries: a lost reply shows as a failure
+    targets = [ADDRESSES[i % len(ADDRESSES)] for i in range(devices)]
+    await asyncio.gather(*(snmp.probe(t, config) for t in ADDRESSES))  # engine + LCD warm-up
+    c0, t0 = cpu(), time.perf_counter()
+    results = await asyncio.gather(*(snmp.probe(t, config) for t in targets))
+    wall, used = time.perf_counter() - t0, cpu() - c0
+    await snmp.close()
+    bad = [r for r in results if not r.ok or len(r.values) != 4]
+    return {"devices": devices, "wall_s": wall, "cpu_s": used,
+            "cpu_ms_per_get": used / devices * 1000, "lost": len(bad),
+            "in_flight_cap": 100}
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def exporter(scrapes: int, port: int) -> dict[str, float] | dict[str, str]:
+    exe = shutil.which("prometheus-snmp-exporter")
+    if not exe:
+        return {"skipped": "prometheus-snmp-exporter not installed"}
+    web = _free_tcp_port()
+    proc = await asyncio.create_subprocess_exec(
+        exe, f"--config.file={ROOT / 'bench' / 'snmp_exporter.yml'}",
+        f"--web.listen-address=127.0.0.1:{web}", "--log.level=error",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            base = f"http://127.0.0.1:{web}/snmp"
+            for _ in range(100):  # wait until it listens (bounded)
+                try:
+                    await client.get(f"http://127.0.0.1:{web}/")
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.05)
+            limit = asyncio.Semaphore(50)
+            failures = 0
+
+            async def scrape(i: int) -> None:
+                nonlocal failures
+                target = f"{ADDRESSES[i % len(ADDRESSES)]}:{port}"
+                async with limit:
+                    r = await client.get(base, params={"module": "hallmon4", "target": target})
+                if r.status_code != 200 or "ifNumber" not in r.text:
+                    failures += 1
+
+            await asyncio.gather(*(scrape(i) for i in range(50)))
+            c0, t0 = _proc_cpu(proc.pid), time.perf_counter()
+            await asyncio.gather(*(scrape(i) for i in range(scrapes)))
+            wall, used = time.perf_counter() - t0, _proc_cpu(proc.pid) - c0
+        return {"scrapes": scrapes, "wall_s": wall, "exporter_cpu_s": used,
+                "cpu_ms_per_get": used / scrapes * 1000, "failures": failures}
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def main(devices: int, scrapes: int) -> None:
+    with snmpd_agent(ADDRESSES) as agent:
+        mine = await ours(devices, agent.port, agent.community)
+        theirs = await exporter(scrapes, agent.port)
+    print(f"hallmon snmp probe: {devices} devices x 1 GET (4 OIDs): wall {mine['wall_s']:.2f} s, "
+          f"cpu {mine['cpu_s']:.2f} s = {mine['cpu_ms_per_get']:.3f} ms/GET, "
+          f"lost {int(mine['lost'])} (cap 100 in flight)")
+    if "cpu_ms_per_get" in theirs:
+        print(f"snmp_exporter 0.21: {scrapes} scrapes: exporter cpu "
+              f"{theirs['exporter_cpu_s']:.2f} s = {theirs['cpu_ms_per_get']:.3f} ms/GET "
+              "(HTTP + SNMP), "
+              f"failures {theirs['failures']}")
+    else:
+        print(f"snmp_exporter: {theirs}")
+    print(json.dumps({"bench": "snmp_get", "hallmon": mine, "snmp_exporter": theirs}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--exporter-scrapes", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(main(args.devices, args.exporter_scrapes))
