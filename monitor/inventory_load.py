@@ -14,6 +14,7 @@ terminals can jump to it; the CLI passes what the user typed.
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import os
 import re
@@ -107,6 +108,10 @@ def parse_inventory(
     base_dir: str | Path = ".",
 ) -> Inventory:
     """Check and build an inventory from file content (see :func:`load_inventory`)."""
+    # The node tree of 10k devices is ~1M young objects: the cyclic GC would run dozens of
+    # full passes over them while nothing is garbage yet (measured: compose 2.8 s -> 0.8 s).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return _Checker(file, env, Path(base_dir)).run(data)
     except InventoryError:
@@ -117,6 +122,9 @@ def parse_inventory(
         raise InventoryError(
             [Problem(file, 1, 1, "", f"internal error while checking (please report): {exc!r}")]
         ) from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def schema_json() -> str:
@@ -227,40 +235,21 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
 # The node tree: positions, duplicate keys, YAML 1.1 traps
 
 
-def _walk(root: Node) -> Iterator[Node]:
-    """Every node once (anchors make a graph, aliases may even make cycles)."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        yield node
-        if isinstance(node, MappingNode):
-            for k, v in node.value:
-                stack.extend((v, k))
-        elif isinstance(node, SequenceNode):
-            stack.extend(reversed(node.value))
-
-
 _KEY_WORDS = {"yes", "no", "on", "off"}
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
 _YAML12_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^0o[0-7]+$")
 
 
-def _normalize_keys(root: Node) -> None:
+def _normalize_keys(mapping: MappingNode) -> None:
     """A bare ``on:`` or ``no:`` *key* is the text, as in YAML 1.2 (keys here are always text)."""
-    for node in _walk(root):
-        if isinstance(node, MappingNode):
-            for key, _ in node.value:
-                if (
-                    isinstance(key, ScalarNode)
-                    and not key.style  # plain: None (PyYAML) or "" (libyaml)
-                    and key.tag == _BOOL_TAG
-                    and key.value.lower() in _KEY_WORDS
-                ):
-                    key.tag = _STR_TAG
+    for key, _ in mapping.value:
+        if (
+            isinstance(key, ScalarNode)
+            and not key.style  # plain: None (PyYAML) or "" (libyaml)
+            and key.tag == _BOOL_TAG
+            and key.value.lower() in _KEY_WORDS
+        ):
+            key.tag = _STR_TAG
 
 
 def _trap(node: ScalarNode) -> str | None:
@@ -480,6 +469,8 @@ class _Checker:
     # ---- locating a loc in the node tree ----
 
     def key_value(self, node: Node) -> Any:
+        if node.tag == _STR_TAG and isinstance(node, ScalarNode):
+            return node.value  # nearly every key: no need to construct
         if id(node) not in self._keys:
             try:
                 self._keys[id(node)] = yaml.constructor.SafeConstructor().construct_object(node)
@@ -542,7 +533,6 @@ class _Checker:
             if not isinstance(root, MappingNode):
                 self.at_node(root, "", "expected a mapping at the top (site:, devices: ...)")
                 raise InventoryError(self.problems)
-            _normalize_keys(root)
             self.check_nodes(root)
             try:
                 raw = loader.construct_document(root)
@@ -562,6 +552,7 @@ class _Checker:
         """Duplicate keys and YAML 1.1 traps, each reported with its path."""
         for node, path in self.walk_paths(root):
             if isinstance(node, MappingNode):
+                _normalize_keys(node)  # before walk_paths reads these keys (it resumes after)
                 seen: dict[Any, Node] = {}
                 for key, _ in node.value:
                     if key.tag == _MERGE_TAG or not isinstance(key, ScalarNode):
@@ -964,8 +955,10 @@ class _CrossRefs:
             defaults = _partial(Defaults, self.raw.get("defaults", {}))
         if defaults is None:
             return  # the defaults themselves are wrong; that is reported already
+        valid = self.inventory.devices if self.inventory is not None else None
         for i, d in self.devices:
-            device = _partial(Device, d, self._ctx())
+            # all valid: the models line up with the raw list; else validate device by device
+            device = valid[i] if valid is not None else _partial(Device, d, self._ctx())
             cls = self.classes.get(device.class_) if device is not None else None
             if device is None or cls is None:
                 continue
