@@ -140,6 +140,10 @@ def test_all_problems_are_reported_at_once() -> None:
         ("site: &a {name: *a}\n", "1:7: site.name: expected a string, got a mapping"),
         ("site: {name: x}\ndevices: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
         ("site: {name: x}\nnote: \x07\n", "2:7: character '\\x07' (U+0007) is not allowed in YAML"),
+        (  # a bare `on:` key is the text "on" (as in YAML 1.2), not the boolean true
+            "site: {name: x}\ntickets: {auto: [{on: [down]}]}\n",
+            "2:19: tickets.auto[0]: unknown key 'on' (known keys: assignee,",
+        ),
         ("site: {name: 8:30}\n", "1:14: site.name: bare '8:30' is read as a base-60 number"),
         (
             "site: {name: '0123'}\ndefaults: {failure_threshold: 010}\n",
