@@ -354,6 +354,7 @@ class HallState:
         self._health: dict[str, tuple[str, ...]] = {}
         self.checks: dict[tuple[str, str], CheckState] = {}
         self.statuses: dict[str, tuple[DeviceStatus, str]] = {}
+        self.since: dict[str, float] = {}  # time of each device's last status change
         self.maintenance: set[str] = set()
         self.pending: set[str] = set()  # children awaiting a re-check after a parent recovered
         self._install(list(specs))
@@ -373,6 +374,7 @@ class HallState:
         self.checks = {k: self.checks.get(k, CheckState()) for k in sorted(keep)}
         self.statuses = {i: self.statuses.get(i, (DeviceStatus.UNKNOWN, "not yet polled"))
                          for i in self._specs}
+        self.since = {i: t for i, t in self.since.items() if i in self._specs}
         self.maintenance &= set(self._specs)
         self.pending &= set(self._specs)
 
@@ -456,6 +458,7 @@ class HallState:
             old = self.statuses[dev][0]
             self.statuses[dev] = (status, cause)
             if status is not old:
+                self.since[dev] = now
                 mine = flapping and dev == start[0]
                 moved.append(DeviceTransition(dev, old, status, now, cause,
                                               notify=_notify(old, status) and not mine,
