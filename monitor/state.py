@@ -251,12 +251,15 @@ def rollup(
     health: Mapping[str, CheckState],
     parent: DeviceStatus | None,
     in_maintenance: bool,
+    parent_suspect: bool = False,
 ) -> tuple[DeviceStatus, str]:
     """One device's status and its cause.
 
     ``parent`` is the *path* status of the nearest parent (see ``path_status``): its own status,
     or DOWN when it is in maintenance with its reachability down. Because parents are rolled up
-    first, the nearest ancestor already carries the transitive answer.
+    first, the nearest ancestor already carries the transitive answer. ``parent_suspect``: the
+    parent's reachability is failing but not yet hard down (splay polled the child first); a
+    failing child is then held UNREACHABLE until the parent's state settles either way.
     """
     if in_maintenance:
         return DeviceStatus.MAINTENANCE, "maintenance"
@@ -267,6 +270,8 @@ def rollup(
     )
     if failing and parent in _BAD_PATH:
         return DeviceStatus.UNREACHABLE, f"parent {parent}"
+    if failing and parent_suspect and reachability.hard is CheckStatus.DOWN:
+        return DeviceStatus.UNREACHABLE, "parent not answering: awaiting its re-check"
     if reachability.hard is CheckStatus.UNKNOWN:
         return DeviceStatus.UNKNOWN, "awaiting first hard state"
     if reachability.hard is CheckStatus.DOWN:
@@ -352,6 +357,7 @@ class HallState:
         self._specs: dict[str, DeviceSpec] = {}
         self._children: dict[str, list[str]] = {}
         self._health: dict[str, tuple[str, ...]] = {}
+        self._paths: dict[str, tuple[DeviceStatus, bool]] = {}  # as children last saw it
         self.checks: dict[tuple[str, str], CheckState] = {}
         self.statuses: dict[str, tuple[DeviceStatus, str]] = {}
         self.since: dict[str, float] = {}  # time of each device's last status change
@@ -377,6 +383,7 @@ class HallState:
         self.since = {i: t for i, t in self.since.items() if i in self._specs}
         self.maintenance &= set(self._specs)
         self.pending &= set(self._specs)
+        self._paths = {i: self._path(i) for i in self._specs}
 
     def replace(self, specs: Iterable[DeviceSpec], now: float) -> tuple[DeviceTransition, ...]:
         """Reload: keep the states of unchanged checks, drop removed devices, recompute all."""
@@ -411,7 +418,8 @@ class HallState:
         """Apply one probe result; return the transitions to record/notify and who to re-check."""
         key = (device, check)
         spec = self._specs[device]
-        new, transition = advance(self.checks[key], ok, error, spec.checks[check], now, values)
+        old = self.checks[key]
+        new, transition = advance(old, ok, error, spec.checks[check], now, values)
         self.checks[key] = new
         recheck: set[str] = set()
         settled: str | None = None
@@ -423,9 +431,10 @@ class HallState:
                 settled = device
         if transition is None and settled is None and not recheck and (
             new.hard is not CheckStatus.UNKNOWN
-        ):
-            # No hard change: the rollup cannot move (it reads only hard states, and the soft
-            # one only while the hard one is UNKNOWN). The common case, kept cheap.
+        ) and not (new.soft is not old.soft and check == spec.reachability
+                   and self._children[device]):
+            # No hard change: the rollup cannot move (it reads hard states; soft ones only
+            # while UNKNOWN, or a parent's to hold its children). The common case, kept cheap.
             return _NOTHING
         flapping = transition is not None and transition.flapping
         moved = self._recompute([device], now, recheck, flapping, settled)
@@ -453,7 +462,6 @@ class HallState:
             dev = queue[i]
             i += 1
             kids = self._children[dev]
-            before = self._path(dev) if kids and not full else None
             status, cause = self._rollup_one(dev, recheck, settled)
             old = self.statuses[dev][0]
             self.statuses[dev] = (status, cause)
@@ -463,8 +471,12 @@ class HallState:
                 moved.append(DeviceTransition(dev, old, status, now, cause,
                                               notify=_notify(old, status) and not mine,
                                               flapping=mine))
-            if before is not None and self._path(dev) is not before:
-                queue.extend(kids)
+            if kids:
+                path = self._path(dev)
+                if self._paths.get(dev) != path:
+                    self._paths[dev] = path
+                    if not full:
+                        queue.extend(kids)
         return tuple(moved)
 
     def _rollup_one(self, dev: str, recheck: set[str],
@@ -473,8 +485,10 @@ class HallState:
         reach = self.checks.get((dev, spec.reachability))
         names = self._health[dev]
         health = {c: self.checks[(dev, c)] for c in names} if names else _NO_HEALTH
-        parent = self._path(spec.parent) if spec.parent is not None else None
-        status, cause = rollup(reach, health, parent, dev in self.maintenance)
+        parent, suspect = self._paths[spec.parent] if spec.parent is not None else (None, False)
+        status, cause = rollup(reach, health, parent, dev in self.maintenance, suspect)
+        if suspect and status is DeviceStatus.UNREACHABLE and spec.parent is not None:
+            recheck.add(spec.parent)  # is the path really gone? ask now, not in a cycle
         old = self.statuses[dev][0]
         # UNREACHABLE only comes from a bad parent path, so leaving it without a fresh result
         # of our own (``settled``) means the parent just came back.
@@ -491,9 +505,13 @@ class HallState:
                 return DeviceStatus.UNREACHABLE, "awaiting re-check after parent"
         return status, cause
 
-    def _path(self, device: str) -> DeviceStatus:
-        spec = self._specs[device]
-        return path_status(self.statuses[device][0], self.checks.get((device, spec.reachability)))
+    def _path(self, device: str) -> tuple[DeviceStatus, bool]:
+        """What a device means to its children: its path status, and whether its
+        reachability is failing without being hard down yet (suspect)."""
+        reach = self.checks.get((device, self._specs[device].reachability))
+        suspect = (reach is not None and reach.soft is CheckStatus.DOWN
+                   and reach.hard is not CheckStatus.DOWN)
+        return path_status(self.statuses[device][0], reach), suspect
 
 
 def _topological(by_id: Mapping[str, DeviceSpec]) -> list[DeviceSpec]:

@@ -232,6 +232,27 @@ def test_parent_recovers_children_held_until_rechecked() -> None:
     assert h.pending == set()
 
 
+@pytest.mark.parametrize(
+    ("switch_then", "expected"),
+    [
+        pytest.param(["sw F", "sw F"], ["sw up->down !"],
+                     id="the switch is really down: the kiosk stays unreachable, silent"),
+        pytest.param(["sw S", "k1 S", "k1 S"], ["recheck k1", "recheck k1", "k1 unreachable->up"],
+                     id="a glitch, the kiosk answers again: never paged"),
+        pytest.param(["sw S", "k1 F"], ["recheck k1", "k1 unreachable->down !"],
+                     id="a glitch, the kiosk still fails on its re-check: one DOWN"),
+    ],
+)
+def test_child_failing_before_its_parent_is_hard_down(switch_then: list[str],
+                                                      expected: list[str]) -> None:
+    # Splay polled the kiosk three times while its switch had failed only once.
+    h = hall()
+    play(h, ALL_UP)
+    assert play(h, ["sw F", "k1 F", "k1 F", "k1 F"], 200) == [
+        "k1 up->unreachable", "recheck sw"]  # held, and the path is asked about at once
+    assert play(h, switch_then, 300) == expected
+
+
 def test_flapping_line_one_notice_then_quiet() -> None:
     h = hall()
     notices, started, stopped = [], [], []
