@@ -12,6 +12,7 @@ from monitor.scheduler import (
     ManualClock,
     ScheduledCheck,
     Scheduler,
+    SystemClock,
     splay,
 )
 from probes.result import ProbeResult
@@ -272,3 +273,37 @@ def test_duration_buckets_are_le(seconds: float, bucket: int) -> None:
     h = DurationHistogram()
     h.observe(seconds)
     assert h.counts[bucket] == 1 and h.sum == seconds
+
+
+async def test_replace_with_a_new_interval_rephases_the_check() -> None:
+    clock = ManualClock()
+    rec = Recorder()
+    sched = Scheduler([check("a", interval=10)], rec, clock=clock)
+    sched.start()
+    await clock.advance(10)
+    sched.replace([check("a", interval=60)])
+    rec.seen.clear()
+    await clock.advance(120)
+    await sched.stop()
+    assert rec.count(("a", "ping")) == 2
+
+
+async def test_system_clock_queue_wakes_in_order_and_honours_cancels() -> None:
+    # Real time, but milliseconds: the one test of the production timer queue itself.
+    clock = SystemClock()
+    woke: list[int] = []
+    fired: list[str] = []
+
+    async def sleeper(n: int, delay: float) -> None:
+        await clock.sleep_until(clock.monotonic() + delay)
+        woke.append(n)
+
+    tasks = [asyncio.create_task(sleeper(n, 0.004 * (4 - n))) for n in range(4)]
+    doomed = asyncio.create_task(sleeper(9, 0.005))
+    clock.call_at(clock.monotonic() + 0.006, lambda: fired.append("kept"))
+    clock.call_at(clock.monotonic() + 0.002, lambda: fired.append("cancelled")).cancel()
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0.01)
+    assert woke == [3, 2, 1, 0] and fired == ["kept"] and doomed.cancelled()
