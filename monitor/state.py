@@ -398,6 +398,10 @@ class HallState:
                 self.checks[key] = st
         self.maintenance = set(maintenance) & set(self._specs)
         self._recompute(list(self._specs), now, set(), full=True)
+        for dev, spec in self._specs.items():  # changed when the incident began, not now
+            reach = self.checks.get((dev, spec.reachability))
+            if (dev, spec.reachability) in states and reach is not None and reach.since:
+                self.since[dev] = reach.since
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -290,7 +290,7 @@ def test_restore_resumes_without_notices() -> None:
     h = hall()
     h.restore({("k1", R): restored(CheckStatus.DOWN, 50.0, CheckPolicy()),
                ("sw", R): restored(CheckStatus.UP, 50.0, CheckPolicy())}, [], 100.0)
-    assert h.status("k1") is DeviceStatus.DOWN
+    assert h.status("k1") is DeviceStatus.DOWN and h.since["k1"] == 50.0
     assert play(h, ["k1 F"], 101) == []  # still down: no second "down"
 
 
