@@ -68,11 +68,12 @@ OnResult = Callable[[ScheduledCheck, ProbeResult, float, float], Awaitable[None]
 class Timer:
     """A cancellable callback in a clock's timer queue (cancel is O(1): lazy deletion)."""
 
-    __slots__ = ("callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "fired")
 
-    def __init__(self, callback: Callable[[], None]) -> None:
+    def __init__(self, callback: Callable[[], object]) -> None:
         self.callback = callback
         self.cancelled = False
+        self.fired = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -82,7 +83,7 @@ class Clock(Protocol):
     def time(self) -> float: ...  # wall clock: timestamps handed to on_result
     def monotonic(self) -> float: ...  # schedule and deadlines
     async def sleep_until(self, deadline: float) -> None: ...  # a monotonic deadline
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer: ...
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer: ...
 
 
 # Timers due within this much of each other fire together: one event-loop wake-up (and one
@@ -114,6 +115,7 @@ class _TimerQueue:
             item = heappop(heap)[2]
             if isinstance(item, Timer):
                 if not item.cancelled:
+                    item.fired = True
                     item.callback()
             elif not item.done():
                 item.set_result(None)
@@ -149,7 +151,7 @@ class SystemClock(_TimerQueue):
         self._schedule(loop, deadline, fut)
         await fut  # a cancelled sleeper leaves a done future behind: _pop_due skips it
 
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(callback)
         self._schedule(self._bind(), deadline, timer)
         return timer
@@ -195,7 +197,7 @@ class ManualClock(_TimerQueue):
         self._push(deadline, fut)
         await fut
 
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(callback)
         self._push(deadline, timer)
         return timer
@@ -268,7 +270,8 @@ class Scheduler:
         self.late_grace = late_grace  # share of the interval a run may start late unflagged
         self.stats = SchedulerStats()
         self._caps = dict(DEFAULT_CAPS if caps is None else caps)
-        self._sems: dict[str, asyncio.Semaphore] = {}
+        # asyncio primitives bind to a loop only when first awaited (3.10+): safe to make here.
+        self._sems = {kind: asyncio.Semaphore(n) for kind, n in self._caps.items()}
         self._busy: set[str] = set()  # devices being polled
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._base = self.clock.monotonic()
@@ -398,7 +401,7 @@ class Scheduler:
             self._busy.add(device)
         clock = self.clock
         try:
-            sem = self._semaphore(check.kind)
+            sem = self._sems.get(check.kind)
             if sem is not None:
                 await sem.acquire()
             try:
@@ -451,12 +454,6 @@ class Scheduler:
         self._waiters.pop(device, None)
         self._busy.discard(device)
 
-    def _semaphore(self, kind: str) -> asyncio.Semaphore | None:
-        sem = self._sems.get(kind)
-        if sem is None and kind in self._caps:
-            sem = self._sems[kind] = asyncio.Semaphore(self._caps[kind])
-        return sem
-
     async def _call(self, check: ScheduledCheck, start: float) -> ProbeResult:
         """The probe call under its deadline. Same semantics as ``asyncio.timeout`` (our own
         cancel becomes "timeout", anyone else's cancel propagates), but the deadline lives in
@@ -464,18 +461,11 @@ class Scheduler:
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = self.clock.call_at(start + check.timeout, expire)
+        timer = self.clock.call_at(start + check.timeout, task.cancel)
         try:
             result = await check.call()
         except asyncio.CancelledError:
-            if expired and task.uncancel() <= cancelling:
+            if timer.fired and task.uncancel() <= cancelling:
                 _bump(self.stats.timeouts, check.kind)
                 return ProbeResult.failure(self.clock.monotonic() - start, "timeout")
             raise
@@ -486,7 +476,7 @@ class Scheduler:
             return ProbeResult.failure(self.clock.monotonic() - start, reason)
         finally:
             timer.cancel()
-        if expired:  # the probe swallowed our cancel and returned anyway: undo the request
+        if timer.fired:  # the probe swallowed our cancel and returned anyway: undo the request
             task.uncancel()
         return result
 
