@@ -220,3 +220,19 @@ async def test_async_store_runs_off_the_loop(url: str) -> None:
     assert all(results) and (await s.outbox_counts())["pending"] == 10
     assert [i.id for i in await s.open_incidents()] == [inc]
     await s.aclose()
+
+
+def test_tally_on_both_backends(store: Store) -> None:
+    from datetime import date
+
+    from monitor.tally import tally
+
+    for h in (0, 20, 40):  # 2025-03-01 02:00Z + h hours, Shanghai days 03-01, 03-02, 03-03
+        store.create_ticket(fault(category="line" if h else "fault"), at=T0 + timedelta(hours=h))
+    lo, hi = date(2025, 1, 1), date(2025, 12, 31)
+    assert [(r.period, r.count) for r in tally(store, "day", lo, hi)] == [
+        ("2025-03-01", 1), ("2025-03-02", 1), ("2025-03-03", 1)]
+    assert [(r.period, r.group, r.count) for r in tally(store, "quarter", lo, hi, "category")] == [
+        ("2025-Q1", "fault", 1), ("2025-Q1", "line", 2)]
+    assert [(r.period, r.count) for r in tally(store, "week", lo, hi)] == [
+        ("2025-W09", 2), ("2025-W10", 1)]

@@ -1,0 +1,191 @@
+"""Bearer tokens with roles (viewer < technician < admin) read from a tokens file.
+
+Tokens file (YAML; ``--auth.tokens-file``)::
+
+    tokens:
+      - {name: zhang, role: technician, token: "long random string"}
+      - {name: ops, role: admin, token_file: /etc/hallmon/admin.token}
+
+The app keeps an ``Auth`` at ``request.app.state.auth``. Routes depend on ``require(role)``:
+401 when the token is missing or unknown, 403 when its role is too low. Reads may be open
+(``Auth(open_reads=True)``): then ``require("viewer")`` admits anonymous callers. Every presented
+token is compared with every known one in constant time (hmac.compare_digest over SHA-256
+digests, so neither content nor length leaks through timing); tokens print as ``<secret>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+Role = Literal["viewer", "technician", "admin"]
+RANK: dict[str, int] = {"viewer": 0, "technician": 1, "admin": 2}
+
+
+class TokenEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenEntry:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token or token_file")
+        return self
+
+    def secret(self) -> str:
+        if self.token is not None:
+            value = self.token.get_secret_value()
+        else:
+            assert self.token_file is not None
+            value = self.token_file.read_text(encoding="utf-8").strip()
+        if len(value) < 16:
+            raise ValueError(f"token of {self.name!r} is shorter than 16 characters")
+        return value
+
+
+class TokensFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[TokenEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+
+
+class AuthError(Exception):
+    """The tokens file is unreadable or invalid (message says where and why, never a token)."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class Auth:
+    def __init__(self, tokens: Iterable[tuple[str, str, str]] = (), *,
+                 open_reads: bool = False) -> None:
+        """``tokens``: (name, role, token) triples."""
+        self._known = [(Principal(n, r), _digest(t)) for n, r, t in tokens]
+        self.open_reads = open_reads
+
+    def __repr__(self) -> str:
+        return f"<Auth {len(self._known)} tokens <secret>, open_reads={self.open_reads}>"
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, open_reads: bool = False) -> Auth:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            parsed = TokensFile.model_validate(raw)
+            triples = [(e.name, e.role, e.secret()) for e in parsed.tokens]
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            if isinstance(exc, ValidationError):  # never echo input (it holds tokens)
+                msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                for e in exc.errors(include_input=False))
+            else:
+                msg = str(exc)
+            raise AuthError(f"{path}: {msg}") from None
+        return cls(triples, open_reads=open_reads)
+
+    def identify(self, presented: str) -> Principal | None:
+        got = _digest(presented)
+        found = None
+        for principal, want in self._known:  # no early exit: time does not depend on position
+            if hmac.compare_digest(got, want):
+                found = principal
+        return found
+
+
+_bearer = HTTPBearer(auto_error=False)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency factory: ``Depends(require("admin"))`` (e.g. for ``/-/reload``)."""
+
+    async def dependency(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        auth: Auth = getattr(request.app.state, "auth", None) or Auth()
+        if creds is None:
+            if role == "viewer" and auth.open_reads:
+                return Principal("anonymous", "viewer")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
+                                headers=_CHALLENGE)
+        principal = auth.identify(creds.credentials)
+        if principal is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token",
+                                headers=_CHALLENGE)
+        if RANK[principal.role] < RANK[role]:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"role {principal.role} may not do this (needs {role})")
+        return principal
+
+    return dependency
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or unknown bearer token"},
+    403: {"model": ErrorOut, "description": "The token's role is not allowed to do this"},
+}
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 once a request body passes ``max_bytes`` (declared or streamed),
+    before the application buffers it. ``app.add_middleware(BodySizeLimit, max_bytes=...)``."""
+
+    def __init__(self, app: Any, max_bytes: int = 64 * 1024) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,53 @@
+"""``/api/v1/reports/{period}``: the same reports as ``hallmon report`` (md, csv, xlsx; zh, en).
+
+Optional app state: ``report_devices`` (callable returning the inventory's devices as
+tally.DeviceRef, so availability covers devices that never failed) and ``opening_hours``
+("Mon-Fri 08:30-18:00", to count availability inside opening hours only).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from monitor.api.tickets import ERRORS, GUARDS, IsoDate, StoreDep, Viewer, sane_date
+from monitor.reports import build_report, render
+
+router = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS, dependencies=GUARDS)
+
+MEDIA = {
+    "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+@router.get(
+    "/{period}",
+    summary="Report of the period containing a date",
+    response_class=Response,
+    responses={200: {"description": "The report file",
+                     "content": {m.split(";")[0]: {"schema": {"type": "string"}}
+                                 for m in MEDIA.values()}}},
+)
+async def report(
+    request: Request,
+    store: StoreDep,
+    _: Viewer,
+    period: Literal["day", "week", "month", "quarter", "year"],
+    day: Annotated[IsoDate | None, Query(alias="date")] = None,
+    format: Literal["md", "csv", "xlsx"] = "md",
+    lang: Literal["zh", "en"] = "zh",
+) -> Response:
+    """``date``: any local date inside the period (default: today, site time)."""
+    when = sane_date(day or datetime.now(store.store.tz).date(), "date")
+    devices_fn = getattr(request.app.state, "report_devices", None)
+    devices = devices_fn() if devices_fn is not None else None
+    hours = getattr(request.app.state, "opening_hours", None)
+    rep = await store.run(build_report, store.store, period, when, devices, hours)
+    data = await store.run(render, rep, format, lang)
+    name = f"hallmon-{period}-{rep.label}.{format}"
+    return Response(data, media_type=MEDIA[format],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,0 +1,395 @@
+"""``/api/v1/tickets``, ``/api/v1/tickets/tally`` and ``/api/v1/maintenance-windows``.
+
+The routes use the AsyncStore at ``request.app.state.store`` (see ``get_store``) and the Auth at
+``request.app.state.auth``. Reads need the viewer role (open if ``Auth.open_reads``); writes need
+technician; deleting a maintenance window needs admin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from monitor import tally as tally_mod
+from monitor.api.auth import AUTH_RESPONSES, ErrorOut, Principal, require
+from monitor.store import AsyncStore, InvalidTransition, InvalidValue, NewTicket, NotFound
+from monitor.store.models import MaintenanceWindow, StoreError, Ticket, TicketEvent
+
+MAX_BODY = 64 * 1024
+# No NUL (PostgreSQL text refuses it) and bounded lengths everywhere.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")]
+def _iso_only(value: Any) -> Any:
+    """Accept ISO 8601 text only (pydantic would also take 1700000000 as a timestamp)."""
+    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        return value
+    if isinstance(value, date):
+        return value
+    raise ValueError("expected an ISO 8601 date/time such as 2025-03-07T09:30:00+08:00")
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+IsoDate = Annotated[date, BeforeValidator(_iso_only)]
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Status = Literal["open", "in_progress", "resolved", "closed"]
+Period = Literal["day", "week", "month", "quarter", "year"]
+GroupBy = Literal["category", "class", "floor", "owner", "assignee", "status"]
+
+
+def get_store(request: Request) -> AsyncStore:
+    """The AsyncStore the app put at ``app.state.store``."""
+    store = getattr(request.app.state, "store", None)
+    if not isinstance(store, AsyncStore):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "ticket store not available")
+    return store
+
+
+async def limit_body(request: Request) -> None:
+    """413 for bodies over MAX_BODY, whether or not Content-Length was sent. (FastAPI reads the
+    body before dependencies run; to refuse a huge chunked body before buffering it, the app
+    also mounts auth.BodySizeLimit.)"""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes")
+
+
+EARLIEST, LATEST = date(1971, 1, 1), date(2999, 12, 31)
+
+
+def sane_date(d: date, field: str) -> date:
+    """Dates far outside the log's life would overflow timezone arithmetic: refuse them."""
+    if not EARLIEST <= d <= LATEST:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["query", field], "msg": f"date must be within {EARLIEST}..{LATEST}",
+             "type": "value_error"}])
+    return d
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    yield from (p.alias for p in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+async def forbid_unknown_query(request: Request) -> None:
+    """Unknown or repeated query parameters are mistakes (a misspelt filter must not silently
+    list everything)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = set(_query_names(dependant))
+    keys = [k for k, _ in request.query_params.multi_items()]
+    problems = [(k, "unknown query parameter") for k in sorted(set(keys) - known)]
+    # Every parameter here is a single value: a repeated one would silently keep the last.
+    problems += [(k, "given more than once") for k in sorted(set(keys)) if keys.count(k) > 1]
+    if problems:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["query", name], "msg": msg, "type": "value_error"}
+            for name, msg in problems])
+
+
+StoreDep = Annotated[AsyncStore, Depends(get_store)]
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Technician = Annotated[Principal, Depends(require("technician"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+class ValidationOut(BaseModel):
+    detail: list[dict[str, Any]]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    400: {"model": ErrorOut, "description": "Body is not valid JSON"},
+    404: {"model": ErrorOut, "description": "No such ticket or window"},
+    413: {"model": ErrorOut, "description": "Request body too large"},
+    422: {"model": ValidationOut, "description": "Invalid input"},
+}
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """The store's expected errors as HTTP answers (422 keeps FastAPI's validation shape)."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except InvalidTransition as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except (InvalidValue, StoreError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
+
+
+# ---- models ---------------------------------------------------------------------------------
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TicketIn(_In):
+    category: Name
+    summary: Text
+    device_id: Name | None = None
+    device_class: Name | None = None
+    floor: Name | None = None
+    owner: Name | None = None
+    assignee: Name | None = None
+
+
+class TicketPatch(_In):
+    summary: Text | None = None
+    category: Name | None = None
+    assignee: Name | None = None
+    resolution: Text | None = None
+    device_id: Name | None = None
+    device_class: Name | None = None
+    floor: Name | None = None
+    owner: Name | None = None
+
+
+class TransitionIn(_In):
+    to: Status
+    note: Text | None = None
+    resolution: Text | None = None
+
+
+class CommentIn(_In):
+    text: Text
+
+
+class TicketOut(BaseModel):
+    id: int
+    device_id: str | None
+    device_class: str | None
+    floor: str | None
+    owner: str | None
+    category: str
+    status: Status
+    summary: str
+    resolution: str | None
+    reporter: str
+    assignee: str | None
+    source: str
+    incident_id: int | None
+    opened_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Ticket) -> TicketOut:
+        return cls.model_validate(t, from_attributes=True)
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    field: str | None
+    old: str | None
+    new: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, e: TicketEvent) -> EventOut:
+        return cls.model_validate(e, from_attributes=True)
+
+
+class TicketDetailOut(BaseModel):
+    ticket: TicketOut
+    events: list[EventOut]
+
+
+class TicketPageOut(BaseModel):
+    items: list[TicketOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TallyRowOut(BaseModel):
+    period: str
+    group: str | None
+    count: int
+
+
+class TallyOut(BaseModel):
+    period: Period
+    start: date
+    end: date
+    group_by: GroupBy | None
+    total: int
+    rows: list[TallyRowOut]
+
+
+class WindowIn(_In):
+    selector: Literal["device", "class", "floor"]
+    value: Name
+    starts_at: IsoDatetime
+    ends_at: IsoDatetime | None = None
+    duration_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 366)
+    reason: Text
+
+
+class WindowOut(BaseModel):
+    id: int
+    selector: str
+    value: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, w: MaintenanceWindow) -> WindowOut:
+        return cls.model_validate(w, from_attributes=True)
+
+
+# ---- tickets --------------------------------------------------------------------------------
+GUARDS = [Depends(forbid_unknown_query)]
+router = APIRouter(prefix="/tickets", tags=["tickets"], responses=ERRORS, dependencies=GUARDS)
+
+
+@router.get("", summary="List tickets, newest first")
+async def list_tickets(
+    store: StoreDep, _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    category: Annotated[Name | None, Query()] = None,
+    device_id: Annotated[Name | None, Query()] = None,
+    device_class: Annotated[Name | None, Query()] = None,
+    floor: Annotated[Name | None, Query()] = None,
+    owner: Annotated[Name | None, Query()] = None,
+    assignee: Annotated[Name | None, Query()] = None,
+    source: Annotated[Literal["manual", "auto", "import"] | None, Query()] = None,
+    opened_from: Annotated[IsoDatetime | None, Query()] = None,
+    opened_to: Annotated[IsoDatetime | None, Query()] = None,
+) -> TicketPageOut:
+    with store_errors():
+        page, total = await store.run(
+            store.store.list_tickets, limit=limit, offset=offset, opened_from=opened_from,
+            opened_to=opened_to, status=status_, category=category, device_id=device_id,
+            device_class=device_class, floor=floor, owner=owner, assignee=assignee,
+            source=source)
+    return TicketPageOut(items=[TicketOut.of(t) for t in page], total=total, limit=limit,
+                         offset=offset)
+
+
+@router.post("", status_code=201, summary="Open a ticket", dependencies=[Depends(limit_body)])
+async def create_ticket(body: TicketIn, store: StoreDep, who: Technician) -> TicketOut:
+    with store_errors():
+        t = await store.create_ticket(NewTicket(reporter=who.name, **body.model_dump()))
+    return TicketOut.of(t)
+
+
+@router.get("/tally", summary="Count tickets by period (site-local) and one dimension")
+async def tally(
+    store: StoreDep, _: Viewer,
+    period: Period = "month",
+    start: Annotated[IsoDate | None, Query(alias="from")] = None,
+    end: Annotated[IsoDate | None, Query(alias="to")] = None,
+    group_by: GroupBy | None = None,
+) -> TallyOut:
+    """``from``/``to`` are local dates, inclusive; default: the current year."""
+    today = datetime.now(store.store.tz).date()
+    lo = sane_date(start or date(today.year, 1, 1), "from")
+    hi = sane_date(end or date(today.year, 12, 31), "to")
+    if hi < lo or (hi - lo) > timedelta(days=366 * 50):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["query", "to"], "msg": "need from <= to within 50 years",
+             "type": "value_error"}])
+    with store_errors():
+        rows = await store.run(tally_mod.tally, store.store, period, lo, hi, group_by)
+    return TallyOut(period=period, start=lo, end=hi, group_by=group_by,
+                    total=sum(r.count for r in rows),
+                    rows=[TallyRowOut(period=r.period, group=r.group, count=r.count)
+                          for r in rows])
+
+
+@router.get("/{ticket_id}", summary="One ticket with its audit trail")
+async def show_ticket(ticket_id: Id, store: StoreDep, _: Viewer) -> TicketDetailOut:
+    with store_errors():
+        t = await store.get_ticket(ticket_id)
+        events = await store.ticket_events(ticket_id)
+    return TicketDetailOut(ticket=TicketOut.of(t), events=[EventOut.of(e) for e in events])
+
+
+@router.patch("/{ticket_id}", summary="Edit fields (status changes go through transitions)",
+              dependencies=[Depends(limit_body)])
+async def update_ticket(ticket_id: Id, body: TicketPatch, store: StoreDep,
+                        who: Technician) -> TicketOut:
+    with store_errors():
+        t = await store.update_ticket(ticket_id, who.name, body.model_dump(exclude_unset=True))
+    return TicketOut.of(t)
+
+
+@router.post("/{ticket_id}/transitions", summary="Move a ticket to another status",
+             dependencies=[Depends(limit_body)],
+             responses={409: {"model": ErrorOut, "description": "Transition not allowed"}})
+async def transition(ticket_id: Id, body: TransitionIn, store: StoreDep,
+                     who: Technician) -> TicketOut:
+    with store_errors():
+        t = await store.transition(ticket_id, body.to, who.name, body.note,
+                                   resolution=body.resolution)
+    return TicketOut.of(t)
+
+
+@router.post("/{ticket_id}/comments", status_code=201, summary="Comment on a ticket",
+             dependencies=[Depends(limit_body)])
+async def comment(ticket_id: Id, body: CommentIn, store: StoreDep, who: Technician) -> EventOut:
+    with store_errors():
+        e = await store.comment(ticket_id, who.name, body.text)
+    return EventOut.of(e)
+
+
+# ---- maintenance windows ------------------------------------------------------------------------
+windows_router = APIRouter(prefix="/maintenance-windows", tags=["maintenance"],
+                           responses=ERRORS, dependencies=GUARDS)
+
+
+@windows_router.get("", summary="Current and future maintenance windows")
+async def list_windows(store: StoreDep, _: Viewer, include_past: bool = False
+                       ) -> list[WindowOut]:
+    ws = await store.run(store.store.windows, include_past=include_past)
+    return [WindowOut.of(w) for w in ws]
+
+
+@windows_router.post("", status_code=201, summary="Add a window (end or duration)",
+                     dependencies=[Depends(limit_body)])
+async def add_window(body: WindowIn, store: StoreDep, who: Technician) -> WindowOut:
+    if (body.ends_at is None) == (body.duration_minutes is None):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["body"], "msg": "give exactly one of ends_at or duration_minutes",
+             "type": "value_error"}])
+    try:
+        ends = body.ends_at or body.starts_at + timedelta(minutes=body.duration_minutes or 0)
+    except OverflowError:
+        ends = datetime.max.replace(tzinfo=body.starts_at.tzinfo)
+    with store_errors():
+        w = await store.run(store.store.add_window, body.selector, body.value, body.starts_at,
+                            ends, body.reason, who.name)
+    return WindowOut.of(w)
+
+
+@windows_router.delete("/{window_id}", status_code=204, summary="Delete a window",
+                       response_class=Response)
+async def delete_window(window_id: Id, store: StoreDep, _: Admin) -> Response:
+    with store_errors():
+        await store.run(store.store.delete_window, window_id)
+    return Response(status_code=204)
