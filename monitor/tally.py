@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, select
@@ -53,11 +53,10 @@ GROUPS: tuple[str, ...] = tuple(TALLY_DIMS)
 Interval = tuple[datetime, datetime]
 
 
-@dataclass(frozen=True, slots=True)
-class TallyRow:
+class TallyRow(NamedTuple):  # a tuple: a day-by-day tally makes ten thousand of them
     period: str  # "2025-03", "2025-W10", ...
     group: str | None  # the group's value ("" for none), None when not grouped
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, on purpose
 
 
 def _check(period: str, group_by: str | None) -> None:
@@ -75,14 +74,23 @@ def tally(store: Store, period: str, start: date, end: date, group_by: str | Non
     if not filters and period in _SQL_BUCKETS:
         return _tally_sql(store, period, start, end, group_by)
     days = _day_counts(store, start, end, group_by, filters or {})
-    folded: dict[tuple[str, str | None], int] = defaultdict(int)
     labels: dict[int, str] = {}
-    for (day, value), n in days.items():
-        label = labels.get(day)
-        if label is None:
-            label = labels[day] = period_label(key_to_date(day), period)
-        folded[(label, value)] += n
-    return [TallyRow(p, g, n) for (p, g), n in sorted(folded.items(), key=_order) if n]
+    for day, _ in days:
+        if day not in labels:
+            labels[day] = period_label(key_to_date(day), period)
+    if period == "day":  # one row per (day, value) already: nothing to fold
+        rows = [TallyRow(labels[d], v, n) for (d, v), n in days.items() if n]
+    else:
+        folded: dict[tuple[str, str | None], int] = defaultdict(int)
+        for (day, value), n in days.items():
+            folded[(labels[day], value)] += n
+        rows = [TallyRow(p, g, n) for (p, g), n in folded.items() if n]
+    rows.sort(key=_order)
+    return rows
+
+
+def _order(row: TallyRow) -> tuple[str, str]:
+    return row.period, row.group or ""
 
 
 # Months, quarters and years are integer arithmetic on YYYYMMDD, so SQL folds the days itself
@@ -112,12 +120,7 @@ def _tally_sql(store: Store, period: str, start: date, end: date,
         ).all()
     label = _SQL_LABELS[period]
     out = [TallyRow(label(int(k)), v if group_by else None, int(n)) for k, v, n in rows if n]
-    return sorted(out, key=lambda r: (r.period, r.group or ""))
-
-
-def _order(item: tuple[tuple[str, str | None], int]) -> tuple[str, str]:
-    (p, g), _ = item
-    return p, g or ""
+    return sorted(out, key=_order)
 
 
 def _day_counts(store: Store, start: date, end: date, group_by: str | None,
