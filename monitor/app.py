@@ -24,15 +24,21 @@ import httpx
 from monitor import simulate
 from monitor.alerts import Delivery, Engine, build_channels, rate_limits, retry_policy
 from monitor.checks import probe_call
-from monitor.inventory import Inventory, ResolvedCheck, parse_schedule
+from monitor.inventory import Inventory, ResolvedCheck, SnmpCheck, parse_schedule
+from monitor.metrics import (
+    CachedRenderer,
+    DeviceInfo,
+    Snapshot,
+    ValueSpec,
+    device_rows,
+)
 from monitor.pipeline import Pipeline
 from monitor.reload import InventoryHolder, ReloadOutcome
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store
 from monitor.store.aio import AsyncStore
-from probes import http as http_probe
+from probes import close_all as close_all_probes
 from probes import icmp as icmp_probe
-from probes import snmp as snmp_probe
 from probes.result import ProbeResult
 
 log = logging.getLogger("hallmon")
@@ -118,6 +124,10 @@ class Hall:
         self.engine: Engine | None = None
         self.delivery: Delivery | None = None
         self._http: httpx.AsyncClient | None = None
+        self._labels: tuple[dict[str, DeviceInfo], dict[tuple[str, str], str],
+                            dict[str, ValueSpec]] = ({}, {}, {})
+        self._tickets: dict[str, dict[str, int]] = {"open": {}, "total": {}}
+        self.renderer = CachedRenderer(self)
 
     @property
     def inventory(self) -> Inventory:
@@ -165,6 +175,54 @@ class Hall:
                 self.ready = True
                 log.info("first cycle complete: ready")
 
+    # -- metrics (read at scrape time, in the render thread) ---------------------------------
+
+    @staticmethod
+    def metric_labels(
+        inventory: Inventory,
+    ) -> tuple[dict[str, DeviceInfo], dict[tuple[str, str], str], dict[str, ValueSpec]]:
+        """Per inventory (rebuilt on reload): device labels, check kinds, SNMP value specs."""
+        info, kinds, specs = {}, {}, {}
+        for d in inventory.devices:
+            loc = d.location
+            info[d.id] = DeviceInfo(
+                d.class_, d.name, "" if loc.floor is None else str(loc.floor),
+                loc.area or "", d.owner or "", d.parent or "",
+            )
+            for c in inventory.checks_for(d):
+                kinds[c.key] = c.kind
+                if isinstance(c.spec, SnmpCheck):
+                    for name, oid in {**c.spec.oids, **c.spec.walks}.items():
+                        specs[name] = ValueSpec(oid.type, oid.help)
+                    for name in c.spec.ratios:
+                        specs.setdefault(name, ValueSpec("gauge", ""))
+        return info, kinds, specs
+
+    def snapshot(self) -> Snapshot:
+        info, kinds, specs = self._labels
+        stats = self.scheduler.stats
+        sent: dict[str, int] = {}
+        failed: dict[str, int] = {}
+        if self.delivery is not None:
+            for name, st in self.delivery.stats.items():
+                sent[name], failed[name] = st.attempts, st.failures
+        return Snapshot(
+            devices=device_rows(self.pipeline.state, info, kinds),
+            value_specs=specs,
+            tickets_open=self._tickets["open"],
+            tickets_total=self._tickets["total"],
+            notifications=sent,
+            notification_failures=failed,
+            poll_durations=dict(stats.durations),
+            overdue_total=stats.overdue_total,
+            probe_errors=dict(stats.probe_errors),
+            reload_successful=self.holder.last_reload_successful,
+            reload_success_timestamp=self.holder.last_reload_success_time,
+        )
+
+    async def render_metrics(self) -> bytes:
+        return await self.renderer.render()
+
     def _caps(self, inventory: Inventory) -> dict[str, int]:
         return {str(kind): cap for kind, cap in inventory.polling.concurrency.items()}
 
@@ -178,7 +236,9 @@ class Hall:
                 pacing_per_second=inventory.polling.icmp_pacing_per_second,
             )
         url = self.options.storage_url or default_storage_url(self.options.state_dir)
-        self.store = Store(url, timezone=inventory.site.timezone)
+        self.store = Store(
+            url, timezone=inventory.site.timezone, categories=inventory.tickets.categories
+        )
         self.astore = AsyncStore(self.store)
         self.pipeline = Pipeline(
             inventory,
@@ -190,6 +250,7 @@ class Hall:
         self._start_alerts(inventory)
         if self.options.mock:
             simulate.install(inventory)
+        self._labels = self.metric_labels(inventory)
         self.scheduler = Scheduler(
             self.scheduled_checks(inventory), self._on_result, caps=self._caps(inventory)
         )
@@ -236,6 +297,7 @@ class Hall:
 
     def _apply_inventory(self, inventory: Inventory) -> None:
         """A good reload: swap the state's devices and the scheduler's checks."""
+        self._labels = self.metric_labels(inventory)
         self.pipeline.use(inventory)
         if self.options.mock:
             simulate.install(inventory)
@@ -270,6 +332,7 @@ class Hall:
                 for w in await self.astore.active_windows(now):
                     devices |= self._selected(w.selector, w.value)
                 await self.pipeline.set_maintenance(devices)
+                self._tickets = await self.astore.ticket_counts()
             except Exception:  # keep refreshing; one bad cycle must not end maintenance
                 log.exception("maintenance refresh failed")
             await asyncio.sleep(MAINTENANCE_REFRESH_SECONDS)
@@ -295,9 +358,8 @@ class Hall:
         self._tasks.clear()
         if self._http is not None:
             await self._http.aclose()
-        for close in (icmp_probe.close, snmp_probe.close, http_probe.close):
-            with contextlib.suppress(Exception):
-                await close()
+        with contextlib.suppress(Exception):
+            await close_all_probes()
         if self.astore is not None:
             await self.astore.aclose()
         log.info("stopped")

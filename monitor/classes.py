@@ -60,6 +60,9 @@ def _cond(value: str, op: str, threshold: float, message: str, severity: str = "
             "severity": severity}
 
 
+# TimeTicks are hundredths of a second; the metric is in seconds (base units).
+_UPTIME = {"oid": SYS_UPTIME, "scale": 0.01}
+
 _PORTS = {
     "name": "ports",
     "kind": "snmp",
@@ -82,7 +85,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
             {
                 "name": "snmp",
                 "kind": "snmp",
-                "oids": {"sys_uptime_ticks": SYS_UPTIME},
+                "oids": {"sys_uptime_seconds": _UPTIME},
                 "walks": {
                     "huawei_cpu_percent": HW_CPU,
                     "huawei_temperature_celsius": HW_TEMP,
@@ -101,8 +104,11 @@ _PROFILES: dict[str, dict[str, Any]] = {
     },
     "router": {
         "label": "路由器",
-        "checks": [_ping(), {"name": "snmp", "kind": "snmp",
-                             "oids": {"sys_uptime_ticks": SYS_UPTIME}}, _PORTS],
+        "checks": [
+            _ping(),
+            {"name": "snmp", "kind": "snmp", "oids": {"sys_uptime_seconds": _UPTIME}},
+            _PORTS,
+        ],
     },
     "line": {
         "label": "专线",
@@ -189,7 +195,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
                 "oids": {
                     "battery_status": UPS_BATTERY_STATUS,
                     "seconds_on_battery": UPS_SECONDS_ON_BATTERY,
-                    "minutes_remaining": UPS_MINUTES_LEFT,
+                    "runtime_remaining_seconds": {"oid": UPS_MINUTES_LEFT, "scale": 60},
                     "charge_percent": UPS_CHARGE,
                     "output_source": UPS_OUTPUT_SOURCE,
                 },

@@ -16,7 +16,7 @@ from probes.mock import MOCK, MockController, Phase
 
 # What a healthy device of a class answers, by check name (the classes.py profile's values).
 HEALTHY: Mapping[str, Mapping[str, float]] = {
-    "snmp": {"sys_uptime_ticks": 12_345_600.0},
+    "snmp": {"sys_uptime_seconds": 123_456.0},
     "supplies": {
         "supply_level": 80.0,
         "supply_max": 100.0,
@@ -27,7 +27,7 @@ HEALTHY: Mapping[str, Mapping[str, float]] = {
     "ups": {
         "battery_status": 2.0,
         "seconds_on_battery": 0.0,
-        "minutes_remaining": 45.0,
+        "runtime_remaining_seconds": 2700.0,
         "charge_percent": 100.0,
         "output_source": 3.0,
     },
