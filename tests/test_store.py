@@ -153,11 +153,16 @@ def test_auto_ticket_race_between_two_stores(url: str) -> None:
     barrier = threading.Barrier(2)
     results: list[int] = []
 
+    incidents: list[int] = []
+    enqueued: list[bool] = []
+
     def worker(s: Store) -> None:
         barrier.wait()
         for i in range(20):
             t, _ = s.auto_ticket(f"inc-{i}", fault(), at=T0)
             results.append(t.id)
+            incidents.append(s.open_incident(f"dev-{i}", None, "down", "x", T0))
+            enqueued.append(s.enqueue(f"inc-{i}/dingtalk", "dingtalk", {"i": i}, at=T0))
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
     for th in threads:
@@ -165,6 +170,8 @@ def test_auto_ticket_race_between_two_stores(url: str) -> None:
     for th in threads:
         th.join(timeout=60)
     assert len(results) == 40 and len(set(results)) == 20
+    assert len(incidents) == 40 and len(set(incidents)) == 20
+    assert enqueued.count(True) == 20
     assert stores[0].list_tickets()[1] == 20
     for s in stores:
         s.close()
@@ -236,3 +243,9 @@ def test_tally_on_both_backends(store: Store) -> None:
         ("2025-Q1", "fault", 1), ("2025-Q1", "line", 2)]
     assert [(r.period, r.count) for r in tally(store, "week", lo, hi)] == [
         ("2025-W09", 2), ("2025-W10", 1)]
+
+
+def test_repr_hides_the_url(url: str) -> None:
+    s = Store(url.replace("postgres@", "postgres:hunter2@"))
+    assert "hunter2" not in repr(s) and "hunter2" not in repr(AsyncStore(s))
+    s.close()
