@@ -5,11 +5,15 @@ v3 authPriv), a UDP socket that never answers and a server that answers malforme
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
-from probes import snmp
+from probes import snmp, snmp_udp
+from probes import snmp_ber as ber
 from probes.snmp import OidSpec, SnmpAuth, SnmpConfig
 from tests.agents.snmp import (
     SIM_BIN,
@@ -19,7 +23,7 @@ from tests.agents.snmp import (
     snmpd_agent,
     snmpsim_agent,
 )
-from tests.agents.udp import malformed_ber_server, silent_udp
+from tests.agents.udp import MALFORMED_BER, malformed_ber_server, silent_udp
 from tests.conftest import missing_tool, require_tool
 
 SYS_DESCR = OidSpec("sys_descr", "1.3.6.1.2.1.1.1.0")
@@ -269,3 +273,190 @@ def test_oids_must_be_numeric() -> None:
     with pytest.raises(ValueError, match="numeric"):
         OidSpec("x", "sysDescr.0")
     assert OidSpec("x", ".1.3.6.1.2.1.1.1.0").oid == "1.3.6.1.2.1.1.1.0"
+
+
+# ---------------------------------------------------------------- v1/v2c fast path
+# A UDP peer we script on loopback (port 0): it decodes each request with our codec and answers
+# what the test's ``answer(request, n)`` returns (n counts requests from 1).
+Answer = Callable[[ber.Message, int], list[bytes]]
+
+
+class _Scripted(asyncio.DatagramProtocol):
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[ber.Message] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        request = ber.decode(data)
+        self.requests.append(request)
+        assert self.transport is not None
+        for reply in self.answer(request, len(self.requests)):
+            self.transport.sendto(reply, addr)
+
+
+@asynccontextmanager
+async def scripted_agent(answer: Answer, host: str = "127.0.0.1") -> AsyncIterator[_Scripted]:
+    loop = asyncio.get_running_loop()
+    transport, agent = await loop.create_datagram_endpoint(
+        lambda: _Scripted(answer), local_addr=(host, 0))
+    try:
+        yield agent
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
+def port_of(agent: _Scripted) -> int:
+    assert agent.transport is not None
+    return int(agent.transport.get_extra_info("sockname")[1])
+
+
+def respond(request: ber.Message, binds: tuple[ber.VarBind, ...] | None = None,
+            status: int = 0, index: int = 0, rid: int | None = None) -> bytes:
+    return ber.encode(ber.Message(
+        request.version, request.community, ber.RESPONSE,
+        request.request_id if rid is None else rid, status, index,
+        request.varbinds if binds is None else binds))
+
+
+def fast_config(port: int, *oids: OidSpec, version: str = "2c", **kw: Any) -> SnmpConfig:
+    return SnmpConfig(SnmpAuth(version, community="s3cret-community"),  # type: ignore[arg-type]
+                      port=port, oids=oids, **kw)
+
+
+async def test_v1_v2c_never_build_the_pysnmp_engine(snmpd: Agent) -> None:
+    result = await snmp.probe(snmpd.host, v2c(snmpd, SYS_NAME, walks=(IF_DESCR,)))
+    assert result.ok and result.texts["sys_name"] == "hallmon-snmpd"
+    engine = snmp._engines[asyncio.get_running_loop()]
+    assert engine._snmp is None  # the ~45 ms, 1-4 MB pysnmp engine is for v3 only
+
+
+async def test_every_value_type_over_the_wire() -> None:
+    base = "1.3.6.1.4.1.99999"
+    binds: tuple[ber.VarBind, ...] = (
+        (f"{base}.1.0", ber.COUNTER64, 2**64 - 1), (f"{base}.2.0", ber.IP_ADDRESS, b"\x0a\0\0\x01"),
+        (f"{base}.3.0", ber.OPAQUE, b"\x9f\x78"), (f"{base}.4.0", ber.OBJECT_IDENTIFIER, "1.3.6"),
+        (f"{base}.5.0", ber.INTEGER, -5), (f"{base}.6.0", ber.NO_SUCH_INSTANCE, None),
+        (f"{base}.7.0", ber.GAUGE32, 10), (f"{base}.8.0", ber.END_OF_MIB_VIEW, None))
+    specs = [OidSpec(f"v{i}", oid) for i, (oid, _, _) in enumerate(binds, 1)]
+    async with scripted_agent(lambda req, n: [respond(req, binds)]) as agent:
+        result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), *specs))
+    assert result.ok, result
+    assert result.values == {"v1": float(2**64 - 1), "v5": -5.0, "v7": 10.0}
+    assert result.texts == {"v2": "10.0.0.1", "v3": "0x9f78", "v4": "1.3.6"}
+    assert result.errors == {"v6": f"noSuchInstance {base}.6.0", "v8": f"endOfMibView {base}.8.0"}
+
+
+@pytest.mark.parametrize(("status", "reason"), [(1, "tooBig"), (5, "genErr"), (99, "99")])
+async def test_error_status_is_the_failure_reason(status: int, reason: str) -> None:
+    async with scripted_agent(lambda req, n: [respond(req, status=status, index=1)]) as agent:
+        result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), SYS_NAME))
+    assert not result.ok and result.error == f"error-status {reason}"
+
+
+async def test_foreign_replies_are_dropped_and_the_request_times_out() -> None:
+    """Wrong request-id, wrong version, a request PDU, another source port: none is the reply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.setblocking(False)
+        client_ports: list[int] = []
+
+        def answer(req: ber.Message, n: int) -> list[bytes]:
+            sock_port = client_ports[0]
+            other.sendto(respond(req), ("127.0.0.1", sock_port))  # right id, other port
+            wrong_version = ber.Message(0, req.community, ber.RESPONSE, req.request_id, 0, 0,
+                                        req.varbinds)
+            return [respond(req, rid=req.request_id ^ 1), ber.encode(wrong_version),
+                    ber.encode(req)]
+
+        async with scripted_agent(answer) as agent:
+            engine = snmp._engine()
+            await engine.fast._transport(socket.AF_INET)
+            client_ports.append(engine.fast._transports[socket.AF_INET]
+                                .get_extra_info("sockname")[1])
+            result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), SYS_NAME,
+                                                               timeout=0.3, retries=0))
+    assert not result.ok and result.error == "timeout"
+    assert engine.fast.stray == 4
+
+
+async def test_a_retry_resends_the_same_request_id_and_its_reply_counts() -> None:
+    answer: Answer = lambda req, n: [] if n == 1 else [  # noqa: E731
+        respond(req, ((SYS_NAME.oid, ber.OCTET_STRING, b"late"),))]
+    async with scripted_agent(answer) as agent:
+        result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), SYS_NAME,
+                                                           timeout=0.2, retries=2))
+    assert result.ok and result.texts["sys_name"] == "late"
+    assert len(agent.requests) == 2
+    assert agent.requests[0].request_id == agent.requests[1].request_id
+
+
+async def test_garbage_then_a_good_reply_is_a_success() -> None:
+    answer: Answer = lambda req, n: [MALFORMED_BER, respond(  # noqa: E731
+        req, ((SYS_NAME.oid, ber.OCTET_STRING, b"ok"),))]
+    async with scripted_agent(answer) as agent:
+        result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), SYS_NAME))
+    assert result.ok and result.texts["sys_name"] == "ok"
+
+
+async def test_cancelled_request_frees_its_slot_and_request_id(snmpd: Agent) -> None:
+    snmp.configure(max_in_flight=1)
+    with silent_udp() as (host, port):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await snmp.probe(host, fast_config(port, SYS_NAME, timeout=5.0, retries=0))
+    engine = snmp._engines[asyncio.get_running_loop()]
+    assert engine.fast._pending == {} and engine.limit._value == 1
+    result = await snmp.probe(snmpd.host, v2c(snmpd, SYS_LOCATION))  # the one slot works
+    assert result.ok, result
+
+
+async def test_walk_that_does_not_advance_fails_instead_of_looping() -> None:
+    stuck = ((f"{IF_DESCR.oid}.1", ber.OCTET_STRING, b"lo"),)
+    async with scripted_agent(lambda req, n: [respond(req, stuck)]) as agent:
+        config = SnmpConfig(SnmpAuth("2c", community="c"), port=port_of(agent), walks=(IF_DESCR,))
+        result = await snmp.probe("127.0.0.1", config)
+    assert not result.ok and result.error == "OID not increasing"
+    assert result.texts == {"if_descr.1": "lo"} and len(agent.requests) == 2
+
+
+async def test_v1_walk_ends_at_no_such_name_and_v2c_walk_errors_are_per_walk() -> None:
+    def answer(req: ber.Message, n: int) -> list[bytes]:
+        if req.version == 0 and n == 1:
+            return [respond(req, ((f"{IF_DESCR.oid}.1", ber.OCTET_STRING, b"lo"),))]
+        return [respond(req, status=2 if req.version == 0 else 5, index=1)]
+
+    async with scripted_agent(answer) as agent:
+        v1 = SnmpConfig(SnmpAuth("1", community="c"), port=port_of(agent), walks=(IF_DESCR,))
+        result = await snmp.probe("127.0.0.1", v1)
+        assert result.ok and result.texts == {"if_descr.1": "lo"}
+        v2 = SnmpConfig(SnmpAuth("2c", community="c"), port=port_of(agent), walks=(IF_DESCR,))
+        result = await snmp.probe("127.0.0.1", v2)
+    assert result.ok and result.errors == {"if_descr": "error-status genErr"}
+    assert agent.requests[0].pdu_type == ber.GET_NEXT_REQUEST
+    assert agent.requests[-1].pdu_type == ber.GET_BULK_REQUEST
+
+
+async def test_ipv6_get() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    binds = ((SYS_NAME.oid, ber.OCTET_STRING, b"six"),)
+    try:
+        cm = scripted_agent(lambda req, n: [respond(req, binds)], host="::1")
+        agent = await cm.__aenter__()
+    except OSError:
+        pytest.skip("::1 not configured")
+    try:
+        result = await snmp.probe("::1", fast_config(port_of(agent), SYS_NAME))
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert result.ok and result.texts["sys_name"] == "six"
+
+
+def test_fast_path_peer_never_prints_the_community() -> None:
+    peer = snmp_udp.Peer(socket.AF_INET, "127.0.0.1", 161, ber.VERSION_2C, b"s3cret")
+    assert "s3cret" not in repr(peer) and "s3cret" not in str(peer)
