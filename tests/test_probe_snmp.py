@@ -338,7 +338,7 @@ async def test_v1_v2c_never_build_the_pysnmp_engine(snmpd: Agent) -> None:
 async def test_every_value_type_over_the_wire() -> None:
     base = "1.3.6.1.4.1.99999"
     binds: tuple[ber.VarBind, ...] = (
-        (f"{base}.1.0", ber.COUNTER64, 2**64 - 1), (f"{base}.2.0", ber.IP_ADDRESS, b"\x0a\0\0\x01"),
+        (f"{base}.1.0", ber.COUNTER64, 2**64 - 1), (f"{base}.2.0", ber.IP_ADDRESS, b"\x7f\0\0\x01"),
         (f"{base}.3.0", ber.OPAQUE, b"\x9f\x78"), (f"{base}.4.0", ber.OBJECT_IDENTIFIER, "1.3.6"),
         (f"{base}.5.0", ber.INTEGER, -5), (f"{base}.6.0", ber.NO_SUCH_INSTANCE, None),
         (f"{base}.7.0", ber.GAUGE32, 10), (f"{base}.8.0", ber.END_OF_MIB_VIEW, None))
@@ -347,7 +347,7 @@ async def test_every_value_type_over_the_wire() -> None:
         result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), *specs))
     assert result.ok, result
     assert result.values == {"v1": float(2**64 - 1), "v5": -5.0, "v7": 10.0}
-    assert result.texts == {"v2": "10.0.0.1", "v3": "0x9f78", "v4": "1.3.6"}
+    assert result.texts == {"v2": "127.0.0.1", "v3": "0x9f78", "v4": "1.3.6"}
     assert result.errors == {"v6": f"noSuchInstance {base}.6.0", "v8": f"endOfMibView {base}.8.0"}
 
 

@@ -200,7 +200,7 @@ def test_long_form_lengths_and_largest_values_decode() -> None:
 
 
 def test_text_as_the_pysnmp_path_shows_it() -> None:
-    assert ber.text(ber.IP_ADDRESS, b"\x0a\x01\x02\x03") == "10.1.2.3"
+    assert ber.text(ber.IP_ADDRESS, b"\x7f\x01\x02\x03") == "127.1.2.3"
     assert ber.text(ber.OCTET_STRING, b"52 PERCENT\x00") == "52 PERCENT"
     assert ber.text(ber.OCTET_STRING, b"\xff\x00ab") == "\xff\x00ab"  # Latin-1 fallback
     assert ber.text(ber.OPAQUE, b"\x9f\x78\x04") == "0x9f7804"
