@@ -114,6 +114,9 @@ async def test_ticket_story_over_http(client: httpx.AsyncClient) -> None:
     tally = (await client.get("/api/v1/tickets/tally", headers=view,
                               params={"period": "year", "group_by": "category"})).json()
     assert tally["total"] == 1 and tally["rows"][0]["group"] == "line"
+    tally = (await client.get("/api/v1/tickets/tally", headers=view, params={
+        "period": "year", "group_by": "floor", "category": "fault"})).json()
+    assert tally["total"] == 0
 
 
 async def test_body_limit(client: httpx.AsyncClient) -> None:
@@ -187,7 +190,13 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # one deterministic seed; the exhaustive "coverage" phase alone took over a minute.
 schema = schemathesis.openapi.from_dict(
     make_app(None).openapi(),
-    config=SchemathesisConfig.from_dict({"seed": 5, "phases": {"coverage": {"enabled": False}}}),
+    config=SchemathesisConfig.from_dict({
+        "seed": 5,
+        "phases": {"coverage": {"enabled": False}},
+        # schemathesis sends the admin token itself, and leaves it out or mangles it on purpose
+        # in negative cases (which must then answer 401).
+        "auth": {"openapi": {"HTTPBearer": {"bearer": TOKENS["admin"]}}},
+    }),
 )
 # The issue's contract: no 5xx, responses as documented, invalid input refused. Not checked:
 # "schema-valid input accepted" (business rules answer documented 422s: unknown category,
@@ -203,10 +212,10 @@ CHECKS = [
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
 def test_openapi_contract(case, live_url: str) -> None:  # type: ignore[no-untyped-def]
-    """No 5xx, every response matches its documented schema (admin token: every route)."""
+    """No 5xx, every response matches its documented schema, invalid input refused."""
     assert httpx.get(f"{live_url}/openapi.json").json() == schema.raw_schema
-    case.call_and_validate(base_url=live_url, headers=auth_header("admin"), checks=CHECKS)
+    case.call_and_validate(base_url=live_url, checks=CHECKS)

@@ -305,8 +305,15 @@ async def tally(
     start: Annotated[IsoDate | None, Query(alias="from")] = None,
     end: Annotated[IsoDate | None, Query(alias="to")] = None,
     group_by: GroupBy | None = None,
+    category: Annotated[Name | None, Query()] = None,
+    device_class: Annotated[Name | None, Query()] = None,
+    floor: Annotated[Name | None, Query()] = None,
+    owner: Annotated[Name | None, Query()] = None,
+    assignee: Annotated[Name | None, Query()] = None,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
 ) -> TallyOut:
-    """``from``/``to`` are local dates, inclusive; default: the current year."""
+    """``from``/``to`` are local dates, inclusive; default: the current year. Filters narrow the
+    tickets counted (equality; each filter's groups partition the unfiltered total)."""
     today = datetime.now(store.store.tz).date()
     lo = sane_date(start or date(today.year, 1, 1), "from")
     hi = sane_date(end or date(today.year, 12, 31), "to")
@@ -315,7 +322,10 @@ async def tally(
             {"loc": ["query", "to"], "msg": "need from <= to within 50 years",
              "type": "value_error"}])
     with store_errors():
-        rows = await store.run(tally_mod.tally, store.store, period, lo, hi, group_by)
+        filters = {k: v for k, v in {"category": category, "class": device_class,
+                                         "floor": floor, "owner": owner, "assignee": assignee,
+                                         "status": status_}.items() if v is not None}
+        rows = await store.run(tally_mod.tally, store.store, period, lo, hi, group_by, filters)
     return TallyOut(period=period, start=lo, end=hi, group_by=group_by,
                     total=sum(r.count for r in rows),
                     rows=[TallyRowOut(period=r.period, group=r.group, count=r.count)
