@@ -249,3 +249,13 @@ def test_repr_hides_the_url(url: str) -> None:
     s = Store(url.replace("postgres@", "postgres:hunter2@"))
     assert "hunter2" not in repr(s) and "hunter2" not in repr(AsyncStore(s))
     s.close()
+
+
+def test_sqlite_online_backup(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = Store(f"sqlite:///{tmp_path / 'live.db'}")
+    s.create_ticket(fault())
+    s.backup(str(tmp_path / "copy.db"))
+    s.close()
+    copy = Store(f"sqlite:///{tmp_path / 'copy.db'}")
+    assert copy.list_tickets()[1] == 1
+    copy.close()

@@ -90,6 +90,23 @@ class StoreBase:
         with self.engine.connect() as conn:
             yield conn.execution_options(hallmon_read=True)
 
+    def backup(self, target: str) -> None:
+        """SQLite only: a consistent copy through the online backup API while writers go on
+        (PostgreSQL: use pg_dump)."""
+        if self.engine.dialect.name != "sqlite":
+            raise InvalidValue("backup() is for SQLite; back PostgreSQL up with pg_dump")
+        import sqlite3
+
+        raw = self.engine.raw_connection()
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                raw.driver_connection.backup(dst)  # type: ignore[union-attr]
+            finally:
+                dst.close()
+        finally:
+            raw.close()
+
     def close(self) -> None:
         self.engine.dispose()
 
