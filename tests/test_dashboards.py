@@ -515,10 +515,9 @@ CLASS_PANELS = [("printer", "碳粉余量"), ("ups", "UPS 电池电量"), ("nvr"
 def test_device_detail_shows_the_class_values(prom: PrometheusServer, device_class: str,
                                               title: str) -> None:
     dash = DASHBOARDS["device-detail.json"]
-    # A device that is up: one behind the demo's dead switch has no fresh SNMP values.
-    up = prom.query(f'hallmon_device_status{{class="{device_class}", status="up"}} == 1')
-    device = sorted(r["metric"]["device"] for r in up["result"])[0]
-    values = {**builtins(), "class": device_class, "device": device}
-    has_data = run_all(prom, {**dash, "panels": [find_panel(dash, title)],
-                              "annotations": {"list": []}}, values)
-    assert has_data[title], f"{title} shows no data for {device} ({device_class})"
+    # Some device of the class must show it (those behind the demo's dead switch do not).
+    devices = prom.label_values("device", f'hallmon_device_info{{class="{device_class}"}}')
+    one = {**dash, "panels": [find_panel(dash, title)], "annotations": {"list": []}}
+    shown = [d for d in devices
+             if run_all(prom, one, {**builtins(), "class": device_class, "device": d})[title]]
+    assert shown, f"{title} shows no data for any {device_class} ({devices})"
