@@ -316,11 +316,16 @@ class Hall:
         if self.options.mock:
             simulate.install(inventory)
         self.scheduler.replace(self.scheduled_checks(inventory))
+        self.renderer = CachedRenderer(self)  # removed devices vanish from the next scrape
         _settle_gc()
         log.info("inventory reloaded: %d devices", len(inventory.devices))
 
     async def reload(self) -> ReloadOutcome:
-        return await self.holder.areload()
+        outcome = await self.holder.areload()
+        # A fresh render, so the scrape after `/-/reload` agrees with its answer (the cached
+        # body may predate it by up to a second).
+        self.renderer = CachedRenderer(self)
+        return outcome
 
     def reload_allowed(self, request: Any) -> bool:
         """``/-/reload``: an admin token when a tokens file is configured; otherwise only

@@ -76,7 +76,8 @@ async def reload(request: Request) -> Any:
         ok=outcome.ok, changed=outcome.changed, problems=[str(p) for p in outcome.problems]
     )
     if not outcome.ok:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, body.model_dump())
+        # 422 as a number: Starlette renamed the constant (a DeprecationWarning under pytest).
+        raise HTTPException(422, body.model_dump())
     return body
 
 
