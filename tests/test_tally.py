@@ -84,6 +84,18 @@ def test_tally_invariants(ops: list[tuple]) -> None:  # type: ignore[type-arg]
                 for r in tally(store, period, lo, hi, g):
                     grouped[r.period] += r.count
                 assert dict(grouped) == plain
+        # a filter's values partition the whole, and a filtered tally agrees with the grouped one
+        by_cat: Counter[str | None] = Counter()
+        for r in tally(store, "year", lo, hi, "category"):
+            by_cat[r.group] += r.count
+        for g in ("category", "class", "assignee", "status"):
+            values = {r.group or "" for r in tally(store, "year", lo, hi, g)}
+            parts = [sum(r.count for r in tally(store, "year", lo, hi, filters={g: v}))
+                     for v in values]
+            assert sum(parts) == total
+        for cat, n in by_cat.items():
+            assert sum(r.count for r in tally(store, "month", lo, hi,
+                                              filters={"category": cat or ""})) == n
         # days fold into months, months into quarters, quarters into the year
         days = tally(store, "day", lo, hi)
         months = Counter({r.period: r.count for r in tally(store, "month", lo, hi)})
