@@ -219,3 +219,21 @@ def test_openapi_contract(case, live_url: str) -> None:  # type: ignore[no-untyp
     """No 5xx, every response matches its documented schema, invalid input refused."""
     assert httpx.get(f"{live_url}/openapi.json").json() == schema.raw_schema
     case.call_and_validate(base_url=live_url, checks=CHECKS)
+
+
+async def test_a_plain_store_is_wrapped_once(tmp_path: Path) -> None:
+    app = make_app(None)
+    app.state.store = Store(f"sqlite:///{tmp_path / 'plain.db'}")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://h") as c:
+        for _ in range(2):
+            r = await c.get("/api/v1/tickets", headers=auth_header("viewer"))
+            assert r.status_code == 200
+    wrapped = app.state.tickets_astore
+    assert wrapped.store is app.state.store
+    await wrapped.aclose()
+    app2 = make_app(None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app2),
+                                 base_url="http://h") as c:
+        r = await c.get("/api/v1/tickets", headers=auth_header("viewer"))
+        assert r.status_code == 503

@@ -18,7 +18,14 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from monitor import tally as tally_mod
 from monitor.api.auth import AUTH_RESPONSES, ErrorOut, Principal, require
-from monitor.store import AsyncStore, InvalidTransition, InvalidValue, NewTicket, NotFound
+from monitor.store import (
+    AsyncStore,
+    InvalidTransition,
+    InvalidValue,
+    NewTicket,
+    NotFound,
+    Store,
+)
 from monitor.store.models import MaintenanceWindow, StoreError, Ticket, TicketEvent
 
 MAX_BODY = 64 * 1024
@@ -43,11 +50,18 @@ GroupBy = Literal["category", "class", "floor", "owner", "assignee", "status"]
 
 
 def get_store(request: Request) -> AsyncStore:
-    """The AsyncStore the app put at ``app.state.store``."""
-    store = getattr(request.app.state, "store", None)
-    if not isinstance(store, AsyncStore):
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "ticket store not available")
-    return store
+    """The AsyncStore at ``app.state.store`` (preferred: the daemon's own, one writer thread).
+    A plain Store there is wrapped once, on its own thread, and kept at app.state."""
+    state = request.app.state
+    store = getattr(state, "store", None)
+    if isinstance(store, AsyncStore):
+        return store
+    if isinstance(store, Store):
+        wrapped = getattr(state, "tickets_astore", None)
+        if wrapped is None or wrapped.store is not store:
+            wrapped = state.tickets_astore = AsyncStore(store)
+        return wrapped
+    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "ticket store not available")
 
 
 async def limit_body(request: Request) -> None:
@@ -116,6 +130,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such ticket or window"},
     413: {"model": ErrorOut, "description": "Request body too large"},
     422: {"model": ValidationOut, "description": "Invalid input"},
+    503: {"model": ErrorOut, "description": "The ticket store is not available"},
 }
 
 
