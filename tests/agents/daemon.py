@@ -149,7 +149,11 @@ class HallmonProcess:
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> HallmonProcess:
         if self.autostart:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.__exit__()  # ``with`` calls __exit__ only when __enter__ returned
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
