@@ -5,9 +5,12 @@ Real process, real HTTP on loopback, mock probes scripted by the inventory's ``s
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +28,7 @@ from tests.agents.daemon import (
     small_inventory,
     write_atomically,
 )
-from tests.conftest import require_tool
+from tests.conftest import missing_tool, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,3 +250,63 @@ def test_kill9_restart_still_tells_the_recovery(tmp_path: Path) -> None:
         d.wait_for(lambda: _alerts_for(hook.bodies(), "dead-1", "resolved"), 5,
                    "the recovery notice for the incident begun before the restart")
         assert len(_alerts_for(hook.bodies(), "dead-1", "firing")) == 1
+
+
+# ---- 6. hallmon probe ---------------------------------------------------------------------------
+
+
+def _icmp_available() -> None:
+    for kind in (socket.SOCK_RAW, socket.SOCK_DGRAM):
+        try:
+            socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+            return
+        except OSError:
+            continue
+    missing_tool("no ICMP socket: needs root/CAP_NET_RAW or net.ipv4.ping_group_range")
+
+
+def _probe(inventory: Path, device: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "probe", device, "--inventory", str(inventory),
+         "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_probe_json_against_loopback(tmp_path: Path) -> None:
+    _icmp_available()
+    host = {"label": "主机", "checks": [
+        {"name": "ping", "kind": "icmp", "role": "reachability", "packets": 2},
+        {"name": "svc", "kind": "tcp", "port": 1},
+    ]}
+    with socket.socket() as listener, socket.socket() as spare:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        spare.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        open_port, closed_port = listener.getsockname()[1], spare.getsockname()[1]
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(small_inventory(
+            [node("box-1", "127.0.0.1", cls="host", checks={"svc": {"port": open_port}}),
+             node("box-2", "127.0.0.2", cls="host", checks={"svc": {"port": closed_port}})],
+            interval="10s", timeout="2s", classes={"host": host}), encoding="utf-8")
+
+        ok = _probe(inventory, "box-1")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        out = json.loads(ok.stdout)
+        assert out["device"] == "box-1"
+        assert [(c["check"], c["kind"], c["ok"]) for c in out["checks"]] == [
+            ("ping", "icmp", True), ("svc", "tcp", True)]
+        for c in out["checks"]:
+            assert set(c) == {"check", "kind", "ok", "error", "duration_seconds", "values",
+                              "texts", "errors"}
+            assert c["error"] is None and 0 <= c["duration_seconds"] < 2
+        ping = out["checks"][0]["values"]
+        assert ping["packets_sent"] == 2 and ping["packets_received"] == 2
+        assert ping["loss_ratio"] == 0 and 0 < ping["rtt_avg_seconds"] < 0.5
+
+        refused = _probe(inventory, "box-2")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        checks = {c["check"]: c for c in json.loads(refused.stdout)["checks"]}
+        assert checks["ping"]["ok"] is True
+        assert checks["svc"]["ok"] is False and checks["svc"]["error"]
+
+    unknown = _probe(inventory, "nope")
+    assert unknown.returncode == 1 and "unknown device 'nope'" in unknown.stderr
