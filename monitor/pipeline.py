@@ -107,6 +107,7 @@ class Pipeline:
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,13 +134,30 @@ class Pipeline:
 
     def use(self, inventory: Inventory) -> None:
         """A reload: keep the states of unchanged checks; removed devices vanish."""
+        old = self._devices
         self.inventory = inventory
         self._devices = {d.id: d for d in inventory.devices}
-        moved = self.state.replace(device_specs(inventory), self.clock())
+        now = self.clock()
+        moved = self.state.replace(device_specs(inventory), now)
         for dev in list(self.incidents):
             if dev not in self._devices:
-                del self.incidents[dev]
+                self._removed(old[dev], self.incidents.pop(dev), now)
         self._spawn_effects(moved, None)
+
+    def _removed(self, device: Device, inc: OpenIncident, now: float) -> None:
+        """A device removed while in an incident: the incident ends now (else it stays open in
+        the store for ever) and the alert engine stops paging about it. Status 'unknown' ends
+        the engine's paging without a recovery notice: nobody saw it recover."""
+        self._submit(device, "unknown", inc.status.value, now, "removed from the inventory")
+        pending = self._ticket_tasks.pop(device.id, None)  # no delayed ticket for it either
+        if pending is not None:
+            pending.cancel()
+        if self.store is not None:
+            task = asyncio.get_running_loop().create_task(
+                self.store.close_incident(inc.id, _utc(now))
+            )
+            self._closing.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._closing.discard)
 
     # -- the flow ----------------------------------------------------------------------------
 

@@ -252,6 +252,26 @@ def test_kill9_restart_still_tells_the_recovery(tmp_path: Path) -> None:
         assert len(_alerts_for(hook.bodies(), "dead-1", "firing")) == 1
 
 
+def test_reload_removing_a_down_device_ends_its_incident_and_its_pages(tmp_path: Path) -> None:
+    notifications = _webhook_notifications()
+    notifications["routes"][0]["repeat_interval"] = "2s"
+    devices = [node("sw-1", "127.30.0.1"), node("dead-1", "127.30.1.9", parent="sw-1")]
+    inv = small_inventory(devices, notifications=notifications,
+                          faults=[{"device": "dead-1", "mode": "down", "at": 0}])
+    with WebhookReceiver() as hook, HallmonProcess(
+        tmp_path, inv, env={"HALLMON_TEST_WEBHOOK": hook.url}
+    ) as d:
+        d.wait_for(lambda: _alerts_for(hook.bodies(), "dead-1", "firing"), 10, "the notice")
+        write_atomically(d.inventory, small_inventory(devices[:1], notifications=notifications))
+        assert d.http.post("/-/reload").json()["changed"] is True
+        d.wait_for(lambda: _rows(d.db, "SELECT count(*) FROM incidents WHERE ended_at IS NULL")
+                   == [(0,)], 5, "the removed device's incident to end")
+        told = len(hook.bodies())
+        time.sleep(3.5)  # more than the route's repeat_interval: no 'still down' any more
+        assert hook.bodies()[told:] == [], "repeat notices for a device no longer monitored"
+        assert set(d.devices()) == {"sw-1"}
+
+
 # ---- 6. hallmon probe ---------------------------------------------------------------------------
 
 
