@@ -131,9 +131,17 @@ def add_notify_commands(subparsers: Subparsers) -> None:
     add(subparsers, load=lambda path: load_inventory(path).notifications)
 
 
+def add_tickets_commands(subparsers: Subparsers) -> None:
+    from monitor.cli_tickets import add_report_command, add_tickets_commands
+
+    add_tickets_commands(subparsers)
+    add_report_command(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
+    add_tickets_commands,
     add_notify_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import sys
 import tempfile
@@ -65,7 +66,10 @@ def add_run_commands(sub: Any) -> None:
                      help="state directory for the default SQLite database")
     run.add_argument("--mock", action="store_true",
                      help="replace every probe by the mock probe (inventory's simulation)")
-    run.add_argument("--auth.tokens-file", dest="tokens_file", default=None)
+    run.add_argument("--auth.tokens-file", dest="tokens_file", default=None,
+                     help="API tokens with roles (viewer, technician, admin); see README")
+    run.add_argument("--auth.closed-reads", dest="open_reads", action="store_false",
+                     help="reads need a viewer token too (default: reads are open)")
     run.add_argument("--shard", type=_shard, default=None,
                      help="poll only shard i of n (stable hash of the device id)")
     run.set_defaults(func=cmd_run)
@@ -91,6 +95,7 @@ def add_run_commands(sub: Any) -> None:
 async def serve(options: Options, listen: tuple[str, int], duration: float | None = None) -> int:
     import uvicorn
 
+    from monitor.api.auth import Auth, AuthError
     from monitor.app import Hall
     from monitor.web import create_app
 
@@ -108,7 +113,18 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
         print(exc, file=sys.stderr)
         await hall.stop()
         return 1
-    app = create_app(hall, site_name=hall.inventory.site.name, store=hall.store)
+    try:
+        auth = Auth.from_file(options.tokens_file, open_reads=options.open_reads) \
+            if options.tokens_file else None
+    except AuthError as exc:
+        print(exc, file=sys.stderr)
+        await hall.stop()
+        return 1
+    if auth is None:
+        log.warning("no --auth.tokens-file: the API is read-only (tickets cannot be written)")
+    app = create_app(hall, site_name=hall.inventory.site.name, store=hall.astore, auth_=auth)
+    app.state.report_devices = hall.report_devices
+    app.state.opening_hours = hall.inventory.site.opening_hours
     config = uvicorn.Config(app, host=listen[0], port=listen[1], log_config=None,
                             access_log=False, lifespan="off")
     server = _Server(config)
@@ -144,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir),
         mock=args.mock,
         tokens_file=Path(args.tokens_file) if args.tokens_file else None,
+        open_reads=args.open_reads,
         shard=args.shard,
     )
     return asyncio.run(serve(options, args.listen))
@@ -155,19 +172,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     state = Path(tempfile.mkdtemp(prefix="hallmon-demo-"))
     host, port = args.listen
+    token = secrets.token_urlsafe(18)
+    tokens = state / "tokens.yaml"
+    tokens.write_text(f"tokens:\n  - {{name: demo, role: admin, token: {token}}}\n")
+    tokens.chmod(0o600)
     print(
         f"hallmon demo: the shipped hall with mock probes and a scripted day.\n"
         f"  metrics   http://{host}:{port}/metrics\n"
         f"  devices   http://{host}:{port}/api/v1/devices\n"
         f"  tickets   http://{host}:{port}/api/v1/tickets\n"
         f"  state     {state}\n"
+        f"  token     {token}   (admin, for writes: -H 'Authorization: Bearer ...')\n"
         "Watch the console: a floor switch fails ~20 s in, its children go unreachable;\n"
         "a line flaps, a printer runs low on toner, a camera dies, a UPS goes on battery.\n",
         file=sys.stderr,
     )
     options = Options(
         inventory=Path(args.inventory), listen=f"{host}:{port}", state_dir=state, mock=True,
-        pace=args.pace,
+        pace=args.pace, tokens_file=tokens,
     )
     return asyncio.run(serve(options, args.listen, args.duration))
 

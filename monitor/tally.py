@@ -27,16 +27,16 @@ incidents that started in R (None without failures); incident MTTR = Σ down / t
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, select
 
+from monitor.inventory import parse_schedule
 from monitor.store import Store, schema
 from monitor.store.localtime import (
     PERIODS,
@@ -233,28 +233,21 @@ class Availability:
         return self.down_s / self.failures if self.failures else None
 
 
-_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_HOURS = re.compile(r"^\s*(\w{3})(?:-(\w{3}))?\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})\s*$")
-
-
 def opening_intervals(spec: str, start: date, end: date, tz: ZoneInfo) -> list[Interval]:
-    """UTC intervals of "Mon-Fri 08:30-18:00" (several specs separated by ';') within the dates."""
-    rules = []
-    for part in spec.split(";"):
-        m = _HOURS.match(part)
-        if not m or m[1].lower() not in _DAYS or (m[2] and m[2].lower() not in _DAYS):
-            raise InvalidValue(f"opening hours {part!r}: expected like 'Mon-Fri 08:30-18:00'")
-        d0 = _DAYS.index(m[1].lower())
-        d1 = _DAYS.index(m[2].lower()) if m[2] else d0
-        rules.append((set(range(d0, d1 + 1)), time(int(m[3]), int(m[4])),
-                      time(int(m[5]), int(m[6]))))
+    """UTC intervals of the site's opening hours ("Mon-Fri 08:30-18:00, Sat 09:00-12:00", the
+    inventory's schedule syntax, parsed by the inventory) within the dates."""
+    try:
+        spans = parse_schedule(spec)
+    except ValueError as exc:
+        raise InvalidValue(f"opening hours: {exc}") from None
     out: list[Interval] = []
     d = start
     while d <= end:
-        for days, t0, t1 in rules:
-            if d.weekday() in days:
-                out.append((datetime.combine(d, t0, tz).astimezone(UTC),
-                            datetime.combine(d, t1, tz).astimezone(UTC)))
+        for span in spans:
+            if d.weekday() in span.days:
+                close = d if span.start < span.end else d + timedelta(days=1)
+                out.append((datetime.combine(d, span.start, tz).astimezone(UTC),
+                            datetime.combine(close, span.end, tz).astimezone(UTC)))
         d += timedelta(days=1)
     return _union(out)
 

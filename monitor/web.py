@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__
-from monitor.api import devices
+from monitor.api import auth, devices, reports, tickets
+from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -38,6 +40,8 @@ class ReloadOut(BaseModel):
 
 
 lifecycle = APIRouter(tags=["lifecycle"])
+_bearer = HTTPBearer(auto_error=False)
+MAX_BODY_BYTES = 64 * 1024  # tickets and windows are small; refuse anything larger early
 
 
 @lifecycle.get("/-/healthy", response_class=PlainTextResponse, summary="The process is up")
@@ -62,15 +66,23 @@ def ready(request: Request) -> Response:
     response_model=ReloadOut,
     responses={
         401: {"description": "Missing or bad token"},
-        403: {"description": "Token lacks the admin role"},
+        403: {"description": "Token lacks the admin role, or a remote caller without tokens"},
         422: {"description": "The inventory has problems; the previous one stays in force"},
     },
     summary="Reload inventory.yaml (keeps the last good one on failure)",
 )
-async def reload(request: Request) -> Any:
+async def reload(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Any:
     hall: WebHall = request.app.state.hall
-    if not hall.reload_allowed(request):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "reload needs an admin token")
+    if request.app.state.auth_configured:
+        await auth.require("admin")(request, creds)  # 401 / 403 as for every admin route
+    elif not hall.reload_allowed(request):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "without --auth.tokens-file, /-/reload is accepted from this machine only",
+        )
     outcome = await hall.reload()
     body = ReloadOut(
         ok=outcome.ok, changed=outcome.changed, problems=[str(p) for p in outcome.problems]
@@ -110,18 +122,33 @@ def landing(request: Request) -> str:
 
 
 def create_app(
-    hall: Any, *, site_name: str, store: Any = None, extra_routers: Sequence[APIRouter] = ()
+    hall: Any,
+    *,
+    site_name: str,
+    store: Any = None,
+    auth_: Auth | None = None,
+    extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
+    """``store``: the AsyncStore the ticket routes use; ``auth_``: tokens and roles (None: the
+    API is read-only and open, and ``/-/reload`` is accepted from this machine only)."""
     app = FastAPI(
         title="hallmon",
         version=__version__,
         description="Device status, maintenance tickets and tallies of the service hall.",
     )
+    app.add_middleware(auth.BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.state.hall = hall
     app.state.site_name = site_name
     app.state.store = store
+    app.state.auth = auth_ or Auth(open_reads=True)
+    app.state.auth_configured = auth_ is not None
     app.include_router(lifecycle)
-    app.include_router(devices.router, prefix="/api/v1")
-    for router in extra_routers:
+    for router in (
+        devices.router,
+        tickets.router,
+        tickets.windows_router,
+        reports.router,
+        *extra_routers,
+    ):
         app.include_router(router, prefix="/api/v1")
     return app

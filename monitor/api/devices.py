@@ -5,14 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
+from monitor.api.auth import AUTH_RESPONSES, require
 from monitor.inventory import Device, Inventory
 from monitor.pipeline import Pipeline
 from monitor.state import CheckState, DeviceStatus
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/devices",
+    tags=["devices"],
+    responses=AUTH_RESPONSES,
+    dependencies=[Depends(require("viewer"))],
+)
 
 StatusName = Literal["unknown", "maintenance", "unreachable", "down", "degraded", "up"]
 
@@ -212,6 +218,7 @@ async def get_device(request: Request, device_id: str) -> Any:
     "/{device_id}/recheck",
     response_model=RecheckOut,
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(require("technician"))],
     responses={404: {"description": "No such device"}},
     summary="Run every check of a device now",
 )
