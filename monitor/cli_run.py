@@ -132,7 +132,17 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    web = asyncio.create_task(server.serve())
+
+    async def serve_web() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:
+            # uvicorn calls sys.exit when it cannot listen (port in use); as SystemExit it would
+            # leave asyncio.run at once, skipping hall.stop() (store not closed).
+            log.error("cannot serve on %s:%d; stopping", *listen)
+            raise RuntimeError("web server failed to start") from exc
+
+    web = asyncio.create_task(serve_web())
     log.info("listening on http://%s:%d/", *listen)
     waiters = [asyncio.create_task(stop.wait()), web]
     if duration is not None:

@@ -330,3 +330,39 @@ def test_probe_json_against_loopback(tmp_path: Path) -> None:
 
     unknown = _probe(inventory, "nope")
     assert unknown.returncode == 1 and "unknown device 'nope'" in unknown.stderr
+
+
+# ---- start-up failures: a clear message, exit 1, nothing left half-open -------------------------
+
+
+def _run(inventory: Path, listen: str, storage: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "run", "--mock", f"--inventory={inventory}",
+         f"--web.listen-address={listen}", f"--storage.path={storage}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_run_with_a_broken_inventory_exits_1_with_every_problem(tmp_path: Path) -> None:
+    bad, where = _broken(small_inventory([node("sw-1", "127.30.0.1"),
+                                          node("pc-2", "127.30.1.2", parent="sw-1")]))
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(bad, encoding="utf-8")
+    proc = _run(inventory, "127.0.0.1:1", tmp_path / "state")  # never gets to listen
+    assert proc.returncode == 1, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.startswith(str(inventory))]
+    assert [x.removeprefix(f"{inventory}:")[: len(w)] for x, w in zip(lines, where,
+            strict=True)] == where
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_on_a_busy_port_exits_1_and_closes_the_store(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(small_inventory([node("sw-1", "127.30.0.1")]), encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        proc = _run(inventory, f"127.0.0.1:{busy.getsockname()[1]}", tmp_path / "state")
+    assert proc.returncode == 1, proc.stderr
+    assert "address already in use" in proc.stderr and "cannot serve on" in proc.stderr
+    assert "msg=stopped" in proc.stderr, "exited without stopping the hall"
+    assert not (tmp_path / "state" / "hallmon.db-wal").exists(), "store not closed"
