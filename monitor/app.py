@@ -310,6 +310,7 @@ class Hall:
         self.engine = Engine(
             cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake
         )
+        self.engine.resume(self.pipeline.resumed_events(), now())
         self.pipeline.alerts = self.engine
         self._spawn(self.engine.run())
         self._spawn(self.delivery.run())

@@ -132,6 +132,16 @@ class Pipeline:
         log.info("resumed %d open incidents from the store", len(self.incidents))
         return len(self.incidents)
 
+    def resumed_events(self) -> list[AlertEvent]:
+        """The open incidents as the alert engine's events (see Engine.resume)."""
+        out = []
+        for dev, inc in self.incidents.items():
+            device = self._devices.get(dev)
+            if device is not None:
+                out.append(self._event(device, inc.status.value, "up", inc.started_at,
+                                       self.state.statuses[dev][1]))
+        return out
+
     def use(self, inventory: Inventory) -> None:
         """A reload: keep the states of unchanged checks; removed devices vanish."""
         old = self._devices
@@ -264,27 +274,29 @@ class Pipeline:
         self._submit(self._devices[t.device], t.to.value, t.from_.value, t.at, t.cause)
 
     def _submit(self, device: Device, status: str, previous: str, at: float, cause: str) -> None:
-        if self.alerts is None:
-            return
+        if self.alerts is not None:
+            self.alerts.submit(self._event(device, status, previous, at, cause))
+
+    def _event(
+        self, device: Device, status: str, previous: str, at: float, cause: str
+    ) -> AlertEvent:
         inc = self.incidents.get(device.id)
         loc = device.location
-        self.alerts.submit(
-            AlertEvent(
-                device_id=device.id,
-                name=device.name,
-                device_class=device.class_,
-                status=status,  # type: ignore[arg-type]
-                previous=previous,  # type: ignore[arg-type]
-                since=_utc(at),
-                cause=cause,
-                location=AlertLocation(
-                    loc.floor, loc.area, None if loc.window is None else str(loc.window)
-                ),
-                owner=device.owner,
-                parent=device.parent,
-                incident_id=inc.id if inc else None,
-                severity="critical" if status == "down" else "warning",
-            )
+        return AlertEvent(
+            device_id=device.id,
+            name=device.name,
+            device_class=device.class_,
+            status=status,  # type: ignore[arg-type]
+            previous=previous,  # type: ignore[arg-type]
+            since=_utc(at),
+            cause=cause,
+            location=AlertLocation(
+                loc.floor, loc.area, None if loc.window is None else str(loc.window)
+            ),
+            owner=device.owner,
+            parent=device.parent,
+            incident_id=inc.id if inc else None,
+            severity="critical" if status == "down" else "warning",
         )
 
     # -- tickets -----------------------------------------------------------------------------

@@ -119,6 +119,24 @@ class Engine:
             out += self._release(route, now)
         return out
 
+    def resume(self, events: Iterable[AlertEvent], now: datetime) -> None:
+        """After a restart: the incidents still open were paged by the previous process.
+        Page about them no more, but remember them, so their recovery is still told."""
+        ordered = sorted(events, key=lambda e: e.status == "unreachable")  # parents first
+        for route in self._config.routes:
+            state = self._routes[route.name]
+            firing = {}
+            children = []
+            for e in ordered:
+                if not route_matches(route, e):
+                    continue
+                if e.status in FIRING:
+                    firing[e.device_id] = Firing(e)
+                    state.paging[e.device_id] = _Paging(Firing(e), now)
+                elif e.status == "unreachable":
+                    children.append(e)
+            self._attach(state, firing, children)
+
     def firing(self, route: str) -> dict[str, Firing]:
         """What a route currently pages about (device id -> Firing), for the API and tests."""
         return {d: p.firing for d, p in self._routes[route].paging.items()}
