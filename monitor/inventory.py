@@ -509,7 +509,9 @@ class MaintenanceWindow(StrictModel):
         return self
 
 
-DEFAULT_CATEGORIES = [
+# The hall's job categories (fault, preventive maintenance, line/network, access enrolment,
+# installation, relocation, inspection, other); the store and the reports use the same tuple.
+DEFAULT_CATEGORIES: tuple[str, ...] = (
     "fault",
     "preventive",
     "line",
@@ -518,7 +520,7 @@ DEFAULT_CATEGORIES = [
     "relocation",
     "inspection",
     "other",
-]
+)
 
 
 class AutoTicketRule(StrictModel):
@@ -531,7 +533,7 @@ class AutoTicketRule(StrictModel):
 
 
 class TicketPolicy(StrictModel):
-    categories: list[Id] = DEFAULT_CATEGORIES
+    categories: list[Id] = list(DEFAULT_CATEGORIES)
     auto: list[AutoTicketRule] = []
 
 

@@ -159,3 +159,27 @@ async def test_low_toner_degrades_the_printer(store: AsyncStore) -> None:
     assert status is DeviceStatus.DEGRADED
     assert "碳粉不足" in cause and "toner_percent=4" in cause
     assert alerts.statuses() == [("prn-1f-01", "degraded")]
+
+
+async def test_child_failing_before_its_parent_is_hard_down_does_not_page(
+    store: AsyncStore,
+) -> None:
+    inv, clock, alerts = inventory(), Clock(), Recorder()
+    rechecked: list[str] = []
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock, recheck=rechecked.append)
+    await all_up(p, clock)
+    # splay put the kiosk's polls ahead of its switch's: the switch has failed only once
+    await feed(p, clock, "sw-1f-a", "ping", FAIL)
+    await feed(p, clock, "kiosk-1f-01", "ping", FAIL, times=3)
+    assert "sw-1f-a" in rechecked  # the child's failure asks about the path at once
+    assert p.state.status("kiosk-1f-01") is DeviceStatus.UNREACHABLE
+    assert alerts.statuses() == [("kiosk-1f-01", "unreachable")]  # rides, never pages
+
+    # the switch was a glitch: the kiosk is re-checked, and only then pages as DOWN
+    await feed(p, clock, "sw-1f-a", "ping", OK)
+    assert p.state.status("kiosk-1f-01") is DeviceStatus.UNREACHABLE
+    assert "kiosk-1f-01" in rechecked
+    await feed(p, clock, "kiosk-1f-01", "ping", FAIL)
+    assert p.state.status("kiosk-1f-01") is DeviceStatus.DOWN
+    assert alerts.statuses()[-1] == ("kiosk-1f-01", "down")
+    assert ("kiosk-1f-01", "down") not in alerts.statuses()[:-1]

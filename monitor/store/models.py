@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from monitor.inventory import DEFAULT_CATEGORIES as DEFAULT_CATEGORIES  # one list
+
 TicketStatus = Literal["open", "in_progress", "resolved", "closed"]
 IncidentStatus = Literal["down", "degraded", "unreachable", "flapping"]
 OutboxStatus = Literal["pending", "sent", "dead"]
@@ -13,16 +15,6 @@ Selector = Literal["device", "class", "floor"]
 
 TICKET_STATUSES: tuple[str, ...] = ("open", "in_progress", "resolved", "closed")
 INCIDENT_STATUSES: tuple[str, ...] = ("down", "degraded", "unreachable", "flapping")
-DEFAULT_CATEGORIES: tuple[str, ...] = (
-    "fault",
-    "preventive",
-    "line",
-    "enrolment",
-    "installation",
-    "relocation",
-    "inspection",
-    "other",
-)
 
 CATEGORY_ZH: dict[str, str] = {
     "fault": "故障维修",
