@@ -935,7 +935,7 @@ class _CrossRefs:
 
     def tickets(self) -> None:
         policy = _dict(self.raw.get("tickets"))
-        cats = policy.get("categories", DEFAULT_CATEGORIES)
+        cats = policy.get("categories", list(DEFAULT_CATEGORIES))
         categories = {c for c in _list(cats) if isinstance(c, str)}
         for i, rule in enumerate(_list(policy.get("auto"))):
             rule = _dict(rule)
