@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from probes._perloop import PerLoop
 from probes.result import ProbeResult
 
 
@@ -43,24 +44,23 @@ _ERRNO = {
     errno.EHOSTUNREACH: "host unreachable",
     errno.ECONNRESET: "connection reset",
 }
-_clients: dict[tuple[asyncio.AbstractEventLoop, bool], httpx.AsyncClient] = {}
+_clients: PerLoop[dict[bool, httpx.AsyncClient]] = PerLoop(lambda _loop: {})  # by verify_tls
 _MAX_BODY = 1024 * 1024  # body_match reads at most this much
 
 
 def _client(verify: bool) -> httpx.AsyncClient:
-    key = (asyncio.get_running_loop(), verify)
-    client = _clients.get(key)
+    clients = _clients.get()
+    client = clients.get(verify)
     if client is None:
-        client = httpx.AsyncClient(verify=verify, follow_redirects=True, trust_env=False)
-        _clients[key] = client
+        client = clients[verify] = httpx.AsyncClient(
+            verify=verify, follow_redirects=True, trust_env=False)
     return client
 
 
 async def close() -> None:
     """Close this loop's HTTP clients (daemon shutdown, test teardown)."""
-    loop = asyncio.get_running_loop()
-    for key in [k for k in _clients if k[0] is loop]:
-        await _clients.pop(key).aclose()
+    for client in (_clients.pop() or {}).values():
+        await client.aclose()
 
 
 def url_for(target: str, url: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from probes._perloop import PerLoop
 from probes.result import ProbeResult
 
 Backend = Literal["auto", "native", "ping3"]
@@ -327,21 +328,13 @@ def _same_address(got: str, want: str) -> bool:
         return False
 
 
-_engines: dict[asyncio.AbstractEventLoop, _Engine] = {}
-
-
-def _engine() -> _Engine:
-    loop = asyncio.get_running_loop()
-    engine = _engines.get(loop)
-    if engine is None:
-        engine = _Engine(loop, mode())
-        _engines[loop] = engine
-    return engine
+_engines: PerLoop[_Engine] = PerLoop(lambda loop: _Engine(loop, mode()))
+_engine = _engines.get
 
 
 async def close() -> None:
     """Close this loop's ICMP sockets and ping3 pool (shutdown, test teardown); idempotent."""
-    engine = _engines.pop(asyncio.get_running_loop(), None)
+    engine = _engines.pop()
     if engine is not None:
         engine.close()
     from probes import icmp_ping3  # lazy: the portable backend is rarely used

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import ping3
 
+from probes._perloop import PerLoop
 from probes.result import ProbeResult
 
 if TYPE_CHECKING:
@@ -24,18 +24,9 @@ if TYPE_CHECKING:
 _WORKERS = 64
 # Exceptions, not False, for every failure: "name not resolved" must differ from "no reply".
 ping3.EXCEPTIONS = True
-_pools: dict[asyncio.AbstractEventLoop, ThreadPoolExecutor] = {}
-_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    loop = asyncio.get_running_loop()
-    with _lock:
-        pool = _pools.get(loop)
-        if pool is None:
-            pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="hallmon-ping3")
-            _pools[loop] = pool
-    return pool
+_pools: PerLoop[ThreadPoolExecutor] = PerLoop(
+    lambda _loop: ThreadPoolExecutor(_WORKERS, thread_name_prefix="hallmon-ping3"))
+_pool = _pools.get
 
 
 def _one(address: str, seq: int, config: IcmpConfig) -> float | str | None:
@@ -89,6 +80,6 @@ async def probe(target: str, config: IcmpConfig) -> ProbeResult:
 
 async def close() -> None:
     """Shut this loop's worker threads down (waits for packets in flight, bounded by timeout)."""
-    pool = _pools.pop(asyncio.get_running_loop(), None)
+    pool = _pools.pop()
     if pool is not None:
         await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)

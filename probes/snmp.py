@@ -50,6 +50,7 @@ from pysnmp.proto import api, errind, rfc1902, rfc1905
 from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
 
 from probes import snmp_ber, snmp_udp
+from probes._perloop import PerLoop
 from probes.icmp import parse_literal
 from probes.result import ProbeResult
 
@@ -284,21 +285,13 @@ class _Engine:
         self.last.clear()
 
 
-_engines: dict[asyncio.AbstractEventLoop, _Engine] = {}
-
-
-def _engine() -> _Engine:
-    loop = asyncio.get_running_loop()
-    engine = _engines.get(loop)
-    if engine is None:
-        engine = _Engine()
-        _engines[loop] = engine
-    return engine
+_engines: PerLoop[_Engine] = PerLoop(lambda _loop: _Engine())
+_engine = _engines.get
 
 
 async def close() -> None:
     """Close this loop's SNMP engine and sockets (daemon shutdown, test teardown)."""
-    engine = _engines.pop(asyncio.get_running_loop(), None)
+    engine = _engines.pop()
     if engine is not None:
         engine.close()
         await asyncio.sleep(0)  # let the transports' connection_lost callbacks run
