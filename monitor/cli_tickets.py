@@ -72,8 +72,13 @@ def add_tickets_commands(subparsers: Any) -> None:
         sp.set_defaults(func=run_tickets)
 
 
-def _store(args: argparse.Namespace) -> Store:
-    return Store(args.db, timezone=args.timezone)
+def _open_store(args: argparse.Namespace) -> Store | None:
+    """The store, or None once the reason it cannot be opened is printed (the caller exits 2)."""
+    try:
+        return Store(args.db, timezone=args.timezone)
+    except StoreError as exc:
+        print(f"hallmon: {exc}", file=sys.stderr)
+        return None
 
 
 def _line(t: Ticket) -> str:
@@ -87,10 +92,8 @@ def _jsonable(obj: Any) -> Any:
 
 def run_tickets(args: argparse.Namespace) -> int:
     actor = args.actor or os.environ.get("HALLMON_USER") or getpass.getuser()
-    try:
-        store = _store(args)
-    except StoreError as exc:
-        print(f"hallmon: {exc}", file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 2
     try:
         return _dispatch(store, args, actor)
@@ -172,10 +175,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.format == "xlsx" and args.output is None:
         print("hallmon: --format xlsx needs --output FILE", file=sys.stderr)
         return 2
-    try:
-        store = _store(args)
-    except StoreError as exc:
-        print(f"hallmon: {exc}", file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 2
     try:
         day = args.date or datetime.now(store.tz).date()

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -26,7 +26,7 @@ from monitor.store import (
     NotFound,
     Store,
 )
-from monitor.store.models import MaintenanceWindow, StoreError, Ticket, TicketEvent
+from monitor.store.models import StoreError
 
 MAX_BODY = 64 * 1024
 # No NUL (PostgreSQL text refuses it) and bounded lengths everywhere.
@@ -184,7 +184,14 @@ class CommentIn(_In):
     text: Text
 
 
-class TicketOut(BaseModel):
+class _Out(BaseModel):
+    @classmethod
+    def of(cls, row: object) -> Self:
+        """The API shape of a store row (a dataclass with the same field names)."""
+        return cls.model_validate(row, from_attributes=True)
+
+
+class TicketOut(_Out):
     id: int
     device_id: str | None
     device_class: str | None
@@ -204,12 +211,8 @@ class TicketOut(BaseModel):
     resolved_at: datetime | None
     closed_at: datetime | None
 
-    @classmethod
-    def of(cls, t: Ticket) -> TicketOut:
-        return cls.model_validate(t, from_attributes=True)
 
-
-class EventOut(BaseModel):
+class EventOut(_Out):
     id: int
     at: datetime
     actor: str
@@ -218,10 +221,6 @@ class EventOut(BaseModel):
     old: str | None
     new: str | None
     note: str | None
-
-    @classmethod
-    def of(cls, e: TicketEvent) -> EventOut:
-        return cls.model_validate(e, from_attributes=True)
 
 
 class TicketDetailOut(BaseModel):
@@ -260,7 +259,7 @@ class WindowIn(_In):
     reason: Text
 
 
-class WindowOut(BaseModel):
+class WindowOut(_Out):
     id: int
     selector: str
     value: str
@@ -269,10 +268,6 @@ class WindowOut(BaseModel):
     reason: str
     created_by: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, w: MaintenanceWindow) -> WindowOut:
-        return cls.model_validate(w, from_attributes=True)
 
 
 # ---- tickets --------------------------------------------------------------------------------
