@@ -36,7 +36,7 @@ from monitor.metrics import (
 from monitor.pipeline import Pipeline
 from monitor.reload import InventoryHolder, ReloadOutcome
 from monitor.scheduler import ScheduledCheck, Scheduler
-from monitor.store import Store
+from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
 from monitor.tally import DeviceRef
 from probes import close_all as close_all_probes
@@ -65,7 +65,7 @@ class Options:
 def default_storage_url(state_dir: Path | None) -> str:
     base = state_dir or Path(tempfile.gettempdir()) / "hallmon"
     base.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{base / 'hallmon.db'}"
+    return sqlite_url(base)
 
 
 def in_shard(device_id: str, shard: tuple[int, int] | None) -> bool:

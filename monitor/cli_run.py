@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -60,8 +61,8 @@ def _common(p: argparse.ArgumentParser, *, inventory_default: str = "inventory.y
 def add_run_commands(sub: Any) -> None:
     run = sub.add_parser("run", help="run the monitoring daemon")
     _common(run)
-    run.add_argument("--storage.url", dest="storage_url", default=None,
-                     help="SQLAlchemy URL (default: SQLite in --storage.path)")
+    run.add_argument("--storage.url", dest="storage_url", default=os.environ.get("HALLMON_DB"),
+                     help="SQLAlchemy URL (default: $HALLMON_DB, else SQLite in --storage.path)")
     run.add_argument("--storage.path", dest="state_dir", default="state",
                      help="state directory for the default SQLite database")
     run.add_argument("--mock", action="store_true",

@@ -1,7 +1,8 @@
 """`hallmon tickets ...` and `hallmon report ...` for technicians at a terminal.
 
-Both work straight on the store (``--db``, default $HALLMON_DB or sqlite:///hallmon.db): no
-daemon needs to be running. Each sub-command sets ``args.func(args) -> int`` (exit status).
+Both work straight on the store (``--db``, default $HALLMON_DB or the daemon's default
+sqlite:///state/hallmon.db): no daemon needs to be running. Each sub-command sets
+``args.func(args) -> int`` (exit status).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.store import NewTicket, Store, StoreError, Ticket
+from monitor.store import NewTicket, Store, StoreError, Ticket, sqlite_url
 from monitor.store.csvio import parse_tickets_csv
 
-DEFAULT_DB = "sqlite:///hallmon.db"
+DEFAULT_DB = sqlite_url()  # the daemon's default log (state/hallmon.db)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

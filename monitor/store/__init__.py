@@ -6,6 +6,8 @@ uses ``AsyncStore(store)``, which runs every call on one dedicated thread.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from monitor.store.aio import AsyncStore
 from monitor.store.incidents import IncidentsMixin
 from monitor.store.models import (
@@ -27,12 +29,22 @@ from monitor.store.outbox import OutboxMixin
 from monitor.store.tickets import TicketsMixin
 from monitor.store.windows import WindowsMixin
 
+# The daemon (`hallmon run --storage.path`) and the technicians' CLI (`hallmon tickets --db`)
+# must find the same log by default.
+DEFAULT_STATE_DIR = "state"
+
+
+def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
+    return f"sqlite:///{Path(state_dir) / 'hallmon.db'}"
+
 
 class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
 __all__ = [
+    "DEFAULT_STATE_DIR",
+    "sqlite_url",
     "DEFAULT_CATEGORIES",
     "TICKET_STATUSES",
     "TRANSITIONS",
