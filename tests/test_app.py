@@ -1,0 +1,67 @@
+"""The composition root's own decisions: maintenance from the inventory, shards."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from monitor.app import in_shard, maintenance_from_inventory
+from monitor.inventory import Inventory
+
+SH = ZoneInfo("Asia/Shanghai")
+
+HALL = {
+    "site": {"name": "测试大厅", "timezone": "Asia/Shanghai"},
+    "devices": [
+        {"id": "line-egov", "name": "电子政务外网专线", "class": "line", "address": "127.20.0.9",
+         "location": {"floor": 2}},
+        {"id": "cam-1f-01", "name": "一楼摄像机1号", "class": "camera", "address": "127.20.1.21",
+         "location": {"floor": 1},
+         "maintenance": [{"reason": "更换镜头", "start": "2026-05-01T08:00:00+08:00",
+                          "end": "2026-05-01T12:00:00+08:00"}]},
+        {"id": "cam-2f-01", "name": "二楼摄像机1号", "class": "camera", "address": "127.20.2.21",
+         "location": {"floor": 2}},
+    ],
+    "maintenance": [
+        {"reason": "运营商专线例行维护", "schedule": "Sat 01:00-03:00", "classes": ["line"]},
+        {"reason": "二楼弱电改造", "start": "2026-05-02T22:00:00+08:00",
+         "end": "2026-05-03T06:00:00+08:00", "floors": [2]},
+    ],
+}
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=SH).astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("2026-05-01 07:59", set()),  # Friday, before the camera's window
+        ("2026-05-01 08:00", {"cam-1f-01"}),  # its own one-off window starts
+        ("2026-05-01 12:00", set()),  # ... and has ended (end is exclusive)
+        ("2026-05-02 01:30", {"line-egov"}),  # Saturday night: the weekly line maintenance
+        ("2026-05-02 03:00", set()),
+        ("2026-05-02 23:00", {"line-egov", "cam-2f-01"}),  # floor 2 works, by floor selector
+        ("2026-05-09 02:59", {"line-egov"}),  # the next Saturday: recurring
+    ],
+)
+def test_maintenance_windows_from_the_inventory(when: str, expected: set[str]) -> None:
+    inv = Inventory.model_validate(HALL, context={"env": {}})
+    got = maintenance_from_inventory(inv, at(when))
+    assert got == expected
+
+
+def test_shards_partition_the_devices_stably() -> None:
+    ids = [f"dev-{i:05d}" for i in range(3000)]
+    shards = [{d for d in ids if in_shard(d, (i, 3))} for i in range(3)]
+    assert set().union(*shards) == set(ids)
+    assert sum(len(s) for s in shards) == len(ids)  # each device in exactly one shard
+    assert all(800 < len(s) < 1200 for s in shards)  # and roughly even
+    assert in_shard("cam-1f-01", None)
+    # stable across processes and machines: SHA-256 of the id, not Python's salted hash()
+    digest = int.from_bytes(hashlib.sha256(b"cam-1f-01").digest()[:8], "big")
+    assert [in_shard("cam-1f-01", (i, 4)) for i in range(4)] == [i == digest % 4 for i in range(4)]
