@@ -362,17 +362,23 @@ class Hall:
             return False
         return True
 
+    async def refresh_maintenance(self, now: datetime | None = None) -> set[str]:
+        """Put exactly these devices in maintenance: inside an inventory window, inside an API
+        window, or with a ticket in progress. Returns them."""
+        assert self.astore is not None
+        now = now or datetime.now(UTC)
+        devices = maintenance_from_inventory(self.inventory, now)
+        devices |= await self.astore.devices_in_progress()
+        for w in await self.astore.active_windows(now):
+            devices |= self._selected(w.selector, w.value)
+        await self.pipeline.set_maintenance(devices)
+        self._tickets = await self.astore.ticket_counts()
+        return devices
+
     async def _refresh_maintenance(self) -> None:
         while True:
             try:
-                assert self.astore is not None
-                now = datetime.now(UTC)
-                devices = maintenance_from_inventory(self.inventory, now)
-                devices |= await self.astore.devices_in_progress()
-                for w in await self.astore.active_windows(now):
-                    devices |= self._selected(w.selector, w.value)
-                await self.pipeline.set_maintenance(devices)
-                self._tickets = await self.astore.ticket_counts()
+                await self.refresh_maintenance()
             except Exception:  # keep refreshing; one bad cycle must not end maintenance
                 log.exception("maintenance refresh failed")
             await asyncio.sleep(MAINTENANCE_REFRESH_SECONDS)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.app import in_shard, maintenance_from_inventory
+from monitor.app import Hall, Options, in_shard, maintenance_from_inventory
 from monitor.inventory import Inventory
+from monitor.state import DeviceStatus
+from monitor.store import NewTicket
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -65,3 +69,35 @@ def test_shards_partition_the_devices_stably() -> None:
     # stable across processes and machines: SHA-256 of the id, not Python's salted hash()
     digest = int.from_bytes(hashlib.sha256(b"cam-1f-01").digest()[:8], "big")
     assert [in_shard("cam-1f-01", (i, 4)) for i in range(4)] == [i == digest % 4 for i in range(4)]
+
+
+async def test_a_ticket_in_progress_puts_its_device_in_maintenance(tmp_path: Path) -> None:
+    import yaml
+
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text(yaml.safe_dump(HALL, allow_unicode=True), encoding="utf-8")
+    hall = Hall(Options(inventory=inv_file, state_dir=tmp_path, mock=True, pace=0.2))
+    await hall.start()
+    try:
+        for _ in range(100):  # the mock hall answers at once; wait for the first hard states
+            if hall.pipeline.state.status("cam-2f-01") is DeviceStatus.UP:
+                break
+            await asyncio.sleep(0.05)
+        assert hall.astore is not None
+        ticket = await hall.astore.create_ticket(
+            NewTicket(category="fault", summary="二楼摄像机花屏", reporter="张三",
+                      device_id="cam-2f-01")
+        )
+        await hall.astore.transition(ticket.id, "in_progress", "李工")
+        quiet = at("2026-05-04 10:00")  # a Monday morning: no inventory window is open
+        assert await hall.refresh_maintenance(quiet) == {"cam-2f-01"}
+        assert hall.pipeline.state.status("cam-2f-01") is DeviceStatus.MAINTENANCE
+        body = (await hall.render_metrics()).decode()
+        assert 'hallmon_device_status{device="cam-2f-01",class="camera",status="maintenance"} 1' \
+            in body
+
+        await hall.astore.transition(ticket.id, "resolved", "李工", resolution="重新接线")
+        assert await hall.refresh_maintenance(quiet) == set()
+        assert hall.pipeline.state.status("cam-2f-01") is not DeviceStatus.MAINTENANCE
+    finally:
+        await hall.stop()
