@@ -25,6 +25,7 @@ from monitor.alerts.delivery import Delivery
 from monitor.alerts.dingtalk import DingTalk
 from monitor.notify_config import DingTalkChannel
 from monitor.store import Store
+from tests.agents.proc import stop
 from tests.agents.vendors import VendorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,16 +53,6 @@ def _start(db: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def test_kill_9_during_delivery_then_restart(tmp_path: Path) -> None:
     db, log = tmp_path / "outbox.db", tmp_path / "worker.log"
     outbox = _store(db)
@@ -79,7 +70,7 @@ def test_kill_9_during_delivery_then_restart(tmp_path: Path) -> None:
             os.kill(first.pid, signal.SIGKILL)  # the first message is on the wire
             first.wait(5)
         finally:
-            _stop(first)
+            stop(first, within=5)
         server.hold = None
         hold.set()
         assert outbox.outbox_counts()["sent"] == 0
@@ -90,7 +81,7 @@ def test_kill_9_during_delivery_then_restart(tmp_path: Path) -> None:
             while outbox.outbox_counts()["sent"] < len(keys) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            _stop(second)
+            stop(second, within=5)
         arrived = [r.key for r in server.received]
 
     counts = outbox.outbox_counts()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pydantic import SecretStr
 from monitor.alerts.base import Message
 from monitor.alerts.email import Email, build_message
 from monitor.notify_config import EmailChannel
+from tests.agents.proc import free_port
 from tests.conftest import require_tool
 
 TITLE = "[hallmon] 故障：二楼核心交换机"
@@ -57,13 +57,6 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "cert.pem", d / "key.pem"
 
 
-def _free_port() -> int:
-    # aiosmtpd's controller needs the port before it starts (it connects to itself).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 Mode = Literal["tls", "starttls", "none"]
 
 
@@ -81,7 +74,8 @@ def smtp(
         kwargs["ssl_context"] = tls
     elif mode == "starttls":
         kwargs |= {"tls_context": tls, "require_starttls": True}
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port(), **kwargs)
+    # aiosmtpd's controller needs the port before it starts (it connects to itself).
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **kwargs)
     controller.start()
     try:
         yield mode, inbox, controller.port
@@ -135,5 +129,5 @@ async def test_wrong_password_is_permanent_and_secret_free(
 
 async def test_server_down_is_retryable(cert: tuple[Path, Path]) -> None:
     async with httpx.AsyncClient() as client:
-        result = await _channel("tls", _free_port(), cert[0]).send(_message(), client)
+        result = await _channel("tls", free_port(), cert[0]).send(_message(), client)
     assert not result.ok and result.retryable

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.classes import BUILTIN_CLASSES
 from monitor.inventory import SnmpCheck
 from monitor.metrics import CheckRow, DeviceRow, Snapshot, ValueSpec, expose
-from tests.agents.prometheus import PrometheusServer, PromQLError, free_port, prometheus_server
+from tests.agents.proc import free_port, http_ready, running
+from tests.agents.prometheus import PrometheusServer, PromQLError, prometheus_server
 from tests.conftest import missing_tool, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,34 +283,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """``hallmon demo`` on a free loopback port, ready; stopped at teardown."""
     address = f"127.0.0.1:{free_port()}"
     workdir = tmp_path_factory.mktemp("demo")
-    log = (workdir / "demo.log").open("wb")
-    proc = subprocess.Popen([_hallmon_bin(), "demo", "--inventory", str(ROOT / "inventory.yaml"),
-                             "--web.listen-address", address],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    client = httpx.Client(timeout=10)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"hallmon demo exited: {(workdir / 'demo.log').read_text()[-3000:]}")
-            try:
-                if client.get(f"http://{address}/-/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("hallmon demo not ready within 30 s")
-            time.sleep(0.1)
+    argv = [_hallmon_bin(), "demo", "--inventory", str(ROOT / "inventory.yaml"),
+            "--web.listen-address", address]
+    with httpx.Client(timeout=10) as client, running(
+        argv, what="hallmon demo", log=workdir / "demo.log", cwd=workdir,
+        ready=http_ready(client, f"http://{address}/-/ready"),
+    ):
         yield Demo(address, client)
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def exposed_names(text: str) -> set[str]:

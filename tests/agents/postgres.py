@@ -8,14 +8,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
+
+from tests.agents.proc import Ready, free_port, running
 
 _db_numbers = count(1)
 
@@ -23,12 +24,6 @@ _db_numbers = count(1)
 def find_bin(name: str) -> str | None:
     hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
     return hits[0] if hits else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -67,44 +62,30 @@ def postgres_server() -> Iterator[PostgresServer]:
     if as_user:
         os.chown(tmp, int(as_user["user"]), int(as_user["group"]))  # type: ignore[call-overload]
     data = os.path.join(tmp, "data")
-    proc: subprocess.Popen[bytes] | None = None
     try:
         subprocess.run([initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
                         "--no-sync"], check=True, capture_output=True, timeout=120,
                        **as_user)  # type: ignore[call-overload]
-        port = _free_port()
-        proc = subprocess.Popen(
-            [postgres, "-D", data, "-p", str(port), "-k", tmp, "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "max_connections=50"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **as_user,  # type: ignore[call-overload]
-        )
-        _wait_ready(port, proc)
-        yield PostgresServer(port)
+        port = free_port()
+        argv = [postgres, "-D", data, "-p", str(port), "-k", tmp,
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
+        # SIGINT is the "fast" shutdown: it never waits on a stray client.
+        with running(argv, what="postgres", log=Path(tmp, "postgres.log"), ready=_accepts(port),
+                     stop_signal=signal.SIGINT, **as_user):  # type: ignore[arg-type]
+            yield PostgresServer(port)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)  # "fast" shutdown: never waits on a stray client
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            if proc.stderr:
-                proc.stderr.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import psycopg
+def _accepts(port: int) -> Ready:
+    def ready() -> bool:
+        import psycopg
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"postgres exited early: {err[-2000:]}")
         try:
             with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
                                  connect_timeout=2):
-                return
+                return True
         except psycopg.OperationalError:
-            time.sleep(0.1)
-    raise RuntimeError("postgres did not accept connections within 30 s")
+            return False
+
+    return ready

@@ -8,9 +8,6 @@ Queries go through the real HTTP API, so PromQL is parsed and run exactly as Gra
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -22,11 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.agents.proc import free_port, http_ready, running
 
 
 class PromQLError(AssertionError):
@@ -99,41 +92,16 @@ def prometheus_server(
     tmp = Path(tempfile.mkdtemp(prefix="hallmon-prom-"))
     config = tmp / "prometheus.yml"
     config.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval)))
-    port = free_port()
-    log = (tmp / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-         "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-    )
+    address = f"127.0.0.1:{free_port()}"
+    url = f"http://{address}"
+    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address={address}", "--log.level=warn",
+            "--storage.tsdb.retention.time=1h"]
     client = httpx.Client(timeout=10)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(client, url, proc, tmp / "prometheus.log")
-        yield PrometheusServer(url, client)
+        with running(argv, what="prometheus", log=tmp / "prometheus.log", cwd=tmp,
+                     ready=http_ready(client, f"{url}/-/ready")):
+            yield PrometheusServer(url, client)
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _wait_ready(client: httpx.Client, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"prometheus exited early: {tail}")
-        try:
-            if client.get(f"{url}/-/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("prometheus was not ready within 30 s")

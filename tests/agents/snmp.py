@@ -17,11 +17,8 @@ import bz2
 import glob
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +26,8 @@ from pathlib import Path
 
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
+
+from tests.agents.proc import Ready, free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_VENV = ROOT / ".venv-snmpsim"
@@ -62,12 +61,6 @@ class Agent:
     community: str
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def get_message(community: str, oid: str = "1.3.6.1.2.1.1.3.0") -> bytes:
     """A v2c GET request, for readiness checks without an engine."""
     mod = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
@@ -81,43 +74,22 @@ def get_message(community: str, oid: str = "1.3.6.1.2.1.1.3.0") -> bytes:
     return bytes(encoder.encode(msg))
 
 
-def wait_ready(agent: Agent, proc: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
-    """Poll with a GET until the agent answers (bounded); raise with its output if it died."""
+def answers(agent: Agent) -> Ready:
+    """Ready once the agent answers a GET (each try waits 0.2 s for the reply)."""
     request = get_message(agent.community)
-    end = time.monotonic() + deadline
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise RuntimeError(f"agent exited {proc.returncode}: {_output(proc)}")
+
+    def ready() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
             sock.sendto(request, (agent.host, agent.port))
             try:
                 data = sock.recv(65535)
             except TimeoutError:
-                continue
-            decoder.decode(data, asn1Spec=api.PROTOCOL_MODULES[api.SNMP_VERSION_2C].Message())
-            return
-    raise RuntimeError(f"agent on {agent.host}:{agent.port} not ready in {deadline}s")
+                return False
+        decoder.decode(data, asn1Spec=api.PROTOCOL_MODULES[api.SNMP_VERSION_2C].Message())
+        return True
 
-
-def _output(proc: subprocess.Popen[bytes]) -> str:
-    try:
-        out, _ = proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
-        return "(still running)"
-    return (out or b"").decode(errors="replace")[-2000:]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    return ready
 
 
 def snmpd_config(addresses: Sequence[str], port: int) -> str:
@@ -147,24 +119,21 @@ def snmpd_agent(
 ) -> Iterator[Agent]:
     """net-snmp snmpd in the foreground with only our config, on loopback ``addresses``."""
     snmpd = shutil.which("snmpd") or "/usr/sbin/snmpd"
-    port = port or free_udp_port(addresses[0])
+    port = port or free_port(addresses[0], udp=True)
     work = Path(tempfile.mkdtemp(prefix="hallmon-snmpd-"))
     conf = work / "snmpd.conf"
     conf.write_text(snmpd_config(addresses, port))
     env = {**os.environ, "SNMP_PERSISTENT_DIR": str(work / "persist"), "MIBS": ""}
-    # -C: no system config files; -f: foreground; -Lf: log to a file, never to a pipe nobody
-    # reads (a full pipe blocks snmpd and every request times out); -M: no MIB files to parse.
-    proc = subprocess.Popen(
-        [snmpd, "-f", "-C", "-c", str(conf), "-Lf", str(work / "snmpd.log"),
-         "-p", str(work / "snmpd.pid"), "-M", "/nonexistent"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
+    # -C: no system config files; -f: foreground; -Le: log to stderr, which running() sends
+    # to a file; -M: no MIB files to parse.
+    argv = [snmpd, "-f", "-C", "-c", str(conf), "-Le", "-p", str(work / "snmpd.pid"),
+            "-M", "/nonexistent"]
     agent = Agent(addresses[0], port, SNMPD_COMMUNITY)
     try:
-        wait_ready(agent, proc)
-        yield agent
+        with running(argv, what="snmpd", log=work / "snmpd.log", ready=answers(agent), every=0,
+                     env=env):
+            yield agent
     finally:
-        _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -204,17 +173,16 @@ def snmpsim_agent(name: str, host: str = "127.0.0.1") -> Iterator[Agent]:
     os.chmod(data, 0o755)
     os.chmod(data / f"{name}.snmprec", 0o644)
     os.chmod(cache, 0o777)
-    port = free_udp_port(host)
+    port = free_port(host, udp=True)
     argv = [str(SIM_BIN), f"--data-dir={data}", f"--cache-dir={cache}",
             f"--agent-udpv4-endpoint={host}:{port}", "--logging-method=stderr",
             "--log-level=error"]
     if os.geteuid() == 0:
         argv += ["--process-user=nobody", "--process-group=nogroup"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     agent = Agent(host, port, name)
     try:
-        wait_ready(agent, proc)
-        yield agent
+        with running(argv, what="snmpsim", log=work / "snmpsim.log", ready=answers(agent),
+                     every=0):
+            yield agent
     finally:
-        _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
