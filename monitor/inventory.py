@@ -243,9 +243,6 @@ class Site(StrictModel):
     name: str
     timezone: Annotated[str, AfterValidator(_check_timezone)] = "Asia/Shanghai"
     opening_hours: Schedule | None = None
-    base_url: str | None = Field(
-        None, description="External URL of this hallmon, used in links inside notifications"
-    )
 
     @property
     def tz(self) -> ZoneInfo:
