@@ -218,3 +218,108 @@ def test_namespace_helper_cleans_up() -> None:
         pass
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
     assert ns not in listed.stdout
+
+
+# ---------------------------------------------------------------- probe() calls coalesce
+async def test_concurrent_probe_calls_go_out_as_one_batch() -> None:
+    engine = icmp._engine()
+    targets = [f"127.7.0.{i}" for i in range(1, 201)] + ["no-such-device.invalid"]
+    cfg = IcmpConfig(packets=2, interval=0.0)
+    results = await asyncio.gather(*(icmp.probe(t, cfg) for t in targets))
+    assert engine.batches == 1 and engine.batched == 200  # the unresolved name never queues
+    assert all(r.ok and r.values["packets_sent"] == 2 for r in results[:-1])
+    assert results[-1].error == "name not resolved"
+    swept = await icmp.sweep(targets[:1], cfg)
+    assert set(results[0].values) == set(swept[0].values)  # the same figures as a sweep
+    assert not engine.pending and not engine.gathering and not engine.running
+
+
+async def test_mixed_configs_make_one_batch_each() -> None:
+    engine = icmp._engine()
+    one, three = IcmpConfig(packets=1), IcmpConfig(packets=3, interval=0.01)
+    calls = [icmp.probe(f"127.7.1.{i}", one if i % 2 else three) for i in range(1, 41)]
+    results = await asyncio.gather(*calls)
+    assert engine.batches == 2
+    for i, r in enumerate(results, start=1):
+        assert r.ok and r.values["packets_received"] == (1 if i % 2 else 3)
+
+
+async def test_cancelled_caller_leaves_the_rest_of_its_batch_alone() -> None:
+    engine = icmp._engine()
+    cfg = IcmpConfig(packets=4, interval=0.05)
+    tasks = [asyncio.create_task(icmp.probe(f"127.7.2.{i}", cfg)) for i in range(1, 21)]
+    await asyncio.sleep(0.07)  # two rounds sent
+    tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    # its packets are forgotten at once: no pending token points at a cancelled probe
+    assert all(p.error is None for p, _ in engine.pending.values())
+    results = await asyncio.gather(*tasks[1:])
+    assert all(r.ok and r.values["packets_received"] == 4 for r in results)
+    assert engine.batches == 1 and not engine.pending and not engine.running
+
+
+async def test_caller_cancelled_before_the_flush_is_never_sent() -> None:
+    engine = icmp._engine()
+    tasks = [asyncio.create_task(icmp.probe(f"127.7.3.{i}", FAST)) for i in range(1, 11)]
+    await asyncio.sleep(0)  # every task has queued its call; the flush has not run
+    tasks[3].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert engine.batched == 9
+    assert all(isinstance(r, icmp.ProbeResult) and r.ok for i, r in enumerate(results) if i != 3)
+
+
+async def test_batch_stops_sending_when_every_caller_left() -> None:
+    engine = icmp._engine()
+    cfg = IcmpConfig(packets=50, interval=0.05)
+    tasks = [asyncio.create_task(icmp.probe(f"127.7.4.{i}", cfg)) for i in range(1, 6)]
+    await asyncio.sleep(0.03)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    running = list(engine.running)
+    await asyncio.wait_for(asyncio.gather(*running), 0.5)  # one interval, not 50
+    assert not engine.pending and not engine.running
+
+
+async def test_close_answers_callers_still_waiting() -> None:
+    task = asyncio.create_task(icmp.probe("127.7.5.1", IcmpConfig(packets=20, interval=0.05)))
+    await asyncio.sleep(0.02)
+    await icmp.close()
+    result = await asyncio.wait_for(task, 1.0)
+    assert not result.ok and result.error == "icmp engine closed"
+
+
+_MIXED_BATCH = """
+import asyncio, json
+from probes import icmp
+async def main():
+    cfg = icmp.IcmpConfig(packets=2, interval=0.01, timeout=0.5)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async def timed(target):
+        r = await icmp.probe(target, cfg)
+        return [r.ok, r.error, r.values["packets_received"], loop.time() - start]
+    out = await asyncio.gather(timed("::1"), timed("127.9.0.1"), timed("127.9.0.2"))
+    batches = icmp._engine().batches
+    await icmp.close()
+    print(json.dumps({"out": out, "batches": batches}))
+asyncio.run(main())
+"""
+
+
+def test_answering_host_is_not_held_back_by_a_silent_one_in_its_batch() -> None:
+    require_root("network namespaces")
+    require_tool("ip")
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with namespace(["net.ipv4.icmp_echo_ignore_all=1"]) as ns:  # ::1 answers, 127.x is silent
+        proc = run_in_namespace(ns, [sys.executable, "-c", _MIXED_BATCH])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["batches"] == 1
+    (ok6, err6, got6, took6), *silent = report["out"]
+    assert ok6 and err6 is None and got6 == 2 and took6 < 0.3  # well before the 0.5 s timeout
+    for ok, error, got, took in silent:
+        assert not ok and error == "no reply" and got == 0 and took >= 0.5
