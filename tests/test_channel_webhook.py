@@ -4,11 +4,10 @@ Alertmanager sends to a webhook receiver."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from monitor.alerts.message import Firing, Group, Style, render
 from monitor.alerts.webhook import Webhook, build_payload, fingerprint
 from monitor.notify_config import WebhookChannel
 from tests.agents.alertmanager import running_alertmanager
+from tests.agents.proc import ServerThread
 from tests.conftest import require_tool
 
 T0 = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
@@ -76,25 +76,21 @@ class _Capture:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.server = ServerThread(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=SECRET9"
+        return f"{self.server.base}/hook?token=SECRET9"
 
 
 @pytest.fixture
 def capture() -> Iterator[_Capture]:
     c = _Capture()
-    c.thread.start()
+    c.server.start()
     try:
         yield c
     finally:
-        c.server.shutdown()
-        c.server.server_close()
-        c.thread.join(5)
+        c.server.stop()
 
 
 async def test_delivered_with_idempotency_key_and_errors_redacted(capture: _Capture) -> None:

@@ -1,6 +1,7 @@
 """What every test agent does with its child process: pick a free loopback port, start it with
 its output in a log file (never a pipe nobody reads: a full pipe blocks the child), wait a bounded
 time until it answers (its log in the error if it died first), and stop it (SIGKILL if it hangs).
+In-process HTTP fakes (robot APIs, webhook receivers) run in a :class:`ServerThread`.
 
     with running([binary, ...], what="prometheus", log=tmp / "prom.log",
                  ready=http_ready(client, f"{url}/-/ready")) as proc:
@@ -14,9 +15,11 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,27 @@ def running(argv: Sequence[str], *, what: str, log: Path, ready: Ready, within: 
         yield proc
     finally:
         stop(proc, stop_signal)
+
+
+class ServerThread:
+    """An HTTP server on 127.0.0.1 (port 0) served from a thread; its port is known before
+    ``start``. ``stop`` does not wait for handlers still running (they are daemon threads)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)

@@ -20,9 +20,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.agents.proc import ServerThread
 
 
 @dataclass(frozen=True)
@@ -49,28 +51,21 @@ class VendorServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._recent: dict[str, deque[float]] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server = ServerThread(self._handler())
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> VendorServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.hold is not None:
             self.hold.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.stop()
 
     @property
     def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.base
 
     @property
     def dingtalk_url(self) -> str:
