@@ -39,7 +39,6 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.state import CheckState, CheckStatus, DeviceStatus, HallState
 
-NAN = math.nan
 _NO_VALUES: Mapping[str, float] = MappingProxyType({})
 STATUSES: tuple[str, ...] = tuple(s.value for s in DeviceStatus)
 RTT_STATS: tuple[tuple[str, str], ...] = (
