@@ -181,24 +181,45 @@ def _head(name: str, out: list[str], type_: str | None = None, help_: str | None
     out.append(f"# HELP {name} {h}\n# TYPE {name} {t}\n")
 
 
+# Devices per flush: the render turns each family's lines into UTF-8 bytes this often, so its
+# transient strings stay ~1 MB instead of the whole text (10k devices: ~100k line strings, a
+# UCS-2 join of 11 MB and its encoding held at once lifted RSS by ~35 MB per scrape, and the
+# freed small strings left pymalloc arenas pinned by state objects allocated meanwhile).
+_FLUSH_EVERY = 500
+_DEVICE_FAMILIES: tuple[str, ...] = (
+    "hallmon_device_up", "hallmon_device_status", "hallmon_device_info",
+    "hallmon_device_last_poll_timestamp_seconds", "hallmon_device_last_change_timestamp_seconds",
+    "hallmon_check_up", "hallmon_check_flapping", "hallmon_icmp_rtt_seconds",
+    "hallmon_icmp_loss_ratio",
+)
+
+
+def _flush(lines: list[list[str]], chunks: list[list[bytes]],
+           named: dict[str, list[str]], named_chunks: dict[str, list[bytes]]) -> None:
+    for buf, out in zip(lines, chunks, strict=True):
+        if buf:
+            out.append("".join(buf).encode())
+            buf.clear()
+    for name, buf in named.items():
+        if buf:
+            named_chunks.setdefault(name, []).append("".join(buf).encode())
+            buf.clear()
+
+
 def expose(snap: Snapshot, version: str = __version__) -> bytes:
     """The Prometheus text exposition (format 0.0.4) of a snapshot, in one pass per device.
 
     Written for speed (10k devices, ~180k series): label sets are escaped once per device and
-    lines are f-strings collected per family, then joined once.
+    lines are f-strings collected per family; written for memory too: every ``_FLUSH_EVERY``
+    devices each family's lines become one bytes chunk, joined once at the end.
     """
-    dev_up: list[str] = []
-    status: list[str] = []
-    info: list[str] = []
-    poll: list[str] = []
-    change: list[str] = []
-    chk_up: list[str] = []
-    flap: list[str] = []
-    rtt: list[str] = []
-    loss: list[str] = []
+    lines: list[list[str]] = [[] for _ in _DEVICE_FAMILIES]
+    dev_up, status, info, poll, change, chk_up, flap, rtt, loss = lines
+    chunks: list[list[bytes]] = [[] for _ in _DEVICE_FAMILIES]
     named: dict[str, list[str]] = {}
+    named_chunks: dict[str, list[bytes]] = {}
     specs = snap.value_specs
-    for d in snap.devices:
+    for n, d in enumerate(snap.devices, 1):
         dev = _esc(d.id)
         dl = f'device="{dev}",class="{_esc(d.device_class)}"'
         dev_up.append(f"hallmon_device_up{{{dl}}} {_flag(d.up)}\n")
@@ -223,22 +244,23 @@ def expose(snap: Snapshot, version: str = __version__) -> bytes:
                 loss.append(f"hallmon_icmp_loss_ratio{{{cl}}} {_num(values.get(LOSS_VALUE))}\n")
             elif c.kind == "snmp" and values:
                 _snmp_lines(named, specs, cl, values)
+        if n % _FLUSH_EVERY == 0:
+            _flush(lines, chunks, named, named_chunks)
+    _flush(lines, chunks, named, named_chunks)
     out: list[str] = []
-    for name, lines in (
-        ("hallmon_device_up", dev_up), ("hallmon_device_status", status),
-        ("hallmon_device_info", info), ("hallmon_device_last_poll_timestamp_seconds", poll),
-        ("hallmon_device_last_change_timestamp_seconds", change),
-        ("hallmon_check_up", chk_up), ("hallmon_check_flapping", flap),
-        ("hallmon_icmp_rtt_seconds", rtt), ("hallmon_icmp_loss_ratio", loss),
-    ):
+    parts: list[bytes] = []
+    for name, family in zip(_DEVICE_FAMILIES, chunks, strict=True):
         _head(name, out)
-        out += lines
-    for name in sorted(named):
+        parts.append(out.pop().encode())
+        parts += family
+    for name in sorted(named_chunks):
         spec = specs[name.removeprefix("hallmon_snmp_").removesuffix("_total")]
         _head(name, out, spec.type, spec.help or "SNMP value from the device class profile.")
-        out += named[name]
+        parts.append(out.pop().encode())
+        parts += named_chunks[name]
     _service(snap, version, out)
-    return "".join(out).encode()
+    parts.append("".join(out).encode())
+    return b"".join(parts)
 
 
 def _snmp_lines(named: dict[str, list[str]], specs: Mapping[str, ValueSpec], cl: str,
