@@ -339,14 +339,6 @@ class Hall:
         self.renderer = CachedRenderer(self)
         return outcome
 
-    def reload_allowed(self, request: Any) -> bool:
-        """``/-/reload``: an admin token when a tokens file is configured; otherwise only
-        from the machine itself (like Prometheus' --web.enable-lifecycle on a local port)."""
-        if self.options.tokens_file is None:
-            host = request.client.host if request.client else ""
-            return host in ("127.0.0.1", "::1", "localhost", "testclient")
-        return False
-
     def report_devices(self) -> list[DeviceRef]:
         """The inventory's devices for availability in reports (devices that never failed
         count too)."""

@@ -83,6 +83,17 @@ def add_run_commands(sub: Any) -> None:
                       help="poll every check at least this often, in seconds (default 2)")
     demo.set_defaults(func=cmd_demo)
 
+    recheck = sub.add_parser(
+        "recheck", help="ask the running daemon to re-check a device now (its state updates)"
+    )
+    recheck.add_argument("device")
+    recheck.add_argument("--web.url", dest="url", default=f"http://{DEFAULT_LISTEN}",
+                         help="the daemon's address (default %(default)s)")
+    recheck.add_argument("--token-file", default=None,
+                         help="a technician token (needed when the daemon has a tokens file); "
+                              "or $HALLMON_TOKEN")
+    recheck.set_defaults(func=cmd_recheck)
+
     probe = sub.add_parser("probe", help="run every check of one device now")
     probe.add_argument("device")
     probe.add_argument("--inventory", default="inventory.yaml")
@@ -203,6 +214,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         pace=args.pace, tokens_file=tokens,
     )
     return asyncio.run(serve(options, args.listen, args.duration))
+
+
+# -- recheck --------------------------------------------------------------------------------
+
+
+def cmd_recheck(args: argparse.Namespace) -> int:
+    import httpx
+
+    token = os.environ.get("HALLMON_TOKEN")
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{args.url.rstrip('/')}/api/v1/devices/{args.device}/recheck"
+    try:
+        reply = httpx.post(url, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach hallmon at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if reply.status_code != 202:
+        try:
+            detail = reply.json().get("detail", reply.text)
+        except ValueError:
+            detail = reply.text or reply.reason_phrase
+        print(f"{args.device}: {reply.status_code} {detail}", file=sys.stderr)
+        return 1
+    print(f"{args.device}: re-check queued; see /api/v1/devices/{args.device}")
+    return 0
 
 
 # -- probe ----------------------------------------------------------------------------------

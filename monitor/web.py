@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__
@@ -29,7 +28,6 @@ class WebHall(Protocol):
 
     async def reload(self) -> Any: ...
 
-    def reload_allowed(self, request: Request) -> bool: ...
 
 
 class ReloadOut(BaseModel):
@@ -40,7 +38,6 @@ class ReloadOut(BaseModel):
 
 
 lifecycle = APIRouter(tags=["lifecycle"])
-_bearer = HTTPBearer(auto_error=False)
 MAX_BODY_BYTES = 64 * 1024  # tickets and windows are small; refuse anything larger early
 
 
@@ -70,19 +67,10 @@ def ready(request: Request) -> Response:
         422: {"description": "The inventory has problems; the previous one stays in force"},
     },
     summary="Reload inventory.yaml (keeps the last good one on failure)",
+    dependencies=[Depends(auth.require_or_local("admin"))],
 )
-async def reload(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Any:
+async def reload(request: Request) -> Any:
     hall: WebHall = request.app.state.hall
-    if request.app.state.auth_configured:
-        await auth.require("admin")(request, creds)  # 401 / 403 as for every admin route
-    elif not hall.reload_allowed(request):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "without --auth.tokens-file, /-/reload is accepted from this machine only",
-        )
     outcome = await hall.reload()
     body = ReloadOut(
         ok=outcome.ok, changed=outcome.changed, problems=[str(p) for p in outcome.problems]

@@ -101,3 +101,35 @@ async def test_a_ticket_in_progress_puts_its_device_in_maintenance(tmp_path: Pat
         assert hall.pipeline.state.status("cam-2f-01") is not DeviceStatus.MAINTENANCE
     finally:
         await hall.stop()
+
+
+async def test_recheck_and_reload_without_tokens_are_for_this_machine_only(
+    tmp_path: Path,
+) -> None:
+    import httpx
+    import yaml
+
+    from monitor.web import create_app
+
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text(yaml.safe_dump(HALL, allow_unicode=True), encoding="utf-8")
+    hall = Hall(Options(inventory=inv_file, state_dir=tmp_path, mock=True, pace=0.2))
+    await hall.start()
+    app = create_app(hall, site_name="测试大厅", store=hall.astore)
+    local = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    remote = httpx.ASGITransport(app=app, client=("remote.invalid", 40000))
+    try:
+        async with httpx.AsyncClient(transport=local, base_url="http://hallmon") as c:
+            r = await c.post("/api/v1/devices/cam-2f-01/recheck")
+            assert (r.status_code, r.json()) == (202, {"device": "cam-2f-01", "queued": True})
+            assert (await c.post("/api/v1/devices/nosuch/recheck")).status_code == 404
+            assert (await c.post("/-/reload")).json()["ok"] is True
+            assert (await c.get("/api/v1/devices/cam-2f-01")).status_code == 200  # open reads
+            # no tokens file: the log cannot be written through the API
+            r = await c.post("/api/v1/tickets", json={"category": "fault", "summary": "x"})
+            assert r.status_code == 401
+        async with httpx.AsyncClient(transport=remote, base_url="http://hallmon") as c:
+            assert (await c.post("/api/v1/devices/cam-2f-01/recheck")).status_code == 403
+            assert (await c.post("/-/reload")).status_code == 403
+    finally:
+        await hall.stop()

@@ -137,6 +137,29 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+
+
+def require_or_local(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """For operations on the daemon itself (``/-/reload``, re-checks): with a tokens file,
+    exactly ``require(role)``; without one, callers on this machine only (as Prometheus'
+    lifecycle endpoints on a loopback listener)."""
+    inner = require(role)
+
+    async def dependency(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if getattr(request.app.state, "auth_configured", True):
+            return await inner(request, creds)
+        if request.client is not None and request.client.host in LOCAL_HOSTS:
+            return Principal("local", role)
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "without --auth.tokens-file this is accepted from this machine only")
+
+    return dependency
+
+
 class ErrorOut(BaseModel):
     detail: str
 
