@@ -1,6 +1,8 @@
 """ICMP sweep benchmark: the native engine against `fping -a -r0 -i0`, in the same run.
 
-1. 10,000 loopback addresses (127.10.x.y) answering: wall time, CPU, lost replies; best of 3.
+1. 10,000 loopback addresses (127.10.x.y) answering: wall time, CPU, lost replies; best of 3,
+   for one sweep(), for 10,000 concurrent probe() calls (the scheduler's path: one task per
+   check, coalesced by probe() into batches) and for fping.
 2. 5,000 silent hosts with a 1 s timeout, inside a network namespace of our own whose loopback
    ignores echo (needs root + iproute2): must finish within timeout + 10 %.
 
@@ -55,11 +57,35 @@ async def native(targets: list[str], config: IcmpConfig) -> dict[str, float]:
 
 async def native_per_probe(targets: list[str], config: IcmpConfig) -> dict[str, float]:
     """The scheduler's path: one probe() call (task) per host, all at once."""
+    engine = icmp._engine()
+    batches = engine.batches
     c0, t0 = cpu(), time.perf_counter()
     results = await asyncio.gather(*(icmp.probe(t, config) for t in targets))
     wall, used = time.perf_counter() - t0, cpu() - c0
     return {"wall_s": wall, "cpu_s": used, "alive": sum(r.ok for r in results),
-            "lost": sum(not r.ok for r in results)}
+            "lost": sum(not r.ok for r in results), "batches": engine.batches - batches}
+
+
+async def bare_tasks(targets: list[str]) -> dict[str, float]:
+    """The floor of any per-call API: 10k gathered tasks that each wait for a future that
+    one callback resolves (what every probe() caller pays before any ICMP work)."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[str]] = []
+
+    async def wait(target: str) -> str:
+        future: asyncio.Future[str] = loop.create_future()
+        futures.append(future)
+        return await future
+
+    def wake() -> None:
+        for future, target in zip(futures, targets, strict=True):
+            future.set_result(target)
+
+    c0, t0 = cpu(), time.perf_counter()
+    gathered = asyncio.gather(*(wait(t) for t in targets))
+    loop.call_later(0.001, wake)
+    await gathered
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0}
 
 
 def fping(targets: list[str], timeout_ms: int = 1000) -> dict[str, float]:
@@ -82,12 +108,14 @@ async def alive_part(count: int) -> dict[str, object]:
     targets = addresses(count, 10)
     await icmp.sweep(targets[:10], ONE)  # open the socket outside the measurement
     ours = [await native(targets, ONE) for _ in range(3)]
-    per_probe = await native_per_probe(targets, ONE)
+    per_probe = best([await native_per_probe(targets, ONE) for _ in range(3)])
+    tasks_only = best([await bare_tasks(targets) for _ in range(3)])
     theirs = [fping(targets) for _ in range(3)]
     await icmp.close()
     n, f = best(ours), best(theirs)
     report: dict[str, object] = {"hosts": count, "mode": icmp.mode(), "native": n,
-                                 "native_per_probe": per_probe, "fping": f}
+                                 "native_per_probe": per_probe, "tasks_only": tasks_only,
+                                 "fping": f}
     if f:
         report["wall_ratio"] = n["wall_s"] / f["wall_s"]
         report["cpu_ratio"] = n["cpu_s"] / max(f["cpu_s"], 1e-9)
@@ -131,12 +159,17 @@ def main() -> None:
         return
     alive: dict[str, Any] = asyncio.run(alive_part(args.hosts))
     print(f"alive {args.hosts} loopback hosts ({alive['mode']} socket), best of 3:")
-    for label, key in (("native sweep", "native"), ("native per-probe", "native_per_probe"),
+    for label, key in (("native sweep()", "native"),
+                       (f"{args.hosts} concurrent probe()", "native_per_probe"),
                        ("fping -i0", "fping")):
         r = alive.get(key) or {}
         if r:
-            print(f"  {label:17s} wall {r['wall_s']:.3f} s  cpu {r['cpu_s']:.3f} s  "
-                  f"lost {r['lost']}")
+            extra = f"  ({r['batches']} batches)" if "batches" in r else ""
+            print(f"  {label:28s} wall {r['wall_s']:.3f} s  cpu {r['cpu_s']:.3f} s  "
+                  f"lost {r['lost']}{extra}")
+    bare = alive["tasks_only"]
+    print(f"  {'floor: callers tasks alone':28s} wall {bare['wall_s']:.3f} s  "
+          f"cpu {bare['cpu_s']:.3f} s  ({args.hosts} tasks waiting on a future, no ICMP)")
     if "wall_ratio" in alive:
         print(f"  ratio native/fping: wall {alive['wall_ratio']:.2f}x  "
               f"cpu {alive['cpu_ratio']:.2f}x")
