@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -45,6 +45,19 @@ EDITABLE = ("summary", "category", "assignee", "resolution", "device_id", "devic
 FILTERS = ("status", "category", "device_id", "device_class", "floor", "owner", "assignee",
            "source")
 Delta = Counter[tuple[int, str, str]]
+BACKLOG = ("open", "in_progress")
+# Resolutions are counters kept in the tally table too, keyed by the local day of the
+# resolution: every entry into "resolved" adds 1 to RESOLVED and its resolution time
+# (resolved_at - opened_at, whole seconds) split into whole days and the remaining seconds, so
+# no row can overflow PostgreSQL's 32-bit INTEGER (a row of seconds would after ~800 tickets a
+# month old resolved on one day). Never decremented: a reopen keeps the earlier resolution, a
+# second resolution counts again; an edited category keeps its earlier resolutions.
+RESOLVED, RESOLVED_DAYS, RESOLVED_SECS = "resolved", "resolved_days", "resolved_secs"
+# Per category x status ("fault/open"), so the backlog by category is read from the tally too.
+CATEGORY_STATUS = "category_status"
+# Bumped whenever the tally table gains a kind of row: Store() rebuilds an older table once.
+TALLY_VERSION = "2"
+_PG_TALLY_LOCK = 0x4A11_7A11  # serialises that rebuild between pollers sharing one PostgreSQL
 
 
 def _ticket(row: Row[Any]) -> Ticket:
@@ -60,7 +73,18 @@ def tally_keys(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The (dim, value) buckets one ticket counts in; NULL is counted under ""."""
     keys = [("all", "")]
     keys += [(dim, str(values[col] or "")) for dim, col in TALLY_DIMS.items()]
+    keys.append((CATEGORY_STATUS, f"{values['category']}/{values['status']}"))
     return keys
+
+
+def count_resolution(delta: Delta, category: str, opened: datetime, resolved: datetime,
+                     tz: ZoneInfo) -> None:
+    """Add one resolution to the counters (see RESOLVED); a clock skew never subtracts."""
+    seconds = max(0, int((resolved - opened).total_seconds()))
+    day = day_key(resolved, tz)
+    delta[(day, RESOLVED, category)] += 1
+    delta[(day, RESOLVED_DAYS, category)] += seconds // 86400
+    delta[(day, RESOLVED_SECS, category)] += seconds % 86400
 
 
 def _apply_tally(conn: Connection, delta: Delta) -> None:
@@ -69,12 +93,12 @@ def _apply_tally(conn: Connection, delta: Delta) -> None:
         return
     ins = (postgresql.insert(TALLY) if conn.dialect.name == "postgresql"
            else sqlite.insert(TALLY))
-    for i in range(0, len(rows), 5000):
-        stmt = ins.values(rows[i : i + 5000])
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[TALLY.c.dim, TALLY.c.day, TALLY.c.value],
-            set_={"n": TALLY.c.n + stmt.excluded.n},
-        ))
+    # One statement executed for many rows: compiled once (a rebuild writes ~100k rows; a
+    # multi-VALUES statement per 5000 rows spent most of its time compiling).
+    conn.execute(ins.on_conflict_do_update(
+        index_elements=[TALLY.c.dim, TALLY.c.day, TALLY.c.value],
+        set_={"n": TALLY.c.n + ins.excluded.n},
+    ), rows)
 
 
 class TicketsMixin(StoreBase):
@@ -106,6 +130,9 @@ class TicketsMixin(StoreBase):
                                        kind="created", new=values["status"], note=note))
         for dim, value in tally_keys(values):
             delta[(values["local_day"], dim, value)] += 1
+        if values["resolved_at"] is not None:  # imported or entered after the fact
+            count_resolution(delta, values["category"], values["opened_at"],
+                             values["resolved_at"], self.tz)
         return tid
 
     def create_ticket(self, new: NewTicket, *, at: datetime | None = None) -> Ticket:
@@ -176,12 +203,13 @@ class TicketsMixin(StoreBase):
     def _get(self, conn: Connection, tid: int) -> Ticket:
         return _ticket(self._row(conn, tid))
 
-    def _change(self, conn: Connection, old: Row[Any], changes: dict[str, Any]) -> None:
+    def _change(self, conn: Connection, old: Row[Any], changes: dict[str, Any],
+                delta: Delta | None = None) -> None:
         """Update a ticket and move its tally buckets from the old values to the new ones."""
         conn.execute(update(T).where(T.c.id == old.id).values(**changes))
         before = dict(old._mapping)
         after = {**before, **changes}
-        delta: Delta = Counter()
+        delta = Counter() if delta is None else delta
         for dim, value in tally_keys(before):
             delta[(old.local_day, dim, value)] -= 1
         for dim, value in tally_keys(after):
@@ -194,17 +222,19 @@ class TicketsMixin(StoreBase):
         if to not in TRANSITIONS.get(row.status, frozenset()):
             raise InvalidTransition(tid, row.status, to)
         changes: dict[str, Any] = {"status": to, "updated_at": at}
+        delta: Delta = Counter()
         if to == "in_progress" and row.started_at is None:
             changes["started_at"] = at
         elif to == "resolved":
             changes["resolved_at"] = at
             if resolution is not None:
                 changes["resolution"] = resolution
+            count_resolution(delta, row.category, row.opened_at, at, self.tz)
         elif to == "closed":
             changes["closed_at"] = at
         elif to == "open":  # reopened: the old resolution stays in the audit trail only
             changes.update(resolved_at=None, closed_at=None)
-        self._change(conn, row, changes)
+        self._change(conn, row, changes, delta)
         conn.execute(E.insert().values(ticket_id=tid, at=at, actor=actor, kind="status",
                                        field="status", old=row.status, new=to, note=note))
         return self._get(conn, tid)
@@ -290,30 +320,74 @@ class TicketsMixin(StoreBase):
             return {r[0] for r in rows}
 
     def ticket_counts(self) -> dict[str, dict[str, int]]:
-        """{"open": {category: n}, "total": {category: n}} for hallmon_tickets_* metrics;
-        "open" counts every ticket not yet resolved (open or in progress)."""
+        """Per category, every category listed, for the hallmon_tickets_* metrics:
+
+        - "open": tickets not yet resolved (open or in progress), a gauge;
+        - "total": tickets ever opened, a counter;
+        - "resolved": entries into "resolved" so far (a reopened ticket counts again when
+          resolved again; a ticket closed without being resolved does not count), a counter;
+        - "resolution_seconds": the sum of resolved_at - opened_at over those resolutions, in
+          whole seconds, a counter.
+
+        Read from the tally table (a few rows per day and category), never by scanning the
+        tickets: ~10 ms over a million tickets instead of ~700 ms."""
+        dims = ("category", CATEGORY_STATUS, RESOLVED, RESOLVED_DAYS, RESOLVED_SECS)
+        sums: dict[str, Counter[str]] = {dim: Counter() for dim in dims}
         with self.read() as conn:
-            by_cat = select(T.c.category, func.count()).group_by(T.c.category)
-            total: dict[str, int] = {r[0]: r[1] for r in conn.execute(by_cat)}
-            open_: dict[str, int] = {r[0]: r[1] for r in conn.execute(
-                select(T.c.category, func.count())
-                .where(T.c.status.in_(("open", "in_progress"))).group_by(T.c.category)
-            )}
-        cats = list(self.categories) + sorted(set(total) - set(self.categories))
-        return {"open": {c: int(open_.get(c, 0)) for c in cats},
-                "total": {c: int(total.get(c, 0)) for c in cats}}
+            rows = conn.execute(select(TALLY.c.dim, TALLY.c.value, func.sum(TALLY.c.n))
+                                .where(TALLY.c.dim.in_(dims))
+                                .group_by(TALLY.c.dim, TALLY.c.value))
+            for dim, value, n in rows:
+                sums[dim][value] += int(n)
+        open_: Counter[str] = Counter()
+        for key, n in sums[CATEGORY_STATUS].items():
+            category, _, status = key.rpartition("/")
+            if status in BACKLOG:
+                open_[category] += n
+        seconds = Counter({c: n * 86400 for c, n in sums[RESOLVED_DAYS].items()})
+        seconds.update(sums[RESOLVED_SECS])
+        seen = set(sums["category"]) | set(sums[RESOLVED])
+        cats = list(self.categories) + sorted(seen - set(self.categories))
+        return {"open": {c: open_[c] for c in cats},
+                "total": {c: sums["category"][c] for c in cats},
+                "resolved": {c: sums[RESOLVED][c] for c in cats},
+                "resolution_seconds": {c: seconds[c] for c in cats}}
 
     # ---- tally table maintenance --------------------------------------------------------------
     def rebuild_tally(self) -> None:
         with self.tx() as conn:
             self._relocalise(conn, self.tz)
 
+    def _settle_timezone(self, wanted: str | None) -> ZoneInfo:
+        """Also bring a tally table written by an older hallmon up to TALLY_VERSION, once."""
+        tz = super()._settle_timezone(wanted)
+        meta = schema.store_meta
+        with self.tx() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_TALLY_LOCK})
+            stored = conn.execute(select(meta.c.value).where(meta.c.key == "tally_version")
+                                  ).scalar_one_or_none()
+            if stored == TALLY_VERSION:
+                return tz
+            self._relocalise(conn, tz)
+            if stored is None:
+                conn.execute(meta.insert().values(key="tally_version", value=TALLY_VERSION))
+            else:
+                conn.execute(meta.update().where(meta.c.key == "tally_version")
+                             .values(value=TALLY_VERSION))
+        return tz
+
     def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
         """Recompute every local_day in ``tz`` and the tally table from the ticket rows."""
         conn.execute(delete(TALLY))
         delta: Delta = Counter()
-        rows = conn.execute(select(T.c.id, T.c.opened_at, T.c.local_day,
+        rows = conn.execute(select(T.c.id, T.c.opened_at, T.c.local_day, T.c.resolved_at,
                                    *[T.c[c] for c in TALLY_DIMS.values()])).all()
+        # Earlier resolutions live in the audit trail only (a reopen clears resolved_at).
+        resolves: dict[int, list[datetime]] = {}
+        for tid, at in conn.execute(select(E.c.ticket_id, E.c.at)
+                                    .where(E.c.kind == "status", E.c.new == "resolved")):
+            resolves.setdefault(tid, []).append(at)
         moved = []
         for row in rows:
             m = row._mapping
@@ -322,7 +396,21 @@ class TicketsMixin(StoreBase):
                 moved.append({"tid": m["id"], "day": day})
             for dim, value in tally_keys(dict(m)):
                 delta[(day, dim, value)] += 1
+            _recount_resolutions(delta, row, resolves.get(row.id, ()), tz)
         if moved:
             conn.execute(update(T).where(T.c.id == bindparam("tid"))
                          .values(local_day=bindparam("day")), moved)
         _apply_tally(conn, delta)
+
+
+def _recount_resolutions(delta: Delta, row: Row[Any], events: Iterable[datetime],
+                         tz: ZoneInfo) -> None:
+    """A ticket's resolutions: every status event into "resolved", plus its own resolved_at
+    when no event has that time (imports have no such event). Attributed to the current
+    category. A ticket imported resolved and reopened since has lost its first resolution
+    time: that one is not recounted."""
+    times = set(events)
+    if row.resolved_at is not None:
+        times.add(row.resolved_at)
+    for at in times:
+        count_resolution(delta, row.category, row.opened_at, at, tz)
