@@ -23,6 +23,7 @@ Decisions (and why):
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import platform
 import time
@@ -99,6 +100,11 @@ class Snapshot:
     value_specs: Mapping[str, ValueSpec] = field(default_factory=dict)
     tickets_open: Mapping[str, int] = field(default_factory=dict)  # by category, all listed
     tickets_total: Mapping[str, int] = field(default_factory=dict)
+    # Entries into "resolved" and the sum of their resolved_at - opened_at, by category
+    # (Store.ticket_counts()["resolved"] and ["resolution_seconds"]): MTTR over any range is
+    # increase(seconds) / increase(resolved).
+    tickets_resolved: Mapping[str, int] = field(default_factory=dict)
+    ticket_resolution_seconds: Mapping[str, float] = field(default_factory=dict)
     notifications: Mapping[str, int] = field(default_factory=dict)  # by channel, all listed
     notification_failures: Mapping[str, int] = field(default_factory=dict)
     poll_durations: Mapping[str, HistogramLike] = field(default_factory=dict)  # by kind
@@ -135,6 +141,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                 "unanswered."),
     "hallmon_tickets_open": ("gauge", "Maintenance tickets not yet resolved, by category."),
     "hallmon_tickets_total": ("counter", "Maintenance tickets opened, by category."),
+    "hallmon_tickets_resolved_total": ("counter", "Maintenance ticket resolutions, by category "
+                                       "(a reopened ticket counts again when resolved again)."),
+    "hallmon_ticket_resolution_seconds_total": (
+        "counter", "Sum of resolved minus opened time over those resolutions, by category."),
     "hallmon_notifications_total": ("counter", "Notifications sent, by channel."),
     "hallmon_notification_failures_total": ("counter", "Notification deliveries that failed, "
                                             "by channel."),
@@ -248,19 +258,26 @@ def expose(snap: Snapshot, version: str = __version__) -> bytes:
             _flush(lines, chunks, named, named_chunks)
     _flush(lines, chunks, named, named_chunks)
     out: list[str] = []
-    parts: list[bytes] = []
+    body = io.BytesIO()
     for name, family in zip(_DEVICE_FAMILIES, chunks, strict=True):
         _head(name, out)
-        parts.append(out.pop().encode())
-        parts += family
+        _drain(body, out, family)
     for name in sorted(named_chunks):
         spec = specs[name.removeprefix("hallmon_snmp_").removesuffix("_total")]
         _head(name, out, spec.type, spec.help or "SNMP value from the device class profile.")
-        parts.append(out.pop().encode())
-        parts += named_chunks[name]
+        _drain(body, out, named_chunks[name])
     _service(snap, version, out)
-    parts.append("".join(out).encode())
-    return b"".join(parts)
+    _drain(body, out, [])
+    # BytesIO hands its buffer over without a copy: the text exists once, not chunks + join.
+    return body.getvalue()
+
+
+def _drain(body: io.BytesIO, head: list[str], chunks: list[bytes]) -> None:
+    """Write ``head`` (then empty it) and ``chunks``, releasing each chunk once written."""
+    body.write("".join(head).encode())
+    head.clear()
+    while chunks:
+        body.write(chunks.pop(0))
 
 
 def _snmp_lines(named: dict[str, list[str]], specs: Mapping[str, ValueSpec], cl: str,
@@ -279,6 +296,8 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
     for name, label, data in (
         ("hallmon_tickets_open", "category", snap.tickets_open),
         ("hallmon_tickets_total", "category", snap.tickets_total),
+        ("hallmon_tickets_resolved_total", "category", snap.tickets_resolved),
+        ("hallmon_ticket_resolution_seconds_total", "category", snap.ticket_resolution_seconds),
         ("hallmon_notifications_total", "channel", snap.notifications),
         ("hallmon_notification_failures_total", "channel", snap.notification_failures),
         ("hallmon_probe_errors_total", "kind", snap.probe_errors),
@@ -364,6 +383,7 @@ class CachedRenderer:
         if time.monotonic() - self._at < self.max_age:
             return self._body
         if self._inflight is None:
+            self._body = b""  # stale: let it go before the next one is built (10k: 13 MB)
             self._inflight = asyncio.ensure_future(render(self.source))
             try:
                 self._body = await asyncio.shield(self._inflight)

@@ -129,6 +129,8 @@ def test_self_metrics() -> None:
         hist.observe(seconds)
     src.extra = Snapshot(
         tickets_open={"fault": 2, "inspection": 0}, tickets_total={"fault": 513},
+        tickets_resolved={"fault": 511, "inspection": 0},
+        ticket_resolution_seconds={"fault": 1_839_600, "inspection": 0},
         notifications={"dingtalk": 4}, notification_failures={"dingtalk": 1},
         poll_durations={"icmp": hist}, overdue_total=3, probe_errors={"snmp": 2},
         reload_successful=False, reload_success_timestamp=1_700_000_000.0,
@@ -136,6 +138,9 @@ def test_self_metrics() -> None:
     get = make_registry(src).get_sample_value
     assert get("hallmon_tickets_open", {"category": "inspection"}) == 0
     assert get("hallmon_tickets_total", {"category": "fault"}) == 513
+    assert get("hallmon_tickets_resolved_total", {"category": "fault"}) == 511
+    assert get("hallmon_tickets_resolved_total", {"category": "inspection"}) == 0
+    assert get("hallmon_ticket_resolution_seconds_total", {"category": "fault"}) == 1_839_600
     assert get("hallmon_notifications_total", {"channel": "dingtalk"}) == 4
     assert get("hallmon_notification_failures_total", {"channel": "dingtalk"}) == 1
     assert get("hallmon_checks_overdue_total") == 3
@@ -168,6 +173,7 @@ def test_promtool_check_metrics_is_clean() -> None:
     hist = DurationHistogram()
     hist.observe(0.003)
     src.extra = Snapshot(tickets_open={"fault": 1}, tickets_total={"fault": 1},
+                         tickets_resolved={"fault": 1}, ticket_resolution_seconds={"fault": 60},
                          notifications={"email": 1}, notification_failures={"email": 0},
                          poll_durations={"icmp": hist}, probe_errors={"icmp": 0})
     proc = subprocess.run([promtool, "check", "metrics"], input=expose(src.snapshot()),
