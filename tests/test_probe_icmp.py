@@ -323,3 +323,16 @@ def test_answering_host_is_not_held_back_by_a_silent_one_in_its_batch() -> None:
     assert ok6 and err6 is None and got6 == 2 and took6 < 0.3  # well before the 0.5 s timeout
     for ok, error, got, took in silent:
         assert not ok and error == "no reply" and got == 0 and took >= 0.5
+
+
+async def test_caller_leaving_during_paced_sends_is_not_sent_later() -> None:
+    icmp.configure(pacing_per_second=100)  # one packet per 10 ms: the batch waits between sends
+    engine = icmp._engine()
+    tasks = [asyncio.create_task(icmp.probe(f"127.7.6.{i}", IcmpConfig(packets=1)))
+             for i in range(1, 11)]
+    await asyncio.sleep(0.045)  # the batch is pacing through the middle of the list
+    tasks[-1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[-1], asyncio.CancelledError)
+    assert all(isinstance(r, icmp.ProbeResult) and r.ok for r in results[:-1])
+    assert engine.batched == 10 and not engine.pending and not engine.running
