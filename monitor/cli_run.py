@@ -109,6 +109,7 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
 
     from monitor.api.auth import Auth, AuthError
     from monitor.app import Hall
+    from monitor.store import StoreError
     from monitor.web import create_app
 
     class _Server(uvicorn.Server):
@@ -121,8 +122,8 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     hall = Hall(options)
     try:
         await hall.start()
-    except InventoryError as exc:
-        print(exc, file=sys.stderr)
+    except (InventoryError, StoreError) as exc:
+        print(f"hallmon: {exc}", file=sys.stderr)
         await hall.stop()
         return 1
     try:

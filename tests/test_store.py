@@ -17,6 +17,7 @@ from monitor.store import (
     NewTicket,
     NotFound,
     Store,
+    StoreError,
     schema,
 )
 from monitor.store.migrations import LATEST
@@ -259,3 +260,18 @@ def test_sqlite_online_backup(tmp_path) -> None:  # type: ignore[no-untyped-def]
     copy = Store(f"sqlite:///{tmp_path / 'copy.db'}")
     assert copy.list_tickets()[1] == 1
     copy.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/not/a/url", "storage URL: <unparsable URL>"),
+        ("sqlite:////proc/no-such-dir/hallmon.db", "cannot open the store sqlite:////proc/"),
+        ("postgresql://hallmon:hunter2@127.0.0.1:1/hallmon", "postgresql://hallmon:***@"),
+    ],
+)
+def test_a_bad_storage_url_is_a_store_error_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(StoreError) as err:
+        Store(url)
+    assert message in str(err.value)
+    assert "hunter2" not in str(err.value)

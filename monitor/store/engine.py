@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from monitor.store import schema
 from monitor.store.migrations import migrate
-from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue
+from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError
 
 Clock = Callable[[], datetime]
 
@@ -53,6 +54,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _redacted(url: str) -> str:
+    """The URL without its password (never in errors or logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
 class StoreBase:
     """Owns the engine; the mixins in tickets.py, incidents.py, ... add the operations."""
 
@@ -65,12 +74,18 @@ class StoreBase:
         clock: Clock | None = None,
     ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        try:
+            self.engine = make_engine(url)
+        except (ArgumentError, ImportError) as exc:  # a malformed URL or a missing driver
+            raise StoreError(f"storage URL: {_redacted(url)}: {exc}") from None
         self.categories: tuple[str, ...] = tuple(categories or DEFAULT_CATEGORIES)
         self.clock: Clock = clock or _utcnow
         try:
             migrate(self.engine)
             self.tz = self._settle_timezone(timezone)
+        except OperationalError as exc:  # cannot open or create the database: say where
+            self.engine.dispose()
+            raise StoreError(f"cannot open the store {_redacted(url)}: {exc.orig}") from None
         except BaseException:
             self.engine.dispose()
             raise
