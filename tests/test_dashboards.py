@@ -323,7 +323,8 @@ def profile_exposition() -> str:
             rows.append(CheckRow(check.name, check.kind, True, False, values))
         devices.append(DeviceRow(f"dev-{cls_name}", cls_name, "up", True, checks=rows))
     snap = Snapshot(devices=devices, value_specs=specs, tickets_open={"fault": 1},
-                    tickets_total={"fault": 1}, notifications={"webhook": 1},
+                    tickets_total={"fault": 1}, tickets_resolved={"fault": 1},
+                    ticket_resolution_seconds={"fault": 60}, notifications={"webhook": 1},
                     notification_failures={"webhook": 0},
                     poll_durations={"icmp": _Histogram()})
     return expose(snap).decode()
