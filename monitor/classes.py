@@ -91,6 +91,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
                     "huawei_temperature_celsius": HW_TEMP,
                     "h3c_cpu_percent": H3C_CPU,
                     "h3c_temperature_celsius": H3C_TEMP,
+                    # raw, as entPhySensorScale/Precision of the same row say (vendor-neutral)
+                    "entity_sensor_value": ENT_SENSOR,
                 },
                 "conditions": [
                     _cond("huawei_cpu_percent.*", ">", 90, "交换机CPU使用率过高"),
@@ -210,7 +212,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
     "voice_gateway": {"label": "语音网关", "checks": [_ping(), _tcp("sip", 5060)]},
 }
 
-# Optional vendor check a camera can add with `extra_checks` (HIK-DEVICE-MIB reports
+# The optional vendor check of Hikvision cameras (class camera_hikvision; HIK-DEVICE-MIB reports
 # "52 PERCENT" strings; parse: number takes the leading number).
 HIKVISION_CAMERA_SNMP: dict[str, Any] = {
     "name": "hik",
@@ -220,6 +222,12 @@ HIKVISION_CAMERA_SNMP: dict[str, Any] = {
         "cpu_percent": {"oid": HIK_CPU, "parse": "number"},
         "memory_percent": {"oid": HIK_MEM, "parse": "number"},
     },
+}
+
+# The camera profile with the optional vendor check, as its own class.
+_PROFILES["camera_hikvision"] = {
+    "label": "摄像机（海康）",
+    "checks": [*_PROFILES["camera"]["checks"], HIKVISION_CAMERA_SNMP],
 }
 
 BUILTIN_CLASSES: dict[str, DeviceClass] = {
