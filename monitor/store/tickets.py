@@ -48,9 +48,10 @@ Delta = Counter[tuple[int, str, str]]
 BACKLOG = ("open", "in_progress")
 # Resolutions are counters kept in the tally table too, keyed by the local day of the
 # resolution: every entry into "resolved" adds 1 to RESOLVED and its resolution time
-# (resolved_at - opened_at, whole seconds) split into whole days and the remaining seconds, so
-# no row can overflow PostgreSQL's 32-bit INTEGER (a row of seconds would after ~800 tickets a
-# month old resolved on one day). Never decremented: a reopen keeps the earlier resolution, a
+# (resolved_at - opened_at, whole seconds) split into whole days and the remaining seconds:
+# a row of plain seconds would overflow PostgreSQL's 32-bit INTEGER once ~800 month-old tickets
+# of one category are resolved on one day; split, that takes 24,855 resolutions in a day.
+# Never decremented (they are Prometheus counters): a reopen keeps the earlier resolution, a
 # second resolution counts again; an edited category keeps its earlier resolutions.
 RESOLVED, RESOLVED_DAYS, RESOLVED_SECS = "resolved", "resolved_days", "resolved_secs"
 # Per category x status ("fault/open"), so the backlog by category is read from the tally too.
