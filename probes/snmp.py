@@ -17,37 +17,30 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
-from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
-from pysnmp.carrier.asyncio.dgram import udp, udp6
-from pysnmp.entity import config as engine_config
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    Udp6TransportTarget,
-    UdpTransportTarget,
-    UsmUserData,
-    bulk_walk_cmd,
-    get_cmd,
-    usmAesCfb128Protocol,
-    usmAesCfb192Protocol,
-    usmAesCfb256Protocol,
-    usmHMAC128SHA224AuthProtocol,
-    usmHMAC192SHA256AuthProtocol,
-    usmHMAC256SHA384AuthProtocol,
-    usmHMAC384SHA512AuthProtocol,
-    usmHMACSHAAuthProtocol,
-    usmNoAuthProtocol,
-    usmNoPrivProtocol,
-    walk_cmd,
-)
-from pysnmp.proto import api, errind, rfc1902, rfc1905
-from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+if TYPE_CHECKING:  # at run time: _load_pysnmp(), on the first v3 probe
+    from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
+    from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+    from pysnmp.carrier.asyncio.dgram import udp, udp6
+    from pysnmp.entity import config as engine_config
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        Udp6TransportTarget,
+        UdpTransportTarget,
+        UsmUserData,
+        bulk_walk_cmd,
+        get_cmd,
+        usmNoAuthProtocol,
+        usmNoPrivProtocol,
+        walk_cmd,
+    )
+    from pysnmp.proto import api, errind, rfc1902
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
 
 from probes import snmp_ber, snmp_udp
 from probes._perloop import PerLoop
@@ -56,17 +49,18 @@ from probes.result import ProbeResult
 
 AuthProtocol = Literal["sha", "sha224", "sha256", "sha384", "sha512"]
 PrivProtocol = Literal["aes", "aes192", "aes256"]
+# pysnmp's protocol objects by name (looked up once pysnmp is loaded).
 _AUTH = {
-    "sha": usmHMACSHAAuthProtocol,
-    "sha224": usmHMAC128SHA224AuthProtocol,
-    "sha256": usmHMAC192SHA256AuthProtocol,
-    "sha384": usmHMAC256SHA384AuthProtocol,
-    "sha512": usmHMAC384SHA512AuthProtocol,
+    "sha": "usmHMACSHAAuthProtocol",
+    "sha224": "usmHMAC128SHA224AuthProtocol",
+    "sha256": "usmHMAC192SHA256AuthProtocol",
+    "sha384": "usmHMAC256SHA384AuthProtocol",
+    "sha512": "usmHMAC384SHA512AuthProtocol",
 }
 _PRIV = {
-    "aes": usmAesCfb128Protocol,
-    "aes192": usmAesCfb192Protocol,
-    "aes256": usmAesCfb256Protocol,
+    "aes": "usmAesCfb128Protocol",
+    "aes192": "usmAesCfb192Protocol",
+    "aes256": "usmAesCfb256Protocol",
 }
 _RCVBUF_BYTES = 8 * 1024 * 1024
 _MAX_REPETITIONS = 25
@@ -146,6 +140,7 @@ class SnmpAuth:
     __str__ = __repr__
 
     def pysnmp_auth(self) -> CommunityData | UsmUserData:
+        hlapi = _load_pysnmp()
         if self.version != "3":
             assert isinstance(self.community, Secret)
             return CommunityData(self.community.get(), mpModel=0 if self.version == "1" else 1)
@@ -155,8 +150,10 @@ class SnmpAuth:
             self.user,
             authKey=auth_key,
             privKey=priv_key,
-            authProtocol=_AUTH[self.auth_protocol] if self.auth_protocol else usmNoAuthProtocol,
-            privProtocol=_PRIV[self.priv_protocol] if self.priv_protocol else usmNoPrivProtocol,
+            authProtocol=getattr(hlapi, _AUTH[self.auth_protocol]) if self.auth_protocol
+            else usmNoAuthProtocol,
+            privProtocol=getattr(hlapi, _PRIV[self.priv_protocol]) if self.priv_protocol
+            else usmNoPrivProtocol,
         )
 
 
@@ -222,12 +219,74 @@ class _Watchful:
         super().datagram_received(datagram, transportAddress)  # type: ignore[misc]
 
 
-class _Udp(_Watchful, udp.UdpAsyncioTransport):
-    pass
+# ---------------------------------------------------------------- pysnmp, loaded on first use
+# v1/v2c never touch pysnmp: importing it (engine, MIB machinery, pyasn1) costs ~13 MB of RSS a
+# v1/v2c or mock hall would pay for nothing (bench/memory.py). The first v3 probe, an engine or
+# ``convert`` loads it and binds the names below as module globals.
+_NUMERIC: Any = ()
+_MISSING: dict[Any, str] = {}
+_AUTH_FAILURES: Any = ()
+_Udp: Any = None
+_Udp6: Any = None
 
 
-class _Udp6(_Watchful, udp6.Udp6AsyncioTransport):
-    pass
+def _load_pysnmp() -> Any:
+    """Import pysnmp once; returns its hlapi module (protocol objects are looked up by name)."""
+    global ber_decoder, PyAsn1Error, udp, udp6, engine_config, api, errind, rfc1902
+    global CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine
+    global Udp6TransportTarget, UdpTransportTarget, UsmUserData, usmNoAuthProtocol
+    global usmNoPrivProtocol, bulk_walk_cmd, get_cmd, walk_cmd, SNMPv3Message
+    global _NUMERIC, _MISSING, _AUTH_FAILURES, _Udp, _Udp6
+    if _NUMERIC:
+        return _hlapi()
+    from pyasn1.codec.ber import decoder as ber_decoder
+    from pyasn1.error import PyAsn1Error
+    from pysnmp.carrier.asyncio.dgram import udp, udp6
+    from pysnmp.entity import config as engine_config
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        Udp6TransportTarget,
+        UdpTransportTarget,
+        UsmUserData,
+        bulk_walk_cmd,
+        get_cmd,
+        usmNoAuthProtocol,
+        usmNoPrivProtocol,
+        walk_cmd,
+    )
+    from pysnmp.proto import api, errind, rfc1902, rfc1905
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+
+    class Udp(_Watchful, udp.UdpAsyncioTransport):
+        pass
+
+    class Udp6(_Watchful, udp6.Udp6AsyncioTransport):
+        pass
+
+    _Udp, _Udp6 = Udp, Udp6
+
+    _NUMERIC = (rfc1902.Integer32, rfc1902.Integer, rfc1902.Unsigned32, rfc1902.Gauge32,
+                rfc1902.Counter32, rfc1902.Counter64, rfc1902.TimeTicks)
+    _MISSING = {
+        rfc1905.NoSuchObject: "noSuchObject",
+        rfc1905.NoSuchInstance: "noSuchInstance",
+        rfc1905.EndOfMibView: "endOfMibView",
+    }
+    _AUTH_FAILURES = (
+        errind.UnknownUserName, errind.WrongDigest, errind.UnknownEngineID, errind.DecryptionError,
+        errind.UnsupportedSecurityLevel, errind.AuthenticationFailure, errind.NotInTimeWindow,
+    )
+    return _hlapi()
+
+
+def _hlapi() -> Any:
+    import pysnmp.hlapi.v3arch.asyncio as hlapi
+
+    return hlapi
 
 
 class _Engine:
@@ -248,6 +307,7 @@ class _Engine:
     def snmp(self) -> SnmpEngine:
         """The pysnmp engine (v3 only), made on first use: v1/v2c-only halls never pay for it."""
         if self._snmp is None:
+            _load_pysnmp()
             self._snmp = SnmpEngine()
             self._add(socket.AF_INET, _Udp, udp.DOMAIN_NAME, ("0.0.0.0", 0))
             self._add(socket.AF_INET6, _Udp6, udp6.DOMAIN_NAME, ("::", 0))
@@ -299,17 +359,6 @@ async def close() -> None:
 
 # ---------------------------------------------------------------- values
 _LEADING_NUMBER = re.compile(r"\s*([-+]?\d+(?:\.\d+)?)")
-_NUMERIC = (rfc1902.Integer32, rfc1902.Integer, rfc1902.Unsigned32, rfc1902.Gauge32,
-            rfc1902.Counter32, rfc1902.Counter64, rfc1902.TimeTicks)
-_MISSING = {
-    rfc1905.NoSuchObject: "noSuchObject",
-    rfc1905.NoSuchInstance: "noSuchInstance",
-    rfc1905.EndOfMibView: "endOfMibView",
-}
-_AUTH_FAILURES = (
-    errind.UnknownUserName, errind.WrongDigest, errind.UnknownEngineID, errind.DecryptionError,
-    errind.UnsupportedSecurityLevel, errind.AuthenticationFailure, errind.NotInTimeWindow,
-)
 
 
 def _text(value: Any) -> str:
@@ -328,6 +377,7 @@ def convert(
     spec: OidSpec, key: str, oid: str, value: Any, out: dict[str, dict[str, Any]]
 ) -> None:
     """Put one response value into out["values"|"texts"|"errors"] as ``spec`` says."""
+    _load_pysnmp()
     for kind, word in _MISSING.items():
         if isinstance(value, kind):
             out["errors"][key] = f"{word} {oid}"
@@ -550,6 +600,7 @@ async def probe(target: str, config: SnmpConfig) -> ProbeResult:
     family, address = resolved
     if config.auth.version != "3":
         return await _probe_fast(engine, family, address, config, start)
+    _load_pysnmp()
     peer = (address, config.port)
     auth = _auth(engine, config.auth)
     out: dict[str, dict[str, Any]] = {"values": {}, "texts": {}, "errors": {}}
