@@ -250,6 +250,8 @@ class Hall:
             value_specs=specs,
             tickets_open=self._tickets["open"],
             tickets_total=self._tickets["total"],
+            tickets_resolved=self._tickets.get("resolved", {}),
+            ticket_resolution_seconds=self._tickets.get("resolution_seconds", {}),
             notifications=sent,
             notification_failures=failed,
             poll_durations=dict(stats.durations),

@@ -123,7 +123,8 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     try:
         await hall.start()
     except (InventoryError, StoreError) as exc:
-        print(f"hallmon: {exc}", file=sys.stderr)
+        # inventory problems stay FILE:LINE:COL lines (editors jump to them)
+        print(exc if isinstance(exc, InventoryError) else f"hallmon: {exc}", file=sys.stderr)
         await hall.stop()
         return 1
     try:
