@@ -16,8 +16,12 @@ from __future__ import annotations
 import difflib
 import gc
 import json
+import logging
 import os
+import pickle
 import re
+import subprocess
+import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,6 +42,8 @@ from monitor.inventory import (
     SnmpCheck,
     schema,
 )
+
+log = logging.getLogger("hallmon.inventory")
 
 Loc = tuple[str | int, ...]
 Where = Literal["value", "key", "parent"]
@@ -125,6 +131,76 @@ def parse_inventory(
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+# Inventories at least this big are parsed in a child process (parse_inventory_isolated): about
+# the size where the child's start-up (~0.35 s: Python + pydantic) costs no more than the parse.
+ISOLATE_ABOVE_BYTES = 256 * 1024
+_CHILD_TIMEOUT_S = 300.0
+_CHILD_CODE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from monitor.inventory_load import _child_main; _child_main()"
+)
+
+
+def parse_inventory_isolated(
+    data: bytes | str,
+    file: str = "inventory.yaml",
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path = ".",
+) -> Inventory:
+    """:func:`parse_inventory` in a short-lived child process; same result, same errors.
+
+    Why: the YAML node tree of 10k devices is ~1M small objects; freed, its surviving
+    neighbours keep the arenas fragmented and ~45 MB stays resident in the daemon for good.
+    The child builds and validates; the parent only unpickles the finished models (compact, and
+    long-lived together). Not multiprocessing: spawn re-imports ``__main__`` and fork is unsafe
+    in a threaded process; a plain ``python -c`` child with pickles on its pipes is neither.
+    If the child cannot run at all, the parse happens here (slower to give memory back, same
+    answer).
+    """
+    # The child sees the environment and working directory of *now* (not of some earlier fork).
+    request = (data, file, dict(os.environ if env is None else env), str(Path(base_dir).absolute()))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD_CODE, str(Path(__file__).resolve().parents[1])],
+            input=pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL),
+            capture_output=True,
+            timeout=_CHILD_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("inventory child process failed (%s); parsing here", type(exc).__name__)
+        return parse_inventory(data, file, env=env, base_dir=base_dir)
+    if proc.returncode != 0 or not proc.stdout:
+        # stderr is the child's traceback: Python frames, never the env (it came by pipe).
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        log.warning("inventory child process exited %d (%s); parsing here",
+                    proc.returncode, tail[0] if tail else "no output")  # fmt: skip
+        return parse_inventory(data, file, env=env, base_dir=base_dir)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # ~100k young objects, none of them garbage: no collection passes over them
+    try:
+        kind, payload = pickle.loads(proc.stdout)  # our own child, on our own pipe
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if kind == "error":
+        raise InventoryError(payload)
+    return typing.cast(Inventory, payload)
+
+
+def _child_main() -> None:
+    """The child of :func:`parse_inventory_isolated`: a request pickle in, a result pickle out."""
+    data, file, env, base_dir = pickle.loads(sys.stdin.buffer.read())
+    result: tuple[str, object]
+    try:
+        result = ("ok", parse_inventory(data, file, env=env, base_dir=base_dir))
+    except InventoryError as exc:  # its pickle would lose .problems: send them as they are
+        result = ("error", list(exc.problems))
+    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
 
 
 def schema_json() -> str:

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.inventory import Inventory
-from monitor.inventory_load import InventoryError, Problem, parse_inventory
+from monitor.inventory_load import (
+    ISOLATE_ABOVE_BYTES,
+    InventoryError,
+    Problem,
+    parse_inventory,
+    parse_inventory_isolated,
+)
 
 log = logging.getLogger("hallmon.reload")
 
@@ -53,8 +59,12 @@ class InventoryHolder:
         *,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        isolate_above: int | None = ISOLATE_ABOVE_BYTES,
     ) -> None:
+        """``isolate_above``: files of at least this many bytes are parsed in a child process
+        (:func:`parse_inventory_isolated`: the YAML garbage never lives here); None: never."""
         self.path = Path(path)
+        self._isolate_above = isolate_above
         self._env = env
         self._clock = clock
         self._lock = threading.Lock()
@@ -186,7 +196,9 @@ class InventoryHolder:
             return b"", Problem(str(self.path), 1, 1, "", f"cannot read the file: {exc.strerror}")
 
     def _parse(self, data: bytes) -> Inventory:
-        return parse_inventory(data, str(self.path), env=self._env, base_dir=self.path.parent)
+        isolate = self._isolate_above is not None and len(data) >= self._isolate_above
+        parse = parse_inventory_isolated if isolate else parse_inventory
+        return parse(data, str(self.path), env=self._env, base_dir=self.path.parent)
 
     async def _reload_bytes(self, data: bytes) -> ReloadOutcome:
         self._seen_sha = _sha(data)

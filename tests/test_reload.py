@@ -230,3 +230,63 @@ def test_a_failing_subscriber_does_not_stop_the_others(inv_file: Path) -> None:
     holder.subscribe(seen.append)
     inv_file.write_text(TWO, encoding="utf-8")
     assert holder.reload().ok and len(seen) == 1
+
+
+# ---- the child-process parse (large files): the same answers as in-process ----
+
+SECRETS = ONE + (
+    "credentials: {c: {version: 2c, community: '${COMM}'}}\n"
+    "notifications:\n  channels:\n"
+    "    robot: {type: dingtalk, webhook: '${HOOK}', secret_file: sign.txt}\n"
+)
+
+
+def test_isolated_parse_gives_the_same_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(SECRETS, encoding="utf-8")
+    (tmp_path / "sign.txt").write_text("sign-s3cret\n", encoding="utf-8")
+    env = {"COMM": "comm-s3cret", "HOOK": "https://robot.invalid/?access_token=tok"}
+    monkeypatch.chdir(tmp_path)  # a relative path: base_dir must mean the same in the child
+    in_process = InventoryHolder(Path("inventory.yaml"), env=env, isolate_above=None).load()
+    isolated = InventoryHolder(Path("inventory.yaml"), env=env, isolate_above=0).load()
+    assert isolated == in_process
+    community = isolated.credentials["c"].community_secret
+    assert community is not None and community.get_secret_value() == "comm-s3cret"
+    robot = isolated.notifications.channels["robot"]
+    assert robot.secret.get_secret_value() == "sign-s3cret"  # type: ignore[union-attr]
+
+
+def test_isolated_parse_sees_the_process_environment_of_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(ONE + "credentials: {c: {version: 2c, community: '${HM_T_COMM}'}}\n",
+                    encoding="utf-8")  # fmt: skip
+    monkeypatch.setenv("HM_T_COMM", "from-env")
+    community = InventoryHolder(path, isolate_above=0).load().credentials["c"].community_secret
+    assert community is not None and community.get_secret_value() == "from-env"
+
+
+def test_isolated_parse_reports_the_same_problems(inv_file: Path) -> None:
+    holder = InventoryHolder(inv_file, env={}, isolate_above=0)
+    holder.load()
+    inv_file.write_text(BROKEN, encoding="utf-8")
+    isolated = holder.reload()
+    in_process = InventoryHolder(inv_file, env={}, isolate_above=None)
+    with pytest.raises(InventoryError) as exc:
+        in_process.load()
+    assert not isolated.ok and list(isolated.problems) == exc.value.problems
+    assert len(isolated.problems) == 3 and ids(holder.current) == ["cam-1"]
+    with pytest.raises(InventoryError, match="unknown class 'kamera'"):
+        InventoryHolder(inv_file, env={}, isolate_above=0).load()
+
+
+async def test_isolated_parse_on_the_watch_path(inv_file: Path) -> None:
+    holder = InventoryHolder(inv_file, env={}, isolate_above=0)
+    holder.load()
+    save_by_rename(inv_file, TWO)
+    outcome = await holder.check_file()
+    assert outcome is not None and outcome.ok and outcome.changed
+    assert ids(holder.current) == ["cam-1", "cam-2"]
