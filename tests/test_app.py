@@ -133,3 +133,49 @@ async def test_recheck_and_reload_without_tokens_are_for_this_machine_only(
             assert (await c.post("/-/reload")).status_code == 403
     finally:
         await hall.stop()
+
+
+class _MetricsHall:
+    """The web layer's seam (monitor.web.WebHall): a fixed exposition body."""
+
+    ready = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def render_metrics(self) -> bytes:
+        return self.body
+
+    async def reload(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [("gzip", True), ("identity", False), ("gzip;q=0, identity", False),
+     ("deflate, gzip;q=0.5", True), ("*", True), (None, False)],
+)  # fmt: skip
+async def test_metrics_are_gzipped_when_the_scraper_asks(accept: str | None, gzipped: bool) -> None:
+    import gzip
+
+    import httpx
+
+    from monitor.web import create_app
+
+    body = b"".join(b'hallmon_up{device="dev-%05d"} 1\n' % i for i in range(2000))
+    app = create_app(_MetricsHall(body), site_name="测试大厅")
+    headers = {"Accept-Encoding": accept} if accept is not None else {}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://127.0.0.1") as client:  # fmt: skip
+        # a raw stream: httpx would otherwise ask for gzip itself and undo it unseen
+        req = client.build_request("GET", "/metrics", headers=headers)
+        if accept is None:
+            del req.headers["Accept-Encoding"]
+        resp = await client.send(req, stream=True)
+        raw = b"".join([chunk async for chunk in resp.aiter_raw()])
+        await resp.aclose()
+    assert resp.status_code == 200 and resp.headers["vary"] == "Accept-Encoding"
+    assert (resp.headers.get("content-encoding") == "gzip") is gzipped
+    assert (gzip.decompress(raw) if gzipped else raw) == body
+    if gzipped:
+        assert len(raw) < len(body) // 5
