@@ -52,3 +52,21 @@ def pg_server():  # type: ignore[no-untyped-def]
             yield server
     except RuntimeError as exc:
         missing_tool(str(exc))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """Store tests run on both backends: a SQLite file and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hallmon.db'}"
+    return str(request.getfixturevalue("pg_server").new_database())
+
+
+@pytest.fixture
+def store(url: str):  # type: ignore[no-untyped-def]
+    """A Store on ``url``'s backend (modules with their own ``store`` fixture override it)."""
+    from monitor.store import Store
+
+    s = Store(url, timezone="Asia/Shanghai")
+    yield s
+    s.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,18 +24,6 @@ from monitor.store.migrations import LATEST
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hallmon.db'}"
-    return str(request.getfixturevalue("pg_server").new_database())
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store(url, timezone="Asia/Shanghai")
-    yield s
-    s.close()
 
 
 def fault(**kw: object) -> NewTicket:

@@ -3,10 +3,8 @@ hallmon_ticket_resolution_seconds_total), on SQLite and on a real PostgreSQL, to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import delete
 
 from monitor.store import NewTicket, Store, schema
@@ -16,18 +14,6 @@ T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hallmon.db'}"
-    return str(request.getfixturevalue("pg_server").new_database())
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store(url, timezone="Asia/Shanghai")
-    yield s
-    s.close()
 
 
 def ticket(category: str = "fault", **kw: object) -> NewTicket:
