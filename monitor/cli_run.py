@@ -251,9 +251,7 @@ def cmd_recheck(args: argparse.Namespace) -> int:
 async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, str, ProbeResult]]:
     from monitor.checks import probe_call
     from monitor.classes import evaluate
-    from probes import http as http_probe
-    from probes import icmp as icmp_probe
-    from probes import snmp as snmp_probe
+    from probes import close_all
     from probes.result import ProbeResult
 
     inventory = load_inventory(Path(inventory_path))
@@ -270,8 +268,7 @@ async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, 
                 result = ProbeResult.failure(time.monotonic() - start, "timeout")
             out.append((check.name, check.kind, evaluate(check, result)))
     finally:
-        for close in (icmp_probe.close, snmp_probe.close, http_probe.close):
-            await close()
+        await close_all()
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -371,12 +371,6 @@ class Pipeline:
         )
         if ticket is not None:
             log.info("ticket #%d auto-resolved for %s", ticket.id, device.id)
-
-    # -- reads for the API and metrics -------------------------------------------------------
-
-    def device_checks(self, device_id: str) -> Mapping[str, object]:
-        spec = self.state.devices[device_id]
-        return {name: self.state.checks[(device_id, name)] for name in spec.checks}
 
 
 _STATUS_ZH = {

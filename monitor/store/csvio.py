@@ -95,15 +95,3 @@ def parse_tickets_csv(data: str | bytes, tz: ZoneInfo, categories: Sequence[str]
     if errors:
         raise CsvErrors(errors)
     return rows
-
-
-def tickets_to_csv_rows(tickets: Sequence[Any], tz: ZoneInfo) -> list[list[str]]:
-    """Header plus one row per ticket, times site-local (the import format, round-trippable)."""
-    out = [list(COLUMNS)]
-    for t in tickets:
-        row = []
-        for c in COLUMNS:
-            v = getattr(t, c)
-            row.append(v.astimezone(tz).isoformat() if isinstance(v, datetime) else (v or ""))
-        out.append(row)
-    return out
