@@ -17,6 +17,16 @@ import pytest
 REQUIRE_TOOLS = os.environ.get("HALLMON_REQUIRE_TOOLS") == "1"
 
 
+class Clock:
+    """A wall clock the test moves by hand (``clock.now += 30``); call it for the time."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def missing_tool(reason: str) -> None:
     """Skip (locally) or fail (CI, HALLMON_REQUIRE_TOOLS=1) because a tool is unavailable."""
     if REQUIRE_TOOLS:

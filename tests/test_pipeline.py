@@ -18,6 +18,9 @@ from monitor.state import DeviceStatus
 from monitor.store import Store
 from monitor.store.aio import AsyncStore
 from probes.result import ProbeResult
+from tests.conftest import Clock
+
+T0 = 1_750_000_000.0  # the tests' wall clock starts in mid-2025
 
 HALL = {
     "site": {"name": "测试大厅", "timezone": "Asia/Shanghai"},
@@ -47,14 +50,6 @@ class Recorder:
 
     def statuses(self) -> list[tuple[str, str]]:
         return [(e.device_id, e.status) for e in self.events]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def inventory() -> Inventory:
@@ -89,7 +84,7 @@ async def all_up(p: Pipeline, clock: Clock) -> None:
 
 
 async def test_parent_down_pages_once_and_children_are_unreachable(store: AsyncStore) -> None:
-    inv, clock, alerts = inventory(), Clock(), Recorder()
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
     p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
     await all_up(p, clock)
     assert alerts.events == []  # an initial UP is not a recovery
@@ -110,7 +105,7 @@ async def test_parent_down_pages_once_and_children_are_unreachable(store: AsyncS
 
 
 async def test_restart_resumes_without_a_second_down(store: AsyncStore) -> None:
-    inv, clock, alerts = inventory(), Clock(), Recorder()
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
     p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
     await all_up(p, clock)
     await feed(p, clock, "sw-1f-a", "ping", FAIL, times=3)
@@ -132,7 +127,7 @@ async def test_restart_resumes_without_a_second_down(store: AsyncStore) -> None:
 async def test_auto_ticket_once_per_incident_and_resolved_on_recovery(
     store: AsyncStore,
 ) -> None:
-    inv, clock = inventory(), Clock()
+    inv, clock = inventory(), Clock(T0)
     p = Pipeline(inv, store=store, clock=clock)
     await all_up(p, clock)
     await feed(p, clock, "sw-1f-a", "ping", FAIL, times=6)
@@ -150,7 +145,7 @@ async def test_auto_ticket_once_per_incident_and_resolved_on_recovery(
 
 
 async def test_low_toner_degrades_the_printer(store: AsyncStore) -> None:
-    inv, clock, alerts = inventory(), Clock(), Recorder()
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
     p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
     await all_up(p, clock)
     low = ProbeResult.success(0.01, {"supply_level": 4, "supply_max": 100, "cover_status": 4})
@@ -164,7 +159,7 @@ async def test_low_toner_degrades_the_printer(store: AsyncStore) -> None:
 async def test_child_failing_before_its_parent_is_hard_down_does_not_page(
     store: AsyncStore,
 ) -> None:
-    inv, clock, alerts = inventory(), Clock(), Recorder()
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
     rechecked: list[str] = []
     p = Pipeline(inv, store=store, alerts=alerts, clock=clock, recheck=rechecked.append)
     await all_up(p, clock)

@@ -9,14 +9,7 @@ import pytest
 
 from probes import PROBES, mock
 from probes.mock import MockConfig, MockController, Phase
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from monitor.inventory import Inventory
 from monitor.inventory_load import InventoryError
 from monitor.reload import InventoryHolder
+from tests.conftest import Clock
 
 ONE = (
     "site: {name: 大厅}\ndevices:\n"
@@ -20,14 +21,6 @@ ONE = (
 )
 TWO = ONE + "  - {id: cam-2, name: 摄像机2, class: camera, address: 127.20.3.2}\n"
 BROKEN = ONE + "  - {id: cam-1, name: 摄像机1, class: kamera, address: 127.20.3.1}\n"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
