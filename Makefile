@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # snmpsim must run under a Python that its unprivileged process user can read (not pyenv under
-# /root): a separate venv on the distribution's interpreter (see FIELD-NOTES, SNMP).
+# /root): a separate venv on the distribution's interpreter (see docs/field-notes.md, SNMP).
 SYS_PYTHON ?= /usr/bin/python3
 SIMVENV := .venv-snmpsim
 

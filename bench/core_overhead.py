@@ -1,6 +1,6 @@
 """Scheduler + state overhead per check at 10,000 devices, with a trivial in-process probe.
 
-Budget (ARCHITECTURE.md, issue 4): < 50 microseconds of CPU per check. Real clock, real loops:
+Budget (docs/architecture.md, issue 4): < 50 microseconds of CPU per check. Real clock, real loops:
 10k devices under 50 switches, interval 2 s (15x the production rate, to get many runs in a
 few seconds), on_result applies each result to HallState. Prints CPU per check (scheduler
 alone, and scheduler + state), the share of one core a 30 s interval would cost, overdue runs

@@ -1,4 +1,4 @@
-"""The daemon's memory at 10,000 devices (budget, ARCHITECTURE.md: RSS <= 150 MB).
+"""The daemon's memory at 10,000 devices (budget, docs/architecture.md: RSS <= 150 MB).
 
 Three figures:
 

@@ -1,6 +1,6 @@
 """/metrics render at 10,000 devices: time, size, series count and RSS.
 
-Budget (ARCHITECTURE.md): 100k series exposed in <= 0.5 s; RSS <= 150 MB at 10k devices.
+Budget (docs/architecture.md): 100k series exposed in <= 0.5 s; RSS <= 150 MB at 10k devices.
 The hall: 10k devices, each with an ICMP reachability check (rtt min/avg/max + loss) and, for
 one in three, an SNMP check with 4 values (2 gauges, 2 counters); statuses from a real
 HallState (adapter ``device_rows`` included in the time, as in the daemon).

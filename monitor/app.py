@@ -26,6 +26,7 @@ from monitor import simulate
 from monitor.alerts import Delivery, Engine, build_channels, rate_limits, retry_policy
 from monitor.checks import probe_call
 from monitor.inventory import Inventory, ResolvedCheck, SnmpCheck, parse_schedule
+from monitor.inventory.reload import InventoryHolder, ReloadOutcome
 from monitor.metrics import (
     CachedRenderer,
     DeviceInfo,
@@ -34,7 +35,6 @@ from monitor.metrics import (
     device_rows,
 )
 from monitor.pipeline import Pipeline
-from monitor.reload import InventoryHolder, ReloadOutcome
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from monitor.alerts.base import AlertEvent
 from monitor.alerts.base import Location as AlertLocation
-from monitor.classes import evaluate
+from monitor.conditions import evaluate
 from monitor.inventory import Device, Inventory, ResolvedCheck
 from monitor.state import (
     CheckPolicy,

@@ -42,7 +42,7 @@ log = logging.getLogger("hallmon.scheduler")
 
 Key = tuple[str, str]  # (device_id, check name)
 # Default caps per probe kind. SNMP: more than ~100 requests in flight overflow the client
-# socket's receive buffer and replies are lost silently (FIELD-NOTES, SNMP). Other kinds are
+# socket's receive buffer and replies are lost silently (docs/field-notes.md, SNMP). Other kinds are
 # uncapped unless configured.
 DEFAULT_CAPS: Mapping[str, int] = {"snmp": 100}
 DURATION_BUCKETS: tuple[float, ...] = (

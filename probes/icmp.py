@@ -1,10 +1,10 @@
 """ICMP echo probe: one socket per address family, shared by every probe of the event loop.
 
 Why one socket: every raw ICMP socket receives a copy of every ICMP packet the host gets, so a
-socket per probe multiplies CPU and loses replies (FIELD-NOTES, ICMP). Replies are matched by an
-8-byte token in the payload (unique per packet for the engine's life), so more than 65k probes
-may be in flight even though the ICMP sequence number has only 16 bits. The event loop's timer
-heap holds one deadline per batch.
+socket per probe multiplies CPU and loses replies (docs/field-notes.md, ICMP). Replies are
+matched by an 8-byte token in the payload (unique per packet for the engine's life), so more
+than 65k probes may be in flight even though the ICMP sequence number has only 16 bits. The
+event loop's timer heap holds one deadline per batch.
 
 probe() calls sharing an IcmpConfig that arrive in the same loop iteration are sent as one
 batch through the sweep machinery (one task, timer and send loop per batch, not per call); each

@@ -2,7 +2,8 @@
 
 ping3 blocks, so each packet runs in a bounded thread pool (never in the event loop). It is
 ~10x costlier in CPU than the native engine and opens a socket per packet, so under a burst of
-thousands of probes replies can be lost (FIELD-NOTES, ICMP); bench/ping3_vs_native.py measures it.
+thousands of probes replies can be lost (docs/field-notes.md, ICMP); bench/ping3_vs_native.py
+measures it.
 Same result shape as the native engine (shared ``summarize``).
 """
 

@@ -6,8 +6,9 @@ stays on pysnmp 7 asyncio, whose engine is only created when a v3 probe first ne
 
 One ``SnmpEngine`` and one UDP socket per event loop, shared by every probe (an engine costs
 1-4 MB and ~45 ms). More than ~100 requests in flight overflow a default receive buffer and
-replies vanish silently (FIELD-NOTES, SNMP): a semaphore caps requests in flight (default 100)
-and the socket's SO_RCVBUF is raised. OIDs are numeric and responses are not looked up in MIBs.
+replies vanish silently (docs/field-notes.md, SNMP): a semaphore caps requests in flight
+(default 100) and the socket's SO_RCVBUF is raised. OIDs are numeric and responses are not
+looked up in MIBs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A small, strict BER codec for SNMP v1/v2c messages (RFC 1157, RFC 3416), for the fast path.
 
 pysnmp builds and parses every message through pyasn1 objects: ~2 ms CPU per 4-OID GET, three
-times the budget (FIELD-NOTES, SNMP). This codec handles only what a v1/v2c poller sends and
+times the budget (docs/field-notes.md, SNMP). This codec handles only what a v1/v2c poller sends and
 receives: Get/GetNext/GetBulk requests and Response PDUs carrying INTEGER, OCTET STRING, NULL,
 OBJECT IDENTIFIER, IpAddress, Counter32, Gauge32, TimeTicks, Opaque, Counter64 and the v2
 exceptions noSuchObject, noSuchInstance and endOfMibView.

@@ -4,7 +4,7 @@ Replies are matched to requests by request-id *and* source address (a reply from
 is dropped and counted). Each request has its own timeout and retries (the same request-id is
 re-sent, so a late first reply still counts); ``probes.snmp`` sizes them to fit the scheduler's
 deadline. A semaphore caps requests in flight (default 100) and SO_RCVBUF is raised: beyond
-~100 in flight a default buffer drops replies silently (FIELD-NOTES, SNMP). A cancelled
+~100 in flight a default buffer drops replies silently (docs/field-notes.md, SNMP). A cancelled
 request gives back its slot and its request-id at once (``finally``), so a scheduler deadline
 never leaks capacity. A garbage datagram from a peer with a request pending turns that
 request's timeout into "malformed reply".

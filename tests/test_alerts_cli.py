@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerts.cli import add_notify_commands
+from monitor.cli.notify import add_notify_commands
 from tests.agents.vendors import VendorServer
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from monitor.notify_config import Notifications
+from monitor.inventory.notifications import Notifications
 
 DT = {"type": "dingtalk", "webhook": "https://oapi.dingtalk.com/robot/send?access_token=TOK",
       "secret": "SECdt"}

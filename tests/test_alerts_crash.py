@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from monitor.alerts.base import Message
 from monitor.alerts.delivery import Delivery
 from monitor.alerts.dingtalk import DingTalk
-from monitor.notify_config import DingTalkChannel
+from monitor.inventory.notifications import DingTalkChannel
 from monitor.store import Store
 from tests.agents.proc import stop
 from tests.agents.vendors import VendorServer

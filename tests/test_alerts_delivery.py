@@ -15,7 +15,7 @@ from monitor.alerts.base import AlertEvent, DeliveryResult, Location, Message
 from monitor.alerts.delivery import Delivery, RetryPolicy
 from monitor.alerts.dingtalk import DingTalk
 from monitor.alerts.engine import Engine
-from monitor.notify_config import DingTalkChannel, Notifications
+from monitor.inventory.notifications import DingTalkChannel, Notifications
 from tests.agents.vendors import VendorServer
 from tests.test_alerts_outbox import MemoryOutbox
 

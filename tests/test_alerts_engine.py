@@ -10,7 +10,7 @@ import pytest
 
 from monitor.alerts.base import AlertEvent, Location, Message
 from monitor.alerts.engine import Engine
-from monitor.notify_config import Notifications
+from monitor.inventory.notifications import Notifications
 from tests.test_alerts_outbox import MemoryOutbox
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai, a working morning

@@ -12,7 +12,7 @@ import pytest
 from monitor.alerts.alertmanager import Alertmanager, build_payload
 from monitor.alerts.base import AlertEvent, Location, Message
 from monitor.alerts.message import Firing, Group, Recovery, Style, render
-from monitor.notify_config import AlertmanagerChannel
+from monitor.inventory.notifications import AlertmanagerChannel
 from tests.agents.alertmanager import running_alertmanager
 from tests.conftest import require_tool
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from monitor.alerts.base import Message
 from monitor.alerts.dingtalk import DingTalk, build_payload, sign, signed_url
-from monitor.notify_config import DingTalkChannel
+from monitor.inventory.notifications import DingTalkChannel
 from tests.agents.vendors import VendorServer
 
 NOW = 1_700_000_000.0

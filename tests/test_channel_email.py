@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from monitor.alerts.base import Message
 from monitor.alerts.email import Email, build_message
-from monitor.notify_config import EmailChannel
+from monitor.inventory.notifications import EmailChannel
 from tests.agents.proc import free_port
 from tests.conftest import require_tool
 

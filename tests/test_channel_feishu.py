@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from monitor.alerts.base import Message
 from monitor.alerts.feishu import Feishu, build_payload, sign
-from monitor.notify_config import FeishuChannel
+from monitor.inventory.notifications import FeishuChannel
 from tests.agents.vendors import VendorServer
 
 NOW = 1_700_000_000

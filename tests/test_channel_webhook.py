@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from monitor.alerts.base import AlertEvent, Location, Message
 from monitor.alerts.message import Firing, Group, Style, render
 from monitor.alerts.webhook import Webhook, build_payload, fingerprint
-from monitor.notify_config import WebhookChannel
+from monitor.inventory.notifications import WebhookChannel
 from tests.agents.alertmanager import running_alertmanager
 from tests.agents.proc import ServerThread
 from tests.conftest import require_tool

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from monitor.alerts.base import Message
 from monitor.alerts.wecom import MARKDOWN_BYTES, TEXT_BYTES, WeCom, build_payload
-from monitor.notify_config import WeComChannel
+from monitor.inventory.notifications import WeComChannel
 from tests.agents.vendors import VendorServer
 
 

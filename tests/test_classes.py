@@ -13,8 +13,8 @@ from contextlib import ExitStack
 import pytest
 
 from monitor.checks import probe_call
-from monitor.classes import BUILTIN_CLASSES, evaluate, failed_conditions
-from monitor.inventory import Condition, Inventory
+from monitor.conditions import evaluate, failed_conditions
+from monitor.inventory import BUILTIN_CLASSES, Condition, Inventory
 from probes import snmp
 from probes.result import ProbeResult
 from tests.agents.snmp import SIM_BIN, Agent, recording, snmpsim_agent

@@ -13,7 +13,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.inventory import schema
-from monitor.inventory_load import schema_json
+from monitor.inventory.load import schema_json
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data" / "inventory"

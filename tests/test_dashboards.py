@@ -25,8 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.classes import BUILTIN_CLASSES
-from monitor.inventory import SnmpCheck
+from monitor.inventory import BUILTIN_CLASSES, SnmpCheck
 from monitor.metrics import CheckRow, DeviceRow, Snapshot, ValueSpec, expose
 from tests.agents.proc import free_port, http_ready, running
 from tests.agents.prometheus import PrometheusServer, PromQLError, prometheus_server

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.inventory import Inventory
-from monitor.inventory_load import InventoryError, parse_inventory
+from monitor.inventory.load import InventoryError, parse_inventory
 
 DATA = Path(__file__).parent / "data" / "inventory"
 SEED_FILES = [DATA / "good-realistic.yaml", *sorted(DATA.glob("bad-*.yaml"))]

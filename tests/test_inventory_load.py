@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monitor.inventory import Inventory
-from monitor.inventory_load import (
+from monitor.inventory.load import (
     InventoryError,
     Problem,
     format_path,

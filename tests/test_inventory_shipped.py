@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.inventory import Inventory, SnmpCheck
-from monitor.inventory_load import load_inventory
+from monitor.inventory.load import load_inventory
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = ROOT / "inventory.yaml"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from monitor.inventory import Inventory
-from monitor.inventory_load import InventoryError
-from monitor.reload import InventoryHolder
+from monitor.inventory.load import InventoryError
+from monitor.inventory.reload import InventoryHolder
 from tests.conftest import Clock
 
 ONE = (

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.cli_tickets import add_report_command, add_tickets_commands
+from monitor.cli.tickets import add_report_command, add_tickets_commands
 from monitor.reports import build_report
 from monitor.store import Store
 from monitor.store.csvio import COLUMNS, CsvErrors, parse_tickets_csv

@@ -1,7 +1,7 @@
 """Notifications: engine (what to say, when), outbox delivery, and one module per channel.
 
-A new channel touches its own file, its config model in monitor/notify_config.py and one line in
-``CHANNELS`` below.
+A new channel touches its own file, its config model in monitor/inventory/notifications.py and
+one line in ``CHANNELS`` below.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from monitor.alerts.engine import Engine
 from monitor.alerts.feishu import Feishu
 from monitor.alerts.webhook import Webhook
 from monitor.alerts.wecom import WeCom
-from monitor.notify_config import Notifications
+from monitor.inventory.notifications import Notifications
 
 CHANNELS: dict[str, Callable[[str, Any], Channel]] = {
     "dingtalk": DingTalk,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from monitor.alerts.base import DeliveryResult, Message, post_json, redact
-from monitor.notify_config import AlertmanagerChannel as AlertmanagerConfig
+from monitor.inventory.notifications import AlertmanagerChannel as AlertmanagerConfig
 
 
 def build_payload(message: Message, now: datetime, resend_interval: float) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from monitor.alerts.base import (
     truncate_bytes,
     vendor_result,
 )
-from monitor.notify_config import DingTalkChannel as DingTalkConfig
+from monitor.inventory.notifications import DingTalkChannel as DingTalkConfig
 
 # Token missing/invalid, signature or keyword/IP check failed: a retry cannot fix these.
 PERMANENT = frozenset({300001, 300005, 310000})

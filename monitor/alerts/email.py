@@ -18,7 +18,7 @@ from email.utils import formatdate
 import httpx
 
 from monitor.alerts.base import DeliveryResult, Message, redact
-from monitor.notify_config import EmailChannel as EmailConfig
+from monitor.inventory.notifications import EmailChannel as EmailConfig
 
 
 def build_message(message: Message, sender: str, recipients: Sequence[str]) -> EmailMessage:

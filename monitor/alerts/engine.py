@@ -31,7 +31,7 @@ from monitor.alerts.message import (
     message_key,
     render,
 )
-from monitor.notify_config import AlertmanagerChannel, Notifications, QuietHours, Route
+from monitor.inventory.notifications import AlertmanagerChannel, Notifications, QuietHours, Route
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from monitor.alerts.base import (
     truncate_bytes,
     vendor_result,
 )
-from monitor.notify_config import FeishuChannel as FeishuConfig
+from monitor.inventory.notifications import FeishuChannel as FeishuConfig
 
 # Bad parameters, signature/IP/keyword check failed: a retry cannot fix these.
 PERMANENT = frozenset({19001, 19021, 19022, 19024})

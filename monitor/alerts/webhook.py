@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from monitor.alerts.base import AlertItem, DeliveryResult, Message, post_json, redact
-from monitor.notify_config import WebhookChannel as WebhookConfig
+from monitor.inventory.notifications import WebhookChannel as WebhookConfig
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager sends for "not ended"
 

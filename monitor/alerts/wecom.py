@@ -18,7 +18,7 @@ from monitor.alerts.base import (
     truncate_bytes,
     vendor_result,
 )
-from monitor.notify_config import WeComChannel as WeComConfig
+from monitor.inventory.notifications import WeComChannel as WeComConfig
 
 TEXT_BYTES = 2048
 MARKDOWN_BYTES = 4096

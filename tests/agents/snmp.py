@@ -7,8 +7,8 @@ Plain context managers (usable from fixtures, benchmarks and other engineers' te
     with snmpsim_agent("hikvision") as agent:   # community "hikvision" serves that recording
         ... RECORDINGS["hikvision"] ...
 
-snmpsim runs as nobody from /work/main/.venv-snmpsim (FIELD-NOTES: its data and cache folders
-must be readable by nobody, high ports only, one process per endpoint).
+snmpsim runs as nobody from the repo's .venv-snmpsim (docs/field-notes.md: its data and cache
+folders must be readable by nobody, high ports only, one process per endpoint).
 """
 
 from __future__ import annotations

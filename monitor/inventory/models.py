@@ -2,7 +2,7 @@
 
 ``inventory.yaml`` is edited by hand. Loading is strict and explains itself: every problem in the
 file is reported at once as ``inventory.yaml:LINE:COL: devices[4].parent: unknown device
-'sw-1f-b'`` and never as a traceback (see :mod:`monitor.inventory_load`). The models here are the
+'sw-1f-b'`` and never as a traceback (see :mod:`monitor.inventory.load`). The models here are the
 single source of the JSON Schema (``hallmon schema``) and of the defaults.
 
 Secrets are written only as references, ``${ENV}`` (optionally ``${ENV:-default}``) or a
@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.notify_config import Notifications
+from monitor.inventory.notifications import Notifications
+from monitor.inventory.profiles import PROFILES
 
 # --------------------------------------------------------------------------------------------
 # Scalar types
@@ -629,8 +630,6 @@ class Inventory(StrictModel):
     # ---- lookups (built-in classes merged with the file's) ----
 
     def device_classes(self) -> dict[str, DeviceClass]:
-        from monitor.classes import BUILTIN_CLASSES
-
         return {**BUILTIN_CLASSES, **self.classes}
 
     def device(self, device_id: str) -> Device:
@@ -672,6 +671,12 @@ class Inventory(StrictModel):
     def all_checks(self) -> Iterator[ResolvedCheck]:
         for device in self.devices:
             yield from self.checks_for(device)
+
+
+# The built-in device-class profiles (plain data in monitor.inventory.profiles), validated once.
+BUILTIN_CLASSES: dict[str, DeviceClass] = {
+    name: DeviceClass.model_validate(profile, strict=False) for name, profile in PROFILES.items()
+}
 
 
 def schema() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.inventory_load import InventoryError, load_inventory
+from monitor.inventory.load import InventoryError, load_inventory
 from monitor.logs import setup as setup_logging
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def cmd_recheck(args: argparse.Namespace) -> int:
 
 async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, str, ProbeResult]]:
     from monitor.checks import probe_call
-    from monitor.classes import evaluate
+    from monitor.conditions import evaluate
     from probes import close_all
     from probes.result import ProbeResult
 

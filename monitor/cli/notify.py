@@ -22,7 +22,7 @@ import yaml
 from monitor.alerts import build_channels
 from monitor.alerts.base import DeliveryResult
 from monitor.alerts.message import Style, render_test
-from monitor.notify_config import Notifications
+from monitor.inventory.notifications import Notifications
 
 Loader = Callable[[Path], Notifications]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from monitor.inventory import (
+    BUILTIN_CLASSES,
     DEFAULT_CATEGORIES,
     Defaults,
     Device,
@@ -139,7 +140,7 @@ ISOLATE_ABOVE_BYTES = 256 * 1024
 _CHILD_TIMEOUT_S = 300.0
 _CHILD_CODE = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from monitor.inventory_load import _child_main; _child_main()"
+    "from monitor.inventory.load import _child_main; _child_main()"
 )
 
 
@@ -821,8 +822,6 @@ class _CrossRefs:
 
     def _classes(self) -> dict[str, DeviceClass | None]:
         """Built-in classes, overridden by the file's (None where the file's class is invalid)."""
-        from monitor.classes import BUILTIN_CLASSES
-
         out: dict[str, DeviceClass | None] = dict(BUILTIN_CLASSES)
         for name, body in _dict(self.raw.get("classes")).items():
             if isinstance(name, str):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.inventory import Inventory
-from monitor.inventory_load import (
+from monitor.inventory.load import (
     ISOLATE_ABOVE_BYTES,
     InventoryError,
     Problem,

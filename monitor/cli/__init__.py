@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.inventory import Inventory, SnmpCredential
-from monitor.inventory_load import InventoryError, load_inventory, schema_json
+from monitor.inventory.load import InventoryError, load_inventory, schema_json
 
 Subparsers = Any  # argparse's _SubParsersAction is private; this is what add_*_commands receive
 DEFAULT_INVENTORY = "inventory.yaml"
@@ -120,19 +120,19 @@ def summary(inventory: Inventory) -> str:
 #   add_run_commands (run), add_demo_commands (demo), add_probe_commands (probe),
 #   add_tickets_commands (tickets), add_report_commands (report), add_notify_commands (notify).
 def add_run_commands(subparsers: Subparsers) -> None:
-    from monitor.cli_run import add_run_commands as add
+    from monitor.cli.run import add_run_commands as add
 
     add(subparsers)
 
 
 def add_notify_commands(subparsers: Subparsers) -> None:
-    from monitor.alerts.cli import add_notify_commands as add
+    from monitor.cli.notify import add_notify_commands as add
 
     add(subparsers, load=lambda path: load_inventory(path).notifications)
 
 
 def add_tickets_commands(subparsers: Subparsers) -> None:
-    from monitor.cli_tickets import add_report_command, add_tickets_commands
+    from monitor.cli.tickets import add_report_command, add_tickets_commands
 
     add_tickets_commands(subparsers)
     add_report_command(subparsers)
@@ -163,6 +163,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     code: int = args.func(args)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())
