@@ -31,6 +31,7 @@ LEVELS: dict[str, int] = {
     "monitor.scheduler": 3,
     "monitor.metrics": 3,
     "monitor.alerts": 3,
+    "monitor.discover": 3,  # reads the network with probes; proposes, never touches the daemon
     "monitor.tally": 4,
     "monitor.pipeline": 4,
     "monitor.reports": 5,

@@ -138,11 +138,18 @@ def add_tickets_commands(subparsers: Subparsers) -> None:
     add_report_command(subparsers)
 
 
+def add_discover_commands(subparsers: Subparsers) -> None:
+    from monitor.cli.discover import add_discover_commands as add
+
+    add(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
     add_tickets_commands,
     add_notify_commands,
+    add_discover_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 

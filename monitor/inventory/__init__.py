@@ -61,6 +61,12 @@ from monitor.inventory.models import (
     DeviceClass as DeviceClass,
 )
 from monitor.inventory.models import (
+    Discovery as Discovery,
+)
+from monitor.inventory.models import (
+    DiscoveryRule as DiscoveryRule,
+)
+from monitor.inventory.models import (
     Duration as Duration,
 )
 from monitor.inventory.models import (

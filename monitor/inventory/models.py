@@ -615,6 +615,33 @@ class ResolvedCheck:
         return (self.device_id, self.spec.name)
 
 
+class DiscoveryRule(StrictModel):
+    """``hallmon discover``: a device whose sysObjectID lies under ``object_id`` and/or whose
+    sysDescr matches the regular expression ``descr`` is proposed as ``class``."""
+
+    object_id: Annotated[str, Field(pattern=r"^$|^\d+(\.\d+)+$")] = ""
+    descr: str = ""
+    class_: str = Field(alias="class")
+    vendor: str = ""
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> DiscoveryRule:
+        if not self.object_id and not self.descr:
+            raise ValueError("a discovery rule needs object_id, descr or both")
+        if self.descr:
+            try:
+                re.compile(self.descr)
+            except re.error as exc:
+                raise ValueError(f"descr is not a regular expression: {exc}") from None
+        return self
+
+
+class Discovery(StrictModel):
+    """Rules tried before the built-in ones (monitor/discover.py)."""
+
+    rules: list[DiscoveryRule] = []
+
+
 class Inventory(StrictModel):
     site: Site
     defaults: Defaults = Defaults()
@@ -626,6 +653,7 @@ class Inventory(StrictModel):
     notifications: Notifications = Notifications()
     tickets: TicketPolicy = TicketPolicy()
     simulation: Simulation | None = None
+    discovery: Discovery = Discovery()
 
     # ---- lookups (built-in classes merged with the file's) ----
 
