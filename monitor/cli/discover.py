@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.inventory import Inventory
+from monitor.inventory.assets import snmp_checks
 from monitor.inventory.edit import Addition, Change, apply, diff, write_checked
 from monitor.inventory.load import InventoryError, load_inventory
 
@@ -49,6 +50,8 @@ def add_discover_commands(subparsers: Any) -> None:
         "already has are skipped.")
     imp.add_argument("file", type=Path)
     imp.add_argument("--inventory", default="inventory.yaml")
+    imp.add_argument("--credential", metavar="NAME",
+                     help="credential for SNMP-polled devices whose row names none")
     imp.add_argument("--write", action="store_true")
     imp.set_defaults(func=run_import)
 
@@ -134,11 +137,16 @@ def run_discover(args: argparse.Namespace) -> int:
                                  "class": h.class_, "address": h.address}
         if parent:
             entry["parent"] = parent
+        why = f"discovered {today}: class {h.class_} ({h.reason})"
         if h.credential:
             entry["credential"] = h.credential
             if args.snmp_port != 161:
                 entry["snmp_port"] = args.snmp_port
-        why = f"discovered {today}: class {h.class_} ({h.reason})"
+        else:  # the class polls SNMP but no credential answered: those checks off, said why
+            off = snmp_checks(inventory, h.class_ or "")
+            if off:
+                entry["checks"] = {name: {"enabled": False} for name in off}
+                why += f"; no credential answered SNMP, so {', '.join(off)} off"
         if h.parent_reason:
             why += f"; parent {parent}: {h.parent_reason}"
         additions.append(Addition(entry, why))
@@ -158,7 +166,10 @@ def run_import(args: argparse.Namespace) -> int:
         return 1
     inventory, old = loaded
     try:
-        rows, used = entries(args.file, inventory)
+        if args.credential and args.credential not in inventory.credentials:
+            print(f"unknown credential {args.credential!r}", file=sys.stderr)
+            return 1
+        rows, used = entries(args.file, inventory, args.credential)
     except (AssetError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ HEADERS: Mapping[str, tuple[str, ...]] = {
     "window": ("window", "窗口", "窗口号"),
     "owner": ("owner", "责任部门", "归属部门", "使用部门"),
     "parent": ("parent", "上级设备", "上联设备", "上联交换机"),
+    "credential": ("credential", "凭据", "snmp凭据"),
 }
 _ALIASES = {alias.lower(): column for column, names in HEADERS.items() for alias in names}
 
@@ -93,8 +94,18 @@ def _columns(header: list[str], file: str) -> dict[int, str]:
     return out
 
 
-def entries(path: Path, inventory: Inventory) -> tuple[list[dict[str, Any]], str]:
-    """Inventory entries for the rows whose address the inventory does not have yet."""
+def snmp_checks(inventory: Inventory, cls: str) -> list[str]:
+    """The checks of class ``cls`` that poll SNMP (they need a credential)."""
+    return [c.name for c in inventory.device_classes()[cls].checks if c.kind == "snmp"]
+
+
+def entries(path: Path, inventory: Inventory,
+            credential: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Inventory entries for the rows whose address the inventory does not have yet.
+
+    A device of a class polled by SNMP gets its row's credential, else ``credential``; with
+    neither, its SNMP checks are switched off in the entry (the person adds one later).
+    """
     rows, used = read_rows(path)
     if not rows:
         raise AssetError([AssetProblem(path.name, 1, "-", "empty file")])
@@ -109,12 +120,23 @@ def entries(path: Path, inventory: Inventory) -> tuple[list[dict[str, Any]], str
         cell = {col: row[i] for i, col in columns.items() if i < len(row) and row[i]}
         if not cell:
             continue
-        for problem in _row_problems(cell, classes, by_label, have_ids):
-            problems.append(AssetProblem(path.name, n, *problem))
-        if cell.get("address") in have_addresses:
+        found = [AssetProblem(path.name, n, *p)
+                 for p in _row_problems(cell, classes, by_label, have_ids)]
+        problems += found
+        if found or cell.get("address") in have_addresses:
             continue
-        out.append(_entry(cell, by_label))
-        have_ids.add(out[-1]["id"])
+        entry = _entry(cell, by_label)
+        if cell.get("credential") and cell["credential"] not in inventory.credentials:
+            problems.append(AssetProblem(path.name, n, "credential",
+                                         f"unknown credential {cell['credential']!r}"))
+        off = snmp_checks(inventory, entry["class"]) if entry["class"] in classes else []
+        if off and not entry.get("credential"):
+            if credential:
+                entry["credential"] = credential
+            else:
+                entry["checks"] = {name: {"enabled": False} for name in off}
+        out.append(entry)
+        have_ids.add(entry["id"])
     if problems:
         raise AssetError(problems)
     return out, used
@@ -151,7 +173,7 @@ def _entry(cell: dict[str, str], by_label: dict[str, str]) -> dict[str, Any]:
         location["window"] = int(cell["window"]) if cell["window"].isdigit() else cell["window"]
     if location:
         entry["location"] = location
-    for key in ("owner", "parent"):
+    for key in ("owner", "parent", "credential"):
         if key in cell:
             entry[key] = cell[key]
     return entry

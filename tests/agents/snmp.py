@@ -159,27 +159,37 @@ def recording(name: str) -> dict[str, tuple[str, str]]:
 
 
 @contextmanager
-def snmpsim_agent(name: str, host: str = "127.0.0.1") -> Iterator[Agent]:
-    """snmpsim serving recording ``name`` as community ``name`` on ``host``:<high port>."""
-    source = recording_path(name)
+def snmpsim_agent(
+    name: str, host: str = "127.0.0.1", *, records: bytes | None = None,
+    community: str | None = None, port: int | None = None,
+) -> Iterator[Agent]:
+    """snmpsim serving recording ``name`` as community ``name`` on ``host``:<high port>.
+
+    ``records`` serves edited snmprec text instead of the recording (a test's own copy);
+    ``community`` and ``port`` override the defaults (several agents on one port, one per host).
+    """
+    community = community or name
+    if records is None:
+        source = recording_path(name)
+        records = source.read_bytes()
+        records = bz2.decompress(records) if source.suffix == ".bz2" else records
     work = Path(tempfile.mkdtemp(prefix="hallmon-snmpsim-"))
     data, cache = work / "data", work / "cache"
     data.mkdir()
     cache.mkdir()
-    raw = bz2.decompress(source.read_bytes()) if source.suffix == ".bz2" else source.read_bytes()
-    (data / f"{name}.snmprec").write_bytes(raw)
+    (data / f"{community}.snmprec").write_bytes(records)
     # nobody must read the data and write the index cache (snmpsim drops root before reading).
     os.chmod(work, 0o755)
     os.chmod(data, 0o755)
-    os.chmod(data / f"{name}.snmprec", 0o644)
+    os.chmod(data / f"{community}.snmprec", 0o644)
     os.chmod(cache, 0o777)
-    port = free_port(host, udp=True)
+    port = port or free_port(host, udp=True)
     argv = [str(SIM_BIN), f"--data-dir={data}", f"--cache-dir={cache}",
             f"--agent-udpv4-endpoint={host}:{port}", "--logging-method=stderr",
             "--log-level=error"]
     if os.geteuid() == 0:
         argv += ["--process-user=nobody", "--process-group=nogroup"]
-    agent = Agent(host, port, name)
+    agent = Agent(host, port, community)
     try:
         with running(argv, what="snmpsim", log=work / "snmpsim.log", ready=answers(agent),
                      every=0):
