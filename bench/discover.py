@@ -9,7 +9,8 @@ LAN do. Both contenders run inside the namespace:
 - hallmon: `hallmon discover 127.88.0.0/20` (sweep, one SNMP credential per answering host,
   TCP fingerprints), dry run;
 - anchor: `fping -a -r0 -i 1 -t T -g 127.88.0.0/20` (1 ms between sends: as polite), then
-  `snmpget` of the system group on every answering host (one process each, as a shell loop would), in the same run.
+  `snmpget` of the system group on every answering host (one process each, as a shell loop
+  would), in the same run.
 
 Budget: discover's wall time <= 2x the anchor's + 2 s (it does more per host: fingerprints),
 and never more than 15 s. Prints figures, then one JSON line; exits 1 over budget.
