@@ -86,6 +86,16 @@ class OpenIncident:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """One device's time away from UP, across every status it passes (down -> degraded ->
+    unreachable ...): its automatic ticket is keyed by the first incident and resolved only when
+    the device is UP again, not when the incident it was opened for gives way to the next."""
+
+    ticket_key: str
+    started_at: float
+
+
 class Pipeline:
     """Applies results; records incidents; submits alerts; opens and resolves tickets."""
 
@@ -105,6 +115,7 @@ class Pipeline:
         self.recheck = recheck
         self.clock = clock
         self.incidents: dict[str, OpenIncident] = {}
+        self.outages: dict[str, Outage] = {}
         self.results_total = 0
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
@@ -119,6 +130,7 @@ class Pipeline:
         if self.store is None:
             return 0
         states = {}
+        tickets = await self.store.open_auto_tickets()
         for inc in await self.store.open_incidents():
             if inc.device_id not in self._devices or inc.check is None:
                 continue
@@ -126,10 +138,15 @@ class Pipeline:
             if key not in self.state.checks:
                 continue
             since = inc.started_at.timestamp()
-            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key))
-            self.incidents[inc.device_id] = OpenIncident(
+            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key), inc.cause)
+            opened = self.incidents[inc.device_id] = OpenIncident(
                 inc.id, DeviceStatus(inc.status), inc.check, since
             )
+            # The outage goes on: its ticket (opened for an earlier incident of it, maybe) is
+            # the one to resolve when the device is back.
+            ticket_key, ticket_since = tickets.get(
+                inc.device_id, (self._ticket_key(inc.device_id, opened), since))
+            self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since))
         self.state.restore(states, self.state.maintenance, self.clock())
         log.info("resumed %d open incidents from the store", len(self.incidents))
         return len(self.incidents)
@@ -161,6 +178,7 @@ class Pipeline:
         the store for ever) and the alert engine stops paging about it. Status 'unknown' ends
         the engine's paging without a recovery notice: nobody saw it recover."""
         self._submit(device, "unknown", inc.status.value, now, "removed from the inventory")
+        self.outages.pop(device.id, None)
         pending = self._ticket_tasks.pop(device.id, None)  # no delayed ticket for it either
         if pending is not None:
             pending.cancel()
@@ -245,7 +263,9 @@ class Pipeline:
                 inc_id = await self.store.open_incident(
                     t.device, cause_check, t.to.value, t.cause, _utc(t.at)
                 )
-            self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+            opened = self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+            if t.device not in self.outages:
+                self.outages[t.device] = Outage(self._ticket_key(t.device, opened), t.at)
         return old
 
     def _cause_check(self, t: DeviceTransition, check: ResolvedCheck | None) -> str | None:
@@ -312,23 +332,26 @@ class Pipeline:
         if self.store is None:
             return
         device = self._devices[t.device]
-        if closed is not None and t.to is DeviceStatus.UP:
+        if t.to is DeviceStatus.UP:
+            outage = self.outages.pop(t.device, None)
             pending = self._ticket_tasks.pop(t.device, None)
             if pending is not None:
                 pending.cancel()
-            await self._resolve_ticket(device, t, closed)
+            if outage is not None:
+                await self._resolve_ticket(device, t, outage)
             return
         if t.to not in (DeviceStatus.DOWN, DeviceStatus.DEGRADED):
             return
         inc = self.incidents.get(t.device)
-        if inc is None:
+        outage = self.outages.get(t.device)
+        if inc is None or outage is None:
             return
         for rule in self.inventory.tickets.auto:
             if rule.classes and device.class_ not in rule.classes:
                 continue
             if t.to.value not in rule.when:
                 continue
-            key = self._ticket_key(t.device, inc)
+            key = outage.ticket_key  # one ticket per outage, whatever status it passes
             new = NewTicket(
                 category=rule.category,
                 summary=f"{device.name}（{device.id}）{_STATUS_ZH[t.to]}：{t.cause}",
@@ -360,13 +383,11 @@ class Pipeline:
             log.info("ticket #%d opened for %s (%s)", ticket.id, device, key)
         self._ticket_tasks.pop(device, None)
 
-    async def _resolve_ticket(
-        self, device: Device, t: DeviceTransition, closed: OpenIncident
-    ) -> None:
+    async def _resolve_ticket(self, device: Device, t: DeviceTransition, outage: Outage) -> None:
         assert self.store is not None
-        minutes = (t.at - closed.started_at) / 60
+        minutes = (t.at - outage.started_at) / 60
         ticket = await self.store.resolve_auto_ticket(
-            self._ticket_key(device.id, closed),
+            outage.ticket_key,
             f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / recovered after {minutes:.1f} min",
         )
         if ticket is not None:
