@@ -241,9 +241,9 @@ class Pipeline:
             level = logging.DEBUG if first_up else logging.INFO
             log.log(level, "device %s: %s -> %s (%s)", t.device, t.from_.value, t.to.value,
                     t.cause)
-            closed = await self._incident(t, check)
+            await self._incident(t, check)
             self._alert(t)
-            await self._ticket(t, closed)
+            await self._ticket(t)
 
     async def _incident(
         self, t: DeviceTransition, check: ResolvedCheck | None
@@ -328,7 +328,7 @@ class Pipeline:
         # Unique per incident: two pollers sharing one database never open two tickets.
         return f"incident:{inc.id}" if inc.id else f"{device}:{inc.started_at:.0f}"
 
-    async def _ticket(self, t: DeviceTransition, closed: OpenIncident | None) -> None:
+    async def _ticket(self, t: DeviceTransition) -> None:
         if self.store is None:
             return
         device = self._devices[t.device]
