@@ -138,7 +138,15 @@ class Pipeline:
             if key not in self.state.checks:
                 continue
             since = inc.started_at.timestamp()
-            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key), inc.cause)
+            reach = self.state.devices[inc.device_id].reachability
+            cause = inc.cause
+            if inc.check != reach:  # degraded: the device's "rtsp: refused" is rtsp's "refused"
+                cause = cause.removeprefix(f"{inc.check}: ")
+                # It was reachable: resume it DEGRADED now (and since then), not "unknown" until
+                # its first ping.
+                states.setdefault((inc.device_id, reach), restored(
+                    CheckStatus.UP, since, self.state.policy((inc.device_id, reach))))
+            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key), cause)
             opened = self.incidents[inc.device_id] = OpenIncident(
                 inc.id, DeviceStatus(inc.status), inc.check, since
             )

@@ -313,3 +313,28 @@ async def test_device_api_since_and_cause_are_the_devices_own(store: AsyncStore)
             body = (await c.get(f"/api/v1/devices/{device}")).json()
         assert (body["status"], body["cause"]) == (status, cause)
         assert datetime.fromisoformat(body["since"]).timestamp() == pytest.approx(since, abs=1e-3)
+
+
+async def test_restart_keeps_a_degraded_device_degraded_with_its_cause_and_since(
+    store: AsyncStore,
+) -> None:
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    low = ProbeResult.success(0.01, {"supply_level": 4, "supply_max": 100, "cover_status": 4})
+    await feed(p, clock, "prn-1f-01", "supplies", low, times=3)
+    before = p.state.statuses["prn-1f-01"]
+    degraded_at = p.state.since["prn-1f-01"]
+    assert before[0] is DeviceStatus.DEGRADED
+
+    clock.now += 600
+    alerts2 = Recorder()
+    p2 = Pipeline(inv, store=store, alerts=alerts2, clock=clock)
+    await p2.resume()
+    assert p2.state.statuses["prn-1f-01"] == before  # not "supplies: supplies: ..."
+    await feed(p2, clock, "prn-1f-01", "ping", OK)
+    await feed(p2, clock, "prn-1f-01", "supplies", low)
+    assert p2.state.statuses["prn-1f-01"] == before
+    assert p2.state.since["prn-1f-01"] == pytest.approx(degraded_at, abs=1e-3)
+    assert alerts2.events == []
+    assert [i.status for i in await store.open_incidents()] == ["degraded"]
