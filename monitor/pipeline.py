@@ -22,6 +22,7 @@ from monitor.conditions import evaluate
 from monitor.inventory import Device, Inventory, ResolvedCheck
 from monitor.state import (
     CheckPolicy,
+    CheckState,
     CheckStatus,
     DeviceSpec,
     DeviceStatus,
@@ -129,7 +130,7 @@ class Pipeline:
         so a device still down produces no second "down". Returns the number resumed."""
         if self.store is None:
             return 0
-        states = {}
+        states: dict[tuple[str, str], CheckState] = {}
         tickets = await self.store.open_auto_tickets()
         for inc in await self.store.open_incidents():
             if inc.device_id not in self._devices or inc.check is None:
