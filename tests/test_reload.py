@@ -346,3 +346,18 @@ async def test_reloads_from_threads_and_the_loop_take_turns(inv_file: Path) -> N
         assert await holder.check_file() is None
     finally:
         holder.uninstall_sighup(loop)
+
+
+async def test_many_threaded_reloads_at_once_cannot_starve_the_loops_turn(
+    inv_file: Path,
+) -> None:
+    """reload() from threads waits for its turn on the loop; the turn's own reading and parsing
+    must not need a thread of the pool those callers occupy (else: a deadlock)."""
+    holder, seen = holder_for(inv_file)
+    holder.bind_loop(asyncio.get_running_loop())
+    write(inv_file, TWO)
+    callers = [asyncio.to_thread(holder.reload) for _ in range(40)]  # > the default pool
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers), timeout=120)
+    assert all(o.ok for o in outcomes)
+    assert [o.changed for o in outcomes].count(True) == 1  # one swap, the rest unchanged
+    assert ids(holder.current) == ["cam-1", "cam-2"] and len(seen) == 1

@@ -26,8 +26,10 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from monitor.inventory import Inventory
 from monitor.inventory.load import (
@@ -41,6 +43,7 @@ from monitor.inventory.load import (
 log = logging.getLogger("hallmon.reload")
 
 Subscriber = Callable[[Inventory], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class InventoryHolder:
         self._turn: asyncio.Lock | None = None  # the async paths' turn, on self._turn_loop
         self._turn_loop: asyncio.AbstractEventLoop | None = None
         self._read_seq = 0  # numbers each read of the file
+        # Reads and parses run on a thread of our own: reload() from a thread of the default
+        # executor waits for the loop's turn, which must never need a thread of that pool.
+        self._pool: ThreadPoolExecutor | None = None
         self._swapped_seq = 0  # the read whose inventory is in force
         self._subscribers: list[Subscriber] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,7 +149,7 @@ class InventoryHolder:
         """Reload with the reading and parsing in a thread; the swap happens on this loop."""
         self._loop = asyncio.get_running_loop()
         async with self._my_turn():
-            (data, problem), seq = await asyncio.to_thread(self._read_numbered)
+            (data, problem), seq = await self._off_loop(self._read_numbered)
             if problem is not None:
                 return self._fail((problem,))
             return await self._reload_bytes(data, seq)
@@ -159,7 +165,7 @@ class InventoryHolder:
             return await self._check_file()
 
     async def _check_file(self) -> ReloadOutcome | None:
-        (data, problem), seq = await asyncio.to_thread(self._read_numbered)
+        (data, problem), seq = await self._off_loop(self._read_numbered)
         if problem is not None:
             if not self._missing:
                 log.warning("inventory %s unreadable, keeping the current one: %s", self.path,
@@ -210,6 +216,11 @@ class InventoryHolder:
 
     # ---- internals ----
 
+    async def _off_loop(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-reload")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     def _my_turn(self) -> asyncio.Lock:
         """The async reloads' lock, one per event loop (tests run several loops)."""
         loop = asyncio.get_running_loop()
@@ -237,7 +248,7 @@ class InventoryHolder:
     async def _reload_bytes(self, data: bytes, seq: int) -> ReloadOutcome:
         self._seen_sha = _sha(data)
         try:
-            inventory = await asyncio.to_thread(self._parse, data)
+            inventory = await self._off_loop(self._parse, data)
         except InventoryError as exc:
             return self._fail(tuple(exc.problems))
         return self._swap(inventory, _sha(data), seq)
