@@ -10,6 +10,7 @@ an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Outage:
 
     ticket_key: str
     started_at: float
+    auto_resolve: bool = True  # the ticket rule's ``auto_resolve``: False leaves it to people
 
 
 class Pipeline:
@@ -155,7 +157,8 @@ class Pipeline:
             # the one to resolve when the device is back.
             ticket_key, ticket_since = tickets.get(
                 inc.device_id, (self._ticket_key(inc.device_id, opened), since))
-            self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since))
+            self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since),
+                                                 self._auto_resolve(inc.device_id))
         self.state.restore(states, self.state.maintenance, self.clock())
         log.info("resumed %d open incidents from the store", len(self.incidents))
         return len(self.incidents)
@@ -346,7 +349,7 @@ class Pipeline:
             pending = self._ticket_tasks.pop(t.device, None)
             if pending is not None:
                 pending.cancel()
-            if outage is not None:
+            if outage is not None and outage.auto_resolve:
                 await self._resolve_ticket(device, t, outage)
             return
         if t.to not in (DeviceStatus.DOWN, DeviceStatus.DEGRADED):
@@ -361,6 +364,7 @@ class Pipeline:
             if t.to.value not in rule.when:
                 continue
             key = outage.ticket_key  # one ticket per outage, whatever status it passes
+            self.outages[t.device] = dataclasses.replace(outage, auto_resolve=rule.auto_resolve)
             new = NewTicket(
                 category=rule.category,
                 summary=f"{device.name}（{device.id}）{_STATUS_ZH[t.to]}：{t.cause}",
@@ -379,6 +383,12 @@ class Pipeline:
             )
             self._ticket_tasks[t.device] = task
             return
+
+    def _auto_resolve(self, device_id: str) -> bool:
+        """After a restart: the ``auto_resolve`` of the rule that would ticket this device."""
+        cls = self._devices[device_id].class_
+        rules = self.inventory.tickets.auto
+        return next((r.auto_resolve for r in rules if not r.classes or cls in r.classes), True)
 
     async def _open_ticket_later(
         self, device: str, status: DeviceStatus, delay: float, key: str, new: NewTicket

@@ -338,3 +338,17 @@ async def test_restart_keeps_a_degraded_device_degraded_with_its_cause_and_since
     assert p2.state.since["prn-1f-01"] == pytest.approx(degraded_at, abs=1e-3)
     assert alerts2.events == []
     assert [i.status for i in await store.open_incidents()] == ["degraded"]
+
+
+async def test_a_rule_without_auto_resolve_leaves_the_ticket_to_people(
+    store: AsyncStore,
+) -> None:
+    doc = {**HALL, "tickets": {"auto": [{"classes": ["camera"], "auto_resolve": False}]}}
+    inv = Inventory.model_validate(doc, context={"env": {}})
+    clock = Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "cam-1f-01", "ping", FAIL, times=3)
+    await settle(p)
+    await feed(p, clock, "cam-1f-01", "ping", OK, times=2)
+    assert [s for s, _ in await camera_tickets(store)] == ["open"]
