@@ -312,7 +312,8 @@ class Hall:
         # Collect before the scheduler's clock starts: the full collection holds the loop
         # (~0.4 s at 10k devices) and made the earliest-splayed first runs overdue.
         _settle_gc()
-        self.scheduler = Scheduler(checks, self._on_result, caps=self._caps(inventory))
+        self.scheduler = Scheduler(checks, self._on_result, caps=self._caps(inventory),
+                                   first_window=self._pace(inventory.defaults.interval))
         self._expected = set(self.scheduler.checks)
         self.scheduler.start()
         gc.freeze()  # the scheduler's slots and tasks join the frozen objects (no collection)
@@ -363,6 +364,7 @@ class Hall:
         self.pipeline.use(inventory)
         if self.options.mock:
             simulate.install(inventory)
+        self.scheduler.first_window = self._pace(inventory.defaults.interval)
         self.scheduler.replace(self.scheduled_checks(inventory))
         if not self.ready:
             self._expected = set(self.scheduler.checks)

@@ -10,6 +10,7 @@ an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from monitor.conditions import evaluate
 from monitor.inventory import Device, Inventory, ResolvedCheck
 from monitor.state import (
     CheckPolicy,
+    CheckState,
     CheckStatus,
     DeviceSpec,
     DeviceStatus,
@@ -86,6 +88,17 @@ class OpenIncident:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """One device's time away from UP, across every status it passes (down -> degraded ->
+    unreachable ...): its automatic ticket is keyed by the first incident and resolved only when
+    the device is UP again, not when the incident it was opened for gives way to the next."""
+
+    ticket_key: str
+    started_at: float
+    auto_resolve: bool = True  # the ticket rule's ``auto_resolve``: False leaves it to people
+
+
 class Pipeline:
     """Applies results; records incidents; submits alerts; opens and resolves tickets."""
 
@@ -105,6 +118,7 @@ class Pipeline:
         self.recheck = recheck
         self.clock = clock
         self.incidents: dict[str, OpenIncident] = {}
+        self.outages: dict[str, Outage] = {}
         self.results_total = 0
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
@@ -118,7 +132,8 @@ class Pipeline:
         so a device still down produces no second "down". Returns the number resumed."""
         if self.store is None:
             return 0
-        states = {}
+        states: dict[tuple[str, str], CheckState] = {}
+        tickets = await self.store.open_auto_tickets()
         for inc in await self.store.open_incidents():
             if inc.device_id not in self._devices or inc.check is None:
                 continue
@@ -126,10 +141,24 @@ class Pipeline:
             if key not in self.state.checks:
                 continue
             since = inc.started_at.timestamp()
-            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key))
-            self.incidents[inc.device_id] = OpenIncident(
+            reach = self.state.devices[inc.device_id].reachability
+            cause = inc.cause
+            if inc.check != reach:  # degraded: the device's "rtsp: refused" is rtsp's "refused"
+                cause = cause.removeprefix(f"{inc.check}: ")
+                # It was reachable: resume it DEGRADED now (and since then), not "unknown" until
+                # its first ping.
+                states.setdefault((inc.device_id, reach), restored(
+                    CheckStatus.UP, since, self.state.policy((inc.device_id, reach))))
+            states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key), cause)
+            opened = self.incidents[inc.device_id] = OpenIncident(
                 inc.id, DeviceStatus(inc.status), inc.check, since
             )
+            # The outage goes on: its ticket (opened for an earlier incident of it, maybe) is
+            # the one to resolve when the device is back.
+            ticket_key, ticket_since = tickets.get(
+                inc.device_id, (self._ticket_key(inc.device_id, opened), since))
+            self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since),
+                                                 self._auto_resolve(inc.device_id))
         self.state.restore(states, self.state.maintenance, self.clock())
         log.info("resumed %d open incidents from the store", len(self.incidents))
         return len(self.incidents)
@@ -161,6 +190,7 @@ class Pipeline:
         the store for ever) and the alert engine stops paging about it. Status 'unknown' ends
         the engine's paging without a recovery notice: nobody saw it recover."""
         self._submit(device, "unknown", inc.status.value, now, "removed from the inventory")
+        self.outages.pop(device.id, None)
         pending = self._ticket_tasks.pop(device.id, None)  # no delayed ticket for it either
         if pending is not None:
             pending.cancel()
@@ -223,9 +253,9 @@ class Pipeline:
             level = logging.DEBUG if first_up else logging.INFO
             log.log(level, "device %s: %s -> %s (%s)", t.device, t.from_.value, t.to.value,
                     t.cause)
-            closed = await self._incident(t, check)
+            await self._incident(t, check)
             self._alert(t)
-            await self._ticket(t, closed)
+            await self._ticket(t)
 
     async def _incident(
         self, t: DeviceTransition, check: ResolvedCheck | None
@@ -245,7 +275,9 @@ class Pipeline:
                 inc_id = await self.store.open_incident(
                     t.device, cause_check, t.to.value, t.cause, _utc(t.at)
                 )
-            self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+            opened = self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+            if t.device not in self.outages:
+                self.outages[t.device] = Outage(self._ticket_key(t.device, opened), t.at)
         return old
 
     def _cause_check(self, t: DeviceTransition, check: ResolvedCheck | None) -> str | None:
@@ -308,27 +340,31 @@ class Pipeline:
         # Unique per incident: two pollers sharing one database never open two tickets.
         return f"incident:{inc.id}" if inc.id else f"{device}:{inc.started_at:.0f}"
 
-    async def _ticket(self, t: DeviceTransition, closed: OpenIncident | None) -> None:
+    async def _ticket(self, t: DeviceTransition) -> None:
         if self.store is None:
             return
         device = self._devices[t.device]
-        if closed is not None and t.to is DeviceStatus.UP:
+        if t.to is DeviceStatus.UP:
+            outage = self.outages.pop(t.device, None)
             pending = self._ticket_tasks.pop(t.device, None)
             if pending is not None:
                 pending.cancel()
-            await self._resolve_ticket(device, t, closed)
+            if outage is not None and outage.auto_resolve:
+                await self._resolve_ticket(device, t, outage)
             return
         if t.to not in (DeviceStatus.DOWN, DeviceStatus.DEGRADED):
             return
         inc = self.incidents.get(t.device)
-        if inc is None:
+        outage = self.outages.get(t.device)
+        if inc is None or outage is None:
             return
         for rule in self.inventory.tickets.auto:
             if rule.classes and device.class_ not in rule.classes:
                 continue
             if t.to.value not in rule.when:
                 continue
-            key = self._ticket_key(t.device, inc)
+            key = outage.ticket_key  # one ticket per outage, whatever status it passes
+            self.outages[t.device] = dataclasses.replace(outage, auto_resolve=rule.auto_resolve)
             new = NewTicket(
                 category=rule.category,
                 summary=f"{device.name}（{device.id}）{_STATUS_ZH[t.to]}：{t.cause}",
@@ -348,6 +384,12 @@ class Pipeline:
             self._ticket_tasks[t.device] = task
             return
 
+    def _auto_resolve(self, device_id: str) -> bool:
+        """After a restart: the ``auto_resolve`` of the rule that would ticket this device."""
+        cls = self._devices[device_id].class_
+        rules = self.inventory.tickets.auto
+        return next((r.auto_resolve for r in rules if not r.classes or cls in r.classes), True)
+
     async def _open_ticket_later(
         self, device: str, status: DeviceStatus, delay: float, key: str, new: NewTicket
     ) -> None:
@@ -360,13 +402,11 @@ class Pipeline:
             log.info("ticket #%d opened for %s (%s)", ticket.id, device, key)
         self._ticket_tasks.pop(device, None)
 
-    async def _resolve_ticket(
-        self, device: Device, t: DeviceTransition, closed: OpenIncident
-    ) -> None:
+    async def _resolve_ticket(self, device: Device, t: DeviceTransition, outage: Outage) -> None:
         assert self.store is not None
-        minutes = (t.at - closed.started_at) / 60
+        minutes = (t.at - outage.started_at) / 60
         ticket = await self.store.resolve_auto_ticket(
-            self._ticket_key(device.id, closed),
+            outage.ticket_key,
             f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / recovered after {minutes:.1f} min",
         )
         if ticket is not None:

@@ -5,9 +5,12 @@ Knows nothing of state or alerts. Design (and why):
 - One asyncio task per check, sleeping until its next due time. Measured at 10,000 devices
   (bench/core_overhead.py) this costs a few tens of microseconds of CPU per run, well inside the
   budget, and keeps each check's timing independent (a slow SNMP walk never delays a ping).
-- First runs are splayed over the interval by a stable hash of the device id, so a restart
-  keeps each device's phase and 10k devices never fire in one burst. The checks of one device
-  share that phase and run back to back under the device's lock (one burst per device).
+- First runs are splayed by a stable hash of the device id over ``first_window`` (the
+  inventory defaults' interval) or the check's own interval if shorter, so a restart keeps each
+  device's phase and 10k devices never fire in one burst, yet every check has run once within
+  ``first_window`` of start or reload: readiness and every device's status do not wait for a
+  5-minute check's own phase (the shipped hall was ready only after ~5 min). The checks of one
+  device share that phase and run back to back under the device's lock (one burst per device).
 - Fixed-rate cadence: the next run is due one interval after the previous *due* time, so
   timing does not drift by the probe's duration.
 - A run that starts (after waiting for its device lock and kind cap) more than ``late_grace``
@@ -264,8 +267,10 @@ class Scheduler:
         caps: Mapping[str, int] | None = None,
         clock: Clock | None = None,
         late_grace: float = 0.1,
+        first_window: float | None = None,
     ) -> None:
         self.on_result = on_result
+        self.first_window = first_window  # every first run falls inside it (None: own interval)
         self.clock: Clock = clock or SystemClock()
         self.late_grace = late_grace  # share of the interval a run may start late unflagged
         self.stats = SchedulerStats()
@@ -372,10 +377,14 @@ class Scheduler:
             self._rechecking.discard(check.key)
 
     def _first_due(self, check: ScheduledCheck) -> float:
-        """The next time on this device's stable phase, at or after now."""
+        """The next time on this device's stable phase, at or after now: within the first
+        window (or the check's own interval if shorter), whatever the check's own interval."""
         now = self.clock.monotonic()
-        offset = splay(check.device_id) * check.interval
-        return now + (offset - (now - self._base)) % check.interval
+        window = check.interval
+        if self.first_window is not None and 0 < self.first_window < window:
+            window = self.first_window
+        offset = splay(check.device_id) * window
+        return now + (offset - (now - self._base)) % window
 
     def _spawn(self, slot: _Slot) -> None:
         slot.task = asyncio.get_running_loop().create_task(

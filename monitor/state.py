@@ -25,6 +25,15 @@ Decisions (and why):
   ("pending re-check") and are listed in ``Update.recheck`` until their own next results settle
   them: a failure releases a DOWN notice, a hard UP ends it silently. No child notice goes out
   based on results taken while the parent was down.
+- Health checks (every check but reachability) count only while the device answers and its path
+  is good: a result taken while the device's reachability is failing (soft or hard), while it is
+  held UNREACHABLE, or while its parent's path is bad or suspect is dropped. When reachability
+  comes back (hard DOWN -> UP) the health checks start afresh (UNKNOWN): a camera's slow RTSP
+  check that failed during the outage must not roll the recovered camera up DEGRADED; it is UP
+  until a health check fails on its own.
+- A hard DOWN check keeps the reason it failed (``CheckState.cause``); the rollup names it even
+  while a success is settling the recovery or after a restart (``restored(cause=...)``): a
+  status cause is never ``None`` nor a generic stand-in for the one recorded.
 """
 
 from __future__ import annotations
@@ -104,6 +113,7 @@ class CheckState(NamedTuple):
     flap_percent: float = 0.0
     since: float | None = None  # time of the last hard change
     last_change: float | None = None  # time of the last soft change (result flipped)
+    cause: str | None = None  # while hard DOWN: the latest failure's reason
 
 
 class Transition(NamedTuple):
@@ -184,6 +194,7 @@ def advance(
         flap_percent=percent,
         since=now if hard is not state.hard else state.since,
         last_change=now if soft is not state.soft else state.last_change,
+        cause=_down_cause(hard, ok, error, state.cause),
     )
     if hard is state.hard and flapping == state.flapping:
         return new, None
@@ -197,6 +208,16 @@ def advance(
         flap_started=flapping and not state.flapping,
         flap_stopped=state.flapping and not flapping,
     )
+
+
+def _down_cause(hard: CheckStatus, ok: bool, error: str | None, old: str | None) -> str | None:
+    """Why a hard DOWN check is down: the latest failure's reason, kept through successes
+    that have not yet reached ``success_threshold``."""
+    if hard is not CheckStatus.DOWN:
+        return None
+    if not ok:
+        return error or old or "failed"
+    return old or "failed"
 
 
 def _next_hard(
@@ -228,15 +249,16 @@ def _cause(
     return "responding"
 
 
-def restored(hard: CheckStatus, since: float | None, policy: CheckPolicy) -> CheckState:
+def restored(hard: CheckStatus, since: float | None, policy: CheckPolicy,
+             cause: str | None = None) -> CheckState:
     """A check resumed after a restart at its last known hard state, counters as if settled.
 
     The pipeline feeds this from incident history so a device still down after a restart does
-    not produce a second "down".
+    not produce a second "down", and keeps the recorded ``cause`` (not "not responding").
     """
     if hard is CheckStatus.DOWN:
         return CheckState(hard=hard, soft=hard, consecutive_fail=policy.failure_threshold,
-                          since=since, last_change=since)
+                          since=since, last_change=since, cause=cause or "failed")
     if hard is CheckStatus.UP:
         return CheckState(hard=hard, soft=hard, consecutive_ok=policy.success_threshold,
                           since=since, last_change=since)
@@ -275,13 +297,11 @@ def rollup(
     if reachability.hard is CheckStatus.UNKNOWN:
         return DeviceStatus.UNKNOWN, "awaiting first hard state"
     if reachability.hard is CheckStatus.DOWN:
-        last = reachability.last
-        return DeviceStatus.DOWN, (last.error if last and last.error else "not responding")
+        return DeviceStatus.DOWN, reachability.cause or "not responding"
     for name in sorted(health) if health else ():
         st = health[name]
         if st.hard is CheckStatus.DOWN:
-            last = st.last
-            return DeviceStatus.DEGRADED, f"{name}: {last.error if last else 'failed'}"
+            return DeviceStatus.DEGRADED, f"{name}: {st.cause or 'failed'}"
     return DeviceStatus.UP, "ok"
 
 
@@ -398,10 +418,9 @@ class HallState:
                 self.checks[key] = st
         self.maintenance = set(maintenance) & set(self._specs)
         self._recompute(list(self._specs), now, set(), full=True)
-        for dev, spec in self._specs.items():  # changed when the incident began, not now
-            reach = self.checks.get((dev, spec.reachability))
-            if (dev, spec.reachability) in states and reach is not None and reach.since:
-                self.since[dev] = reach.since
+        for (dev, _), st in states.items():  # changed when the incident began, not now
+            if dev in self._specs and st.since is not None:
+                self.since[dev] = min(st.since, self.since.get(dev, st.since))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -422,9 +441,15 @@ class HallState:
         """Apply one probe result; return the transitions to record/notify and who to re-check."""
         key = (device, check)
         spec = self._specs[device]
+        if check != spec.reachability and not self._health_counts(device, spec):
+            return _NOTHING  # taken while the device or its path was failing: not its own
         old = self.checks[key]
         new, transition = advance(old, ok, error, spec.checks[check], now, values)
         self.checks[key] = new
+        if (transition is not None and check == spec.reachability
+                and transition.from_ is CheckStatus.DOWN and transition.to is CheckStatus.UP):
+            for name in self._health[device]:  # the outage's health failures end with it
+                self.checks[(device, name)] = CheckState()
         recheck: set[str] = set()
         settled: str | None = None
         if device in self.pending and check == spec.reachability:
@@ -452,6 +477,20 @@ class HallState:
         return self._recompute([device], now, set())
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _health_counts(self, device: str, spec: DeviceSpec) -> bool:
+        """May a health result of this device count now? Not while its reachability fails
+        (even softly), it is held UNREACHABLE or pending, or its parent's path is bad/suspect."""
+        reach = self.checks.get((device, spec.reachability))
+        if reach is not None and CheckStatus.DOWN in (reach.hard, reach.soft):
+            return False
+        if device in self.pending or self.statuses[device][0] is DeviceStatus.UNREACHABLE:
+            return False
+        if spec.parent is not None:
+            path, suspect = self._paths[spec.parent]
+            if suspect or path in _BAD_PATH:
+                return False
+        return True
 
     def _recompute(self, start: list[str], now: float, recheck: set[str],
                    flapping: bool = False, settled: str | None = None, full: bool = False,

@@ -416,6 +416,27 @@ def convert_ber(
         out["texts"][key] = snmp_ber.text(tag, value)
 
 
+def match_replies(specs: Iterable[OidSpec], varbinds: Iterable[tuple[str, Any]],
+                  ) -> tuple[list[tuple[OidSpec, str, Any]], list[OidSpec]]:
+    """Pair each requested spec with the reply's var-bind *of its OID*, never by position
+    (agents reorder, drop or pad var-binds: a positional match read a reordered battery charge
+    as "battery low" and an empty reply as healthy). Returns (matched, missing); var-binds for
+    OIDs nobody asked for are ignored, a repeated OID counts once."""
+    by_oid = {oid.lstrip("."): item for oid, item in reversed(list(varbinds))}  # first wins
+    matched, missing = [], []
+    for spec in specs:
+        item = by_oid.get(spec.oid)
+        if item is None:
+            missing.append(spec)
+        else:
+            matched.append((spec, spec.oid, item))
+    return matched, missing
+
+
+def _no_value(spec: OidSpec, out: dict[str, dict[str, Any]]) -> None:
+    out["errors"][spec.name] = f"no value in the reply for {spec.oid}"
+
+
 # ---------------------------------------------------------------- requests
 _CACHE_MAX = 100_000  # devices x distinct timeouts; beyond it start over rather than grow
 
@@ -498,8 +519,11 @@ async def _get(
                 out["errors"][spec.name] = f"noSuchObject {spec.oid}"
                 continue
             return f"error-status {status.prettyPrint()}"
-        for spec, (name, value) in zip(todo, varbinds, strict=False):
-            convert(spec, spec.name, str(name), value, out)
+        matched, missing = match_replies(todo, ((str(n), v) for n, v in varbinds))
+        for spec, oid, value in matched:
+            convert(spec, spec.name, oid, value, out)
+        for spec in missing:
+            _no_value(spec, out)
         return None
     return None
 
@@ -548,8 +572,12 @@ async def _fast_get(
                 out["errors"][spec.name] = f"noSuchObject {spec.oid}"
                 continue
             return f"error-status {snmp_ber.error_status_name(reply.error_status)}"
-        for spec, (oid, tag, value) in zip(todo, reply.varbinds, strict=False):
+        matched, missing = match_replies(
+            todo, ((oid, (tag, value)) for oid, tag, value in reply.varbinds))
+        for spec, oid, (tag, value) in matched:
             convert_ber(spec, spec.name, oid, tag, value, out)
+        for spec in missing:
+            _no_value(spec, out)
         return None
     return None
 

@@ -207,3 +207,32 @@ async def test_tick_writes_the_outbox_before_delivery_with_stable_keys() -> None
     [item] = outbox.items.values()
     assert item.key.startswith("it:notice:") and item.key.endswith("/dt")
     assert Message.from_payload(item.payload).alerts[0].labels["device"] == "cam-1"
+
+
+def test_down_giving_way_to_degraded_resolves_the_down_alert() -> None:
+    """Issue 10, point 5: a camera DOWN, then DEGRADED (another incident) without passing UP:
+    the DOWN alert must resolve for Alertmanager and webhook receivers (their alert names
+    differ per status), while the chat message tells the new status only."""
+    clock = Clock()
+    engine = Engine(config(channels=["dt", "am"]), MemoryOutbox(), clock=clock)
+    engine.submit(ev("cam-1", "down", T0, cls="camera", incident=7))
+    engine.plan(T0)
+    engine.plan(T0 + 5 * S)
+    later = clock.now = T0 + 100 * S
+    engine.submit(ev("cam-1", "degraded", later, "down", cls="camera", incident=8))
+    engine.plan(later)
+    sent = dict(engine.plan(later + 5 * S))
+    alerts = {(a.labels["alertname"], a.status) for a in sent["am"].alerts}
+    assert alerts == {("HallDeviceDown", "resolved"), ("HallDeviceDegraded", "firing")}
+    ended = next(a for a in sent["am"].alerts if a.status == "resolved")
+    assert ended.ends_at == later.isoformat()
+    assert "恢复" not in sent["dt"].title  # the chat says "degraded", not "recovered"
+
+    # Both within one group window: the DOWN was never told, so nothing to resolve.
+    engine2 = Engine(config(channels=["am"]), MemoryOutbox(), clock=Clock())
+    engine2.submit(ev("cam-2", "down", T0, cls="camera", incident=9))
+    engine2.submit(ev("cam-2", "degraded", T0 + S, "down", cls="camera", incident=10))
+    engine2.plan(T0)
+    [(_, only)] = engine2.plan(T0 + 6 * S)
+    assert [(a.labels["alertname"], a.status) for a in only.alerts] == [
+        ("HallDeviceDegraded", "firing")]

@@ -14,7 +14,7 @@ import pytest
 
 from monitor.checks import probe_call
 from monitor.conditions import evaluate, failed_conditions
-from monitor.inventory import BUILTIN_CLASSES, Condition, Inventory
+from monitor.inventory import BUILTIN_CLASSES, Condition, Inventory, ResolvedCheck
 from probes import snmp
 from probes.result import ProbeResult
 from tests.agents.snmp import SIM_BIN, Agent, recording, snmpsim_agent
@@ -115,3 +115,47 @@ def test_a_table_condition_holds_when_any_row_does() -> None:
     assert failed_conditions([cond], {"disk_status.1": 0.0, "disk_status.2": 3.0}) == [
         "录像机硬盘异常 (disk_status.2=3 != 0)"
     ]
+
+
+def _resolved(cls: str, check: str) -> ResolvedCheck:
+    inv = Inventory.model_validate({
+        "site": {"name": "测试大厅"},
+        "credentials": {"ro": {"version": "2c", "community": "${C}"}},
+        "devices": [{"id": "d", "name": "d", "class": cls, "address": "127.20.9.9",
+                     "credential": "ro"}],
+    }, context={"env": {"C": "public"}})
+    return next(c for c in inv.checks_for(inv.device("d")) if c.name == check)
+
+
+@pytest.mark.parametrize(
+    ("values", "errors", "verdict"),
+    [
+        pytest.param({"supply_level": -3, "supply_max": 100, "cover_status": 4}, {}, None,
+                     id="toner 'some remains' (-3): unknown, not missing"),
+        pytest.param({"supply_max": 100, "cover_status": 4},
+                     {"supply_level": "noSuchInstance 1.3.6.1.2.1.43.11.1.1.9.1.1"},
+                     "cannot evaluate 碳粉不足10%: toner_percent missing "
+                     "(noSuchInstance 1.3.6.1.2.1.43.11.1.1.9.1.1)",
+                     id="toner level missing: says so, never passes"),
+        pytest.param({"supply_level": 50, "supply_max": 100}, {},
+                     "cannot evaluate 打印机盖板打开: cover_status missing",
+                     id="cover status missing"),
+    ],
+)
+def test_a_condition_that_cannot_be_evaluated_fails_its_check(
+    values: dict[str, float], errors: dict[str, str], verdict: str | None,
+) -> None:
+    check = _resolved("printer", "supplies")
+    result = evaluate(check, ProbeResult.success(0.01, values, None, errors))
+    assert (result.error if not result.ok else None) == verdict
+
+
+def test_an_empty_vendor_table_is_fine_unless_its_walk_failed() -> None:
+    check = _resolved("switch", "snmp")  # Huawei and H3C tables: a switch has one of them
+    huawei = {"sys_uptime_seconds": 9.0, "huawei_cpu_percent.1": 12.0}
+    assert evaluate(check, ProbeResult.success(0.01, huawei)).ok
+    broken = evaluate(check, ProbeResult.success(
+        0.01, huawei, None, {"h3c_cpu_percent": "error-status genErr"}))
+    assert not broken.ok
+    assert broken.error == ("cannot evaluate 交换机CPU使用率过高: h3c_cpu_percent.* missing "
+                            "(error-status genErr)")

@@ -7,6 +7,7 @@ tested on its own), with a wall clock the test drives.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,176 @@ async def test_child_failing_before_its_parent_is_hard_down_does_not_page(
     assert p.state.status("kiosk-1f-01") is DeviceStatus.DOWN
     assert alerts.statuses()[-1] == ("kiosk-1f-01", "down")
     assert ("kiosk-1f-01", "down") not in alerts.statuses()[:-1]
+
+
+# --- an automatic ticket follows its outage (issue 10, point 13) --------------------------------
+
+CAMERA_TICKETS = {**HALL, "tickets": {"auto": [{"classes": ["camera"],
+                                                "when": ["down", "degraded"]}]}}
+REFUSED = ProbeResult.failure(0.001, "connection refused")
+
+
+async def camera_tickets(store: AsyncStore) -> list[tuple[str, str]]:
+    page, _total = await store.run(store.store.list_tickets)
+    return [(t.status, t.summary) for t in page if t.source == "auto"]
+
+
+async def settle(p: Pipeline) -> None:
+    for task in list(p._ticket_tasks.values()):
+        await task
+
+
+async def test_camera_ticket_resolves_when_the_camera_is_back(store: AsyncStore) -> None:
+    """As found: a camera loses power; ping and its RTSP check fail; power returns."""
+    inv = Inventory.model_validate(CAMERA_TICKETS, context={"env": {}})
+    clock, alerts = Clock(T0), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "cam-1f-01", "rtsp", OK)
+    for _ in range(3):
+        await feed(p, clock, "cam-1f-01", "ping", FAIL)
+        await feed(p, clock, "cam-1f-01", "rtsp", REFUSED)
+    await settle(p)
+    assert [s for s, _ in await camera_tickets(store)] == ["open"]
+    await feed(p, clock, "cam-1f-01", "ping", OK, times=2)
+    await feed(p, clock, "cam-1f-01", "rtsp", OK)
+    assert alerts.statuses() == [("cam-1f-01", "down"), ("cam-1f-01", "up")]
+    assert [s for s, _ in await camera_tickets(store)] == ["resolved"]
+    incidents = await store.incidents("cam-1f-01")
+    assert [i.status for i in incidents] == ["down"]  # no DEGRADED incident was made up
+    assert all(i.ended_at is not None for i in incidents)
+
+
+async def test_ticket_follows_the_outage_through_every_status(store: AsyncStore) -> None:
+    """down -> degraded (maintenance ends mid-way) -> unreachable -> up: one ticket, resolved
+    at the end, not left open when the incident it was opened for gave way to the next."""
+    inv = Inventory.model_validate(CAMERA_TICKETS, context={"env": {}})
+    clock = Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "cam-1f-01", "rtsp", REFUSED, times=3)
+    assert p.state.status("cam-1f-01") is DeviceStatus.DEGRADED
+    await settle(p)
+    await feed(p, clock, "cam-1f-01", "ping", FAIL, times=3)
+    assert p.state.status("cam-1f-01") is DeviceStatus.DOWN
+    await feed(p, clock, "sw-1f-a", "ping", FAIL, times=3)  # now its switch dies too
+    assert p.state.status("cam-1f-01") is DeviceStatus.UNREACHABLE
+    await settle(p)
+    assert [s for s, _ in await camera_tickets(store)] == ["open"]  # one ticket per outage
+
+    await feed(p, clock, "sw-1f-a", "ping", OK, times=2)
+    await feed(p, clock, "cam-1f-01", "ping", OK, times=2)
+    assert p.state.status("cam-1f-01") is DeviceStatus.UP
+    assert [s for s, _ in await camera_tickets(store)] == ["resolved"]
+
+
+async def test_ticket_follows_the_outage_across_a_restart(store: AsyncStore) -> None:
+    inv = Inventory.model_validate(CAMERA_TICKETS, context={"env": {}})
+    clock = Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "cam-1f-01", "ping", FAIL, times=3)
+    await settle(p)
+    await feed(p, clock, "sw-1f-a", "ping", FAIL, times=3)  # down -> unreachable
+    assert p.state.status("cam-1f-01") is DeviceStatus.UNREACHABLE
+
+    p2 = Pipeline(inv, store=store, clock=clock)  # a new process on the same store
+    await p2.resume()
+    await feed(p2, clock, "sw-1f-a", "ping", OK, times=2)
+    await feed(p2, clock, "cam-1f-01", "ping", OK, times=2)
+    assert p2.state.status("cam-1f-01") is DeviceStatus.UP
+    assert [s for s, _ in await camera_tickets(store)] == ["resolved"]
+
+
+async def test_restart_keeps_the_device_cause_and_since(store: AsyncStore) -> None:
+    """Point 12: after a restart the cause stays "no reply" and since is the outage start."""
+    inv, clock = inventory(), Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "prn-1f-01", "ping", FAIL, times=3)
+    down_at = p.state.since["prn-1f-01"]
+    assert p.state.statuses["prn-1f-01"] == (DeviceStatus.DOWN, "no reply")
+
+    clock.now += 600
+    p2 = Pipeline(inv, store=store, clock=clock)
+    await p2.resume()
+    assert p2.state.statuses["prn-1f-01"] == (DeviceStatus.DOWN, "no reply")
+    assert p2.state.since["prn-1f-01"] == pytest.approx(down_at, abs=1e-3)
+    await feed(p2, clock, "prn-1f-01", "ping", OK)  # settling: still its own cause
+    assert p2.state.statuses["prn-1f-01"] == (DeviceStatus.DOWN, "no reply")
+
+
+async def test_device_api_since_and_cause_are_the_devices_own(store: AsyncStore) -> None:
+    """Point 12: a check changing later (the camera's RTSP check's first result) does not move
+    the device's ``since``; after a restart both stay the device's own."""
+    import types
+
+    import httpx
+
+    from monitor.web import create_app
+
+    inv, clock = inventory(), Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    up_at = p.state.since["cam-1f-01"]
+    await feed(p, clock, "cam-1f-01", "rtsp", OK)  # its check's own first hard state, later
+    await feed(p, clock, "prn-1f-01", "ping", FAIL, times=3)
+    down_at = p.state.since["prn-1f-01"]
+    clock.now += 600
+    p2 = Pipeline(inv, store=store, clock=clock)
+    await p2.resume()
+    await feed(p2, clock, "cam-1f-01", "ping", OK)
+    await feed(p2, clock, "cam-1f-01", "rtsp", OK)
+    cam_up = p2.state.since["cam-1f-01"]
+    await feed(p2, clock, "prn-1f-01", "ping", FAIL)
+
+    for pipeline, device, status, cause, since in (
+        (p, "cam-1f-01", "up", "ok", up_at),
+        (p2, "cam-1f-01", "up", "ok", cam_up),
+        (p2, "prn-1f-01", "down", "no reply", down_at),
+    ):
+        app = create_app(types.SimpleNamespace(pipeline=pipeline), site_name="测试大厅")
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hallmon") as c:
+            body = (await c.get(f"/api/v1/devices/{device}")).json()
+        assert (body["status"], body["cause"]) == (status, cause)
+        assert datetime.fromisoformat(body["since"]).timestamp() == pytest.approx(since, abs=1e-3)
+
+
+async def test_restart_keeps_a_degraded_device_degraded_with_its_cause_and_since(
+    store: AsyncStore,
+) -> None:
+    inv, clock, alerts = inventory(), Clock(T0), Recorder()
+    p = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+    await all_up(p, clock)
+    low = ProbeResult.success(0.01, {"supply_level": 4, "supply_max": 100, "cover_status": 4})
+    await feed(p, clock, "prn-1f-01", "supplies", low, times=3)
+    before = p.state.statuses["prn-1f-01"]
+    degraded_at = p.state.since["prn-1f-01"]
+    assert before[0] is DeviceStatus.DEGRADED
+
+    clock.now += 600
+    alerts2 = Recorder()
+    p2 = Pipeline(inv, store=store, alerts=alerts2, clock=clock)
+    await p2.resume()
+    assert p2.state.statuses["prn-1f-01"] == before  # not "supplies: supplies: ..."
+    await feed(p2, clock, "prn-1f-01", "ping", OK)
+    await feed(p2, clock, "prn-1f-01", "supplies", low)
+    assert p2.state.statuses["prn-1f-01"] == before
+    assert p2.state.since["prn-1f-01"] == pytest.approx(degraded_at, abs=1e-3)
+    assert alerts2.events == []
+    assert [i.status for i in await store.open_incidents()] == ["degraded"]
+
+
+async def test_a_rule_without_auto_resolve_leaves_the_ticket_to_people(
+    store: AsyncStore,
+) -> None:
+    doc = {**HALL, "tickets": {"auto": [{"classes": ["camera"], "auto_resolve": False}]}}
+    inv = Inventory.model_validate(doc, context={"env": {}})
+    clock = Clock(T0)
+    p = Pipeline(inv, store=store, clock=clock)
+    await all_up(p, clock)
+    await feed(p, clock, "cam-1f-01", "ping", FAIL, times=3)
+    await settle(p)
+    await feed(p, clock, "cam-1f-01", "ping", OK, times=2)
+    assert [s for s, _ in await camera_tickets(store)] == ["open"]

@@ -460,3 +460,101 @@ async def test_ipv6_get() -> None:
 def test_fast_path_peer_never_prints_the_community() -> None:
     peer = snmp_udp.Peer(socket.AF_INET, "127.0.0.1", 161, ber.VERSION_2C, b"s3cret")
     assert "s3cret" not in repr(peer) and "s3cret" not in str(peer)
+
+
+# ---------------------------------------------------------------- values matched by OID
+# Issue 10, point 8, as found on a UPS: values were matched to the request by position. The UPS
+# check as the shipped class defines it, probed and evaluated as the daemon does.
+UPS_HEALTHY = {  # UPS-MIB: battery normal, on mains, full
+    "1.3.6.1.2.1.33.1.2.1.0": 2, "1.3.6.1.2.1.33.1.2.2.0": 0, "1.3.6.1.2.1.33.1.2.3.0": 45,
+    "1.3.6.1.2.1.33.1.2.4.0": 100, "1.3.6.1.2.1.33.1.4.1.0": 3,
+}
+
+
+def ups_check(port: int) -> tuple[Any, Any]:
+    from monitor.checks import probe_call
+    from monitor.inventory import Inventory
+
+    inv = Inventory.model_validate({
+        "site": {"name": "测试大厅"},
+        "credentials": {"ro": {"version": "2c", "community": "${UPS_COMMUNITY}"}},
+        "devices": [{"id": "ups-1", "name": "机房UPS", "class": "ups", "address": "127.0.0.1",
+                     "credential": "ro", "snmp_port": port}],
+    }, context={"env": {"UPS_COMMUNITY": "s3cret-community"}})
+    device = inv.device("ups-1")
+    check = next(c for c in inv.checks_for(device) if c.name == "ups")
+    return check, probe_call(inv, device, check)
+
+
+async def ups_reply(binds: Callable[[ber.Message], tuple[ber.VarBind, ...]]) -> Any:
+    from monitor.conditions import evaluate
+
+    async with scripted_agent(lambda req, n: [respond(req, binds(req))]) as agent:
+        check, call = ups_check(port_of(agent))
+        return await call(), evaluate(check, await call())
+
+
+def healthy(req: ber.Message) -> list[ber.VarBind]:
+    return [(oid, ber.INTEGER, UPS_HEALTHY[oid]) for oid, _, _ in req.varbinds]
+
+
+async def test_reordered_var_binds_are_matched_by_oid() -> None:
+    raw, result = await ups_reply(lambda req: tuple(reversed(healthy(req))))
+    assert result.ok, result  # no false "battery low" from output_source's 3
+    assert raw.values["battery_status"] == 2 and raw.values["output_source"] == 3
+    assert raw.values["runtime_remaining_seconds"] == 45 * 60
+    assert raw.errors == {}
+
+
+async def test_an_empty_var_bind_list_is_not_a_healthy_ups() -> None:
+    raw, result = await ups_reply(lambda req: ())
+    assert raw.values == {}
+    assert raw.errors["battery_status"] == "no value in the reply for 1.3.6.1.2.1.33.1.2.1.0"
+    assert not result.ok
+    assert "cannot evaluate UPS电池电量低: battery_status missing" in (result.error or "")
+    assert "cannot evaluate UPS市电中断，电池供电中: output_source missing" in (result.error or "")
+
+
+async def test_one_value_of_five_does_not_pass() -> None:
+    raw, result = await ups_reply(lambda req: tuple(healthy(req)[3:4]))  # the charge only
+    assert raw.values == {"charge_percent": 100}
+    assert set(raw.errors) == {"battery_status", "seconds_on_battery",
+                               "runtime_remaining_seconds", "output_source"}
+    assert not result.ok and "battery_status missing" in (result.error or "")
+
+
+async def test_no_such_instance_and_foreign_oids_are_per_value() -> None:
+    def odd(req: ber.Message) -> tuple[ber.VarBind, ...]:
+        binds = healthy(req)
+        binds[0] = (binds[0][0], ber.NO_SUCH_INSTANCE, None)  # battery_status
+        return (("1.3.6.1.2.1.1.5.0", ber.OCTET_STRING, b"not asked"), *binds,
+                (binds[4][0], ber.INTEGER, 5))  # a repeated OID: the first one counts
+    raw, result = await ups_reply(odd)
+    assert raw.errors == {"battery_status": "noSuchInstance 1.3.6.1.2.1.33.1.2.1.0"}
+    assert raw.values["output_source"] == 3 and "sys_name" not in raw.texts
+    assert not result.ok
+    assert result.error == ("cannot evaluate UPS电池电量低: battery_status missing "
+                            "(noSuchInstance 1.3.6.1.2.1.33.1.2.1.0)")
+
+
+async def test_v3_values_matched_by_oid_and_missing_ones_are_per_value(snmpd: Agent) -> None:
+    name, auth, auth_key, priv, priv_key = SNMPD_USERS[0]
+    creds = SnmpAuth("3", user=name, auth_protocol=_PROTOCOLS[auth],  # type: ignore[arg-type]
+                     auth_key=auth_key, priv_protocol=_PROTOCOLS[priv],  # type: ignore[arg-type]
+                     priv_key=priv_key)
+    result = await snmp.probe(snmpd.host, SnmpConfig(
+        creds, port=snmpd.port, oids=(MISSING, SYS_LOCATION, SYS_UPTIME)))
+    assert result.ok, result
+    assert result.texts["sys_location"] == "hallmon test hall, floor 2"
+    assert result.values["uptime_seconds"] >= 0
+    assert result.errors == {"missing": "noSuchObject 1.3.6.1.2.1.1.99.0"}
+
+
+def test_match_replies_pairs_by_oid_never_by_position() -> None:
+    specs = [SYS_NAME, SYS_LOCATION, MISSING]
+    matched, missing = snmp.match_replies(specs, [
+        ("1.3.6.1.2.1.1.6.0", "where"), (".1.3.6.1.2.1.1.5.0", "who"), ("1.3.6.1.2.1.1.5.0", "x"),
+        ("1.3.6.1.2.1.1.7.0", "unasked")])
+    assert [(s.name, v) for s, _, v in matched] == [("sys_name", "who"),
+                                                      ("sys_location", "where")]
+    assert missing == [MISSING]

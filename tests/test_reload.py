@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,80 @@ async def test_isolated_parse_on_the_watch_path(inv_file: Path) -> None:
     outcome = await holder.check_file()
     assert outcome is not None and outcome.ok and outcome.changed
     assert ids(holder.current) == ["cam-1", "cam-2"]
+
+
+def big_hall(n: int = 3000) -> str:
+    """An inventory large enough to be parsed in a child process (>= 256 KiB): slow to parse."""
+    lines = [f"  - {{id: cam-{i:05d}, name: 摄像机{i}, class: camera, "
+             f"address: 127.21.{i // 250}.{i % 250 + 1}}}\n" for i in range(n)]
+    return "site: {name: 大厅}\ndevices:\n" + "".join(lines)
+
+
+async def until(what: Callable[[], bool]) -> None:
+    """Wait (bounded: 30 s) until ``what()`` holds."""
+    for _ in range(3000):
+        if what():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out: {what}")
+
+
+async def test_concurrent_reloads_are_serialised_and_the_newest_file_wins(
+    inv_file: Path,
+) -> None:
+    """Issue 10, point 9, as found: a reload starts parsing a big file; the file is saved again
+    (small) and the watch reloads it at once. The big parse finished last and swapped the older
+    inventory in, while the watch held the newer hash: the old inventory stayed for good."""
+    import hashlib
+
+    holder, seen = holder_for(inv_file)
+    big = big_hall()
+    write(inv_file, big)
+    first = asyncio.get_running_loop().create_task(holder.areload())  # POST /-/reload
+    await until(lambda: holder._seen_sha == hashlib.sha256(big.encode()).hexdigest())
+    save_by_rename(inv_file, TWO)
+    await holder.check_file()  # the watch notices the newer save
+    outcome = await first
+    assert outcome.ok
+    assert ids(holder.current) == ["cam-1", "cam-2"]
+    assert seen and ids(seen[-1]) == ["cam-1", "cam-2"]
+    assert await holder.check_file() is None  # nothing newer to load ...
+    assert ids(holder.current) == ["cam-1", "cam-2"]  # ... and the newest stays in force
+
+
+async def test_reloads_from_threads_and_the_loop_take_turns(inv_file: Path) -> None:
+    """``POST /-/reload`` (a worker thread), SIGHUP and the watch at once, while the file
+    changes under them: whatever the order, the file's final content is what is in force."""
+    holder, seen = holder_for(inv_file)
+    loop = asyncio.get_running_loop()
+    holder.bind_loop(loop)
+    holder.install_sighup(loop)
+    try:
+        write(inv_file, big_hall())
+        threaded = asyncio.ensure_future(asyncio.to_thread(holder.reload))
+        os.kill(os.getpid(), signal.SIGHUP)
+        watched = asyncio.ensure_future(holder.check_file())
+        await asyncio.sleep(0.05)
+        save_by_rename(inv_file, TWO)
+        await asyncio.gather(threaded, watched, holder.areload())
+        await holder.wait_reloads()
+        await until(lambda: bool(seen) and ids(seen[-1]) == ["cam-1", "cam-2"])
+        assert ids(holder.current) == ["cam-1", "cam-2"]
+        assert await holder.check_file() is None
+    finally:
+        holder.uninstall_sighup(loop)
+
+
+async def test_many_threaded_reloads_at_once_cannot_starve_the_loops_turn(
+    inv_file: Path,
+) -> None:
+    """reload() from threads waits for its turn on the loop; the turn's own reading and parsing
+    must not need a thread of the pool those callers occupy (else: a deadlock)."""
+    holder, seen = holder_for(inv_file)
+    holder.bind_loop(asyncio.get_running_loop())
+    write(inv_file, TWO)
+    callers = [asyncio.to_thread(holder.reload) for _ in range(40)]  # > the default pool
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers), timeout=120)
+    assert all(o.ok for o in outcomes)
+    assert [o.changed for o in outcomes].count(True) == 1  # one swap, the rest unchanged
+    assert ids(holder.current) == ["cam-1", "cam-2"] and len(seen) == 1

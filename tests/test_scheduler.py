@@ -307,3 +307,49 @@ async def test_system_clock_queue_wakes_in_order_and_honours_cancels() -> None:
     await asyncio.gather(*tasks)
     await asyncio.sleep(0.01)
     assert woke == [3, 2, 1, 0] and fired == ["kept"] and doomed.cancelled()
+
+
+async def test_every_first_run_falls_inside_the_first_window() -> None:
+    """Issue 10, point 7: the shipped classes' 5-minute checks were splayed over 5 minutes, so
+    readiness (every check run once) took up to 5 minutes. Now every first run falls inside the
+    defaults' interval (30 s), after start and after a reload, and then keeps its own cadence."""
+    clock = ManualClock()
+    rec = Recorder()
+    devices = [f"d{i}" for i in range(40)]
+    checks = [check(d, "ping", interval=30) for d in devices]
+    checks += [check(d, "snmp", interval=300) for d in devices]
+    sched = Scheduler(checks, rec, clock=clock, first_window=30)
+    t0 = clock.time()
+    sched.start()
+    await clock.advance(30)
+    first: dict[tuple[str, str], float] = {}
+    for key, *_rest, started, _ in rec.seen:
+        first.setdefault(key, started)
+    assert set(first) == {c.key for c in checks}  # all ran within the window
+    assert max(first.values()) - t0 < 30 and max(first.values()) - min(first.values()) > 15
+    for d in devices:  # one burst per device: its checks share the phase
+        assert first[(d, "snmp")] == pytest.approx(first[(d, "ping")], abs=0.01)
+
+    # Reload 100 s later with a new 5-minute check: it too runs within 30 s.
+    await clock.advance(70)
+    sched.replace([*checks, check("new", "snmp", interval=300)])
+    reloaded = clock.time()
+    await clock.advance(30)
+    assert [s[3] for s in rec.seen if s[0] == ("new", "snmp")][0] - reloaded < 30
+
+    # Then each check keeps its own interval: the 5-minute checks ran once more by 330 s.
+    await clock.advance(230)
+    await sched.stop()
+    assert {rec.count((d, "snmp")) for d in devices} == {2}
+    assert {rec.count((d, "ping")) for d in devices} <= {11, 12}
+    assert sched.stats.overdue_total == 0
+
+
+def test_first_window_keeps_the_phase_across_restarts() -> None:
+    a = Scheduler([check("cam-1f-01", "rtsp", interval=300)], Recorder(), clock=ManualClock(),
+                  first_window=30)
+    b = Scheduler([check("cam-1f-01", "rtsp", interval=300)], Recorder(), clock=ManualClock(),
+                  first_window=30)
+    due = a._slots[("cam-1f-01", "rtsp")].due - a._base
+    assert due == b._slots[("cam-1f-01", "rtsp")].due - b._base
+    assert due == pytest.approx(splay("cam-1f-01") * 30)

@@ -307,3 +307,91 @@ def test_replace_keeps_states_and_drops_removed_devices() -> None:
 def test_cycles_are_rejected() -> None:
     with pytest.raises(ValueError, match="cycle"):
         HallState([DeviceSpec("a", "b"), DeviceSpec("b", "a")])
+
+
+# --- health checks and outages (issue 10, point 5) ---------------------------------------------
+
+
+def camera_hall() -> HallState:
+    """A camera (ping + a slower RTSP check) behind a switch, as in the shipped hall."""
+    return HallState([
+        DeviceSpec("sw", None, "ping", {"ping": DEFAULT}),
+        DeviceSpec("cam", "sw", "ping", {"ping": DEFAULT, "rtsp": DEFAULT}),
+    ])
+
+
+def feed(h: HallState, steps: list[str], start: float) -> list[str]:
+    """Each step "device.check S|F"; one line per device change, with its cause."""
+    out = []
+    for n, step in enumerate(steps):
+        target, result = step.split()
+        device, _, check = target.partition(".")
+        error = None if result == "S" else ("no reply" if check == "ping" else "refused")
+        u = h.apply(device, check, result == "S", error, start + n)
+        out += [f"{d.device} {d.from_}->{d.to} ({d.cause})" for d in u.devices]
+    return out
+
+
+CAMERA_UP = ["sw.ping S", "cam.ping S", "cam.rtsp S"]
+
+
+def test_health_failures_taken_during_an_outage_do_not_outlive_it() -> None:
+    h = camera_hall()
+    feed(h, CAMERA_UP, 100)
+    # The camera loses power: ping fails; the slower RTSP check fails three times meanwhile.
+    got = feed(h, ["cam.ping F", "cam.rtsp F", "cam.ping F", "cam.rtsp F", "cam.ping F",
+                   "cam.rtsp F"], 200)
+    assert got == ["cam up->down (no reply)"]
+    # Power back: ping recovers. The camera is UP, never "degraded (rtsp: None)".
+    assert feed(h, ["cam.ping S", "cam.ping S"], 300) == ["cam down->up (ok)"]
+    assert h.checks[("cam", "rtsp")].hard is CheckStatus.UNKNOWN  # starts afresh
+    assert feed(h, ["cam.rtsp S"], 400) == []
+    # Afterwards a real RTSP failure of its own still degrades it, with its reason.
+    assert feed(h, ["cam.rtsp F"] * 3, 500) == ["cam up->degraded (rtsp: refused)"]
+
+
+def test_health_failure_before_ping_notices_the_outage_ends_with_it() -> None:
+    h = camera_hall()
+    feed(h, CAMERA_UP, 100)
+    # RTSP noticed first (ping still answering): one failure counts, the rest do not.
+    got = feed(h, ["cam.rtsp F", "cam.ping F", "cam.rtsp F", "cam.ping F", "cam.rtsp F",
+                   "cam.ping F", "cam.rtsp F"], 200)
+    assert got == ["cam up->down (no reply)"]
+    assert feed(h, ["cam.ping S", "cam.ping S", "cam.rtsp S"], 300) == ["cam down->up (ok)"]
+
+
+def test_child_health_failing_while_its_parent_is_down_does_not_degrade_it() -> None:
+    h = camera_hall()
+    feed(h, CAMERA_UP, 100)
+    # The switch dies; the camera's ping has not reached its own threshold yet, but its RTSP
+    # connection fails three times: that is the switch's outage, not the camera's.
+    got = feed(h, ["sw.ping F", "sw.ping F", "sw.ping F", "cam.rtsp F", "cam.rtsp F",
+                   "cam.rtsp F"], 200)
+    assert got == ["sw up->down (no reply)"]
+    assert h.status("cam") is DeviceStatus.UP
+    assert h.checks[("cam", "rtsp")].hard is CheckStatus.UP
+
+
+def test_no_transition_ever_has_a_none_cause() -> None:
+    # A hard-DOWN health check whose latest result is a success (settling) keeps its reason.
+    h = camera_hall()
+    feed(h, CAMERA_UP, 100)
+    assert feed(h, ["cam.rtsp F"] * 3, 200) == ["cam up->degraded (rtsp: refused)"]
+    h.apply("cam", "rtsp", True, None, 300)  # one success of two: still degraded
+    h.set_maintenance("cam", True, 301)
+    back = h.set_maintenance("cam", False, 302)  # a rollup while the last result is a success
+    assert [(d.to, d.cause) for d in back] == [(DeviceStatus.DEGRADED, "rtsp: refused")]
+    # The same for reachability while it settles.
+    feed(h, ["cam.ping F"] * 3, 400)
+    h.apply("cam", "ping", True, None, 500)
+    assert h.statuses["cam"] == (DeviceStatus.DOWN, "no reply")
+
+
+def test_restore_keeps_the_recorded_cause_and_since() -> None:
+    h = camera_hall()
+    h.restore({("cam", "ping"): restored(CheckStatus.DOWN, 50.0, DEFAULT, cause="no reply")},
+              [], 100.0)
+    assert h.statuses["cam"] == (DeviceStatus.DOWN, "no reply")
+    assert h.since["cam"] == 50.0
+    h.apply("cam", "ping", True, None, 101)  # settling: the cause stays the device's own
+    assert h.statuses["cam"] == (DeviceStatus.DOWN, "no reply")

@@ -184,12 +184,17 @@ class Engine:
     ) -> Group:
         firing: dict[str, Firing] = {}
         recoveries: list[Recovery] = []
+        superseded: list[Recovery] = []
         children: list[AlertEvent] = []
         for e in sorted(events, key=lambda e: (e.since, e.device_id)):
             paging = state.paging.get(e.device_id)
             if e.status in FIRING:
                 if paging and event_identity(paging.firing.event) == event_identity(e):
                     continue  # the same incident again: one notice per incident
+                if (paging and e.device_id not in firing
+                        and paging.firing.event.status != e.status):
+                    # Told before under another alert name: resolve that alert.
+                    superseded.append(Recovery(e, paging.firing))
                 firing[e.device_id] = Firing(e)
                 state.paging[e.device_id] = _Paging(Firing(e), now)
             elif e.status == "unreachable":
@@ -206,7 +211,8 @@ class Engine:
             if e.status != "unreachable":
                 state.orphans_told.pop(e.device_id, None)
         orphans = self._attach(state, firing, children)
-        return Group(tuple(firing.values()), tuple(orphans), (), tuple(recoveries))
+        return Group(tuple(firing.values()), tuple(orphans), (), tuple(recoveries),
+                     tuple(superseded))
 
     def _attach(
         self, state: _RouteState, firing: dict[str, Firing], children: list[AlertEvent]

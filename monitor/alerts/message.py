@@ -95,6 +95,10 @@ class Group:
     orphans: tuple[AlertEvent, ...] = ()  # unreachable, parent not paged on this route
     repeats: tuple[Firing, ...] = ()
     recoveries: tuple[Recovery, ...] = ()
+    # Incidents told earlier that gave way to another status (down -> degraded): no chat line
+    # (the new status is told), but their alerts resolve for Alertmanager/webhook receivers,
+    # whose alert names differ per status (else HallDeviceDown stayed firing for ever).
+    superseded: tuple[Recovery, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.firing or self.orphans or self.repeats or self.recoveries)
@@ -246,7 +250,7 @@ def alert_items(group: Group, route: str, style: Style, now: datetime) -> tuple[
 
     for f in (*group.firing, *group.repeats):
         items.append(item(f, "firing", None))
-    for r in group.recoveries:
+    for r in (*group.recoveries, *group.superseded):
         items.append(item(r.fired, "resolved", _iso(r.event.since)))
     return tuple(items)
 

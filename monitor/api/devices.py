@@ -113,7 +113,6 @@ def _device_out(pipeline: Pipeline, device: Device) -> DeviceOut:
     st, cause = pipeline.state.statuses.get(device.id, (DeviceStatus.UNKNOWN, "not yet polled"))
     checks = [pipeline.state.checks[k] for k in pipeline.state.checks if k[0] == device.id]
     polls = [c.last.at for c in checks if c.last is not None]
-    since = [c.since for c in checks if c.since is not None]
     loc = device.location
     return DeviceOut(
         id=device.id,
@@ -129,7 +128,7 @@ def _device_out(pipeline: Pipeline, device: Device) -> DeviceOut:
         status=st.value,
         cause=cause,
         last_poll=_ts(max(polls) if polls else None),
-        since=_ts(max(since) if since else None),
+        since=_ts(pipeline.state.since.get(device.id)),  # the device's own status change
     )
 
 

@@ -5,6 +5,12 @@ the file's *content* (:meth:`InventoryHolder.watch`; editors save by writing a n
 renaming it over the old, so inode or mtime watches miss saves or fire twice, a SHA-256 of the
 bytes does not), and the plain :meth:`InventoryHolder.reload` that ``POST /-/reload`` calls.
 
+Reloads are serialised and the newest file always wins: async reloads (SIGHUP, the watch,
+``POST /-/reload``) take turns on the loop; ``reload()`` from another thread joins that queue
+when the loop is running; and every read takes a sequence number, so a parse of older bytes can
+never be swapped in over a newer one (two parses raced, the older swapped in last while the
+watch already held the newer hash: the old inventory stayed in force for good).
+
 Subscribers are called with the new inventory after every good swap that changed the content.
 They run on the event loop the holder is bound to (``watch``/``install_sighup``/``bind_loop``
 bind it), even when ``reload()`` is called from another thread (FastAPI runs sync handlers in a
@@ -20,8 +26,10 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from monitor.inventory import Inventory
 from monitor.inventory.load import (
@@ -35,6 +43,7 @@ from monitor.inventory.load import (
 log = logging.getLogger("hallmon.reload")
 
 Subscriber = Callable[[Inventory], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,14 @@ class InventoryHolder:
         self._env = env
         self._clock = clock
         self._lock = threading.Lock()
+        self._serial = threading.Lock()  # the sync path's turn
+        self._turn: asyncio.Lock | None = None  # the async paths' turn, on self._turn_loop
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
+        self._read_seq = 0  # numbers each read of the file
+        # Reads and parses run on a thread of our own: reload() from a thread of the default
+        # executor waits for the loop's turn, which must never need a thread of that pool.
+        self._pool: ThreadPoolExecutor | None = None
+        self._swapped_seq = 0  # the read whose inventory is in force
         self._subscribers: list[Subscriber] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[ReloadOutcome]] = set()
@@ -79,12 +96,12 @@ class InventoryHolder:
 
     def load(self) -> Inventory:
         """The first load: the inventory, or :class:`InventoryError` (nothing to fall back on)."""
-        data, problem = self._read()
+        (data, problem), seq = self._read_numbered()
         if problem is not None:
             raise InventoryError([problem])
         inventory = self._parse(data)
         with self._lock:
-            self._current = inventory
+            self._current, self._swapped_seq = inventory, seq
             self._sha = self._seen_sha = _sha(data)
             self.last_reload_successful = True
             self.last_reload_success_time = self._clock()
@@ -112,24 +129,30 @@ class InventoryHolder:
     # ---- reloading ----
 
     def reload(self) -> ReloadOutcome:
-        """Reload now (blocking; from any thread). Keeps the last good inventory on failure."""
-        data, problem = self._read()
-        if problem is not None:
-            return self._fail((problem,))
-        self._seen_sha = _sha(data)
-        try:
-            inventory = self._parse(data)
-        except InventoryError as exc:
-            return self._fail(tuple(exc.problems))
-        return self._swap(inventory, _sha(data))
+        """Reload now (blocking; from any thread). Keeps the last good inventory on failure.
+        Off the bound, running loop it takes its turn there with the other reloads."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            return asyncio.run_coroutine_threadsafe(self.areload(), loop).result()
+        with self._serial:
+            (data, problem), seq = self._read_numbered()
+            if problem is not None:
+                return self._fail((problem,))
+            self._seen_sha = _sha(data)
+            try:
+                inventory = self._parse(data)
+            except InventoryError as exc:
+                return self._fail(tuple(exc.problems))
+            return self._swap(inventory, _sha(data), seq)
 
     async def areload(self) -> ReloadOutcome:
         """Reload with the reading and parsing in a thread; the swap happens on this loop."""
         self._loop = asyncio.get_running_loop()
-        data, problem = await asyncio.to_thread(self._read)
-        if problem is not None:
-            return self._fail((problem,))
-        return await self._reload_bytes(data)
+        async with self._my_turn():
+            (data, problem), seq = await self._off_loop(self._read_numbered)
+            if problem is not None:
+                return self._fail((problem,))
+            return await self._reload_bytes(data, seq)
 
     async def check_file(self) -> ReloadOutcome | None:
         """One watch step: reload if the file's content changed since last seen, else None.
@@ -138,7 +161,11 @@ class InventoryHolder:
         one): nothing happens until it is back.
         """
         self._loop = asyncio.get_running_loop()
-        data, problem = await asyncio.to_thread(self._read)
+        async with self._my_turn():
+            return await self._check_file()
+
+    async def _check_file(self) -> ReloadOutcome | None:
+        (data, problem), seq = await self._off_loop(self._read_numbered)
         if problem is not None:
             if not self._missing:
                 log.warning("inventory %s unreadable, keeping the current one: %s", self.path,
@@ -150,7 +177,7 @@ class InventoryHolder:
             self._missing = False
         if _sha(data) == self._seen_sha:
             return None
-        return await self._reload_bytes(data)
+        return await self._reload_bytes(data, seq)
 
     async def watch(
         self,
@@ -189,6 +216,24 @@ class InventoryHolder:
 
     # ---- internals ----
 
+    async def _off_loop(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-reload")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _my_turn(self) -> asyncio.Lock:
+        """The async reloads' lock, one per event loop (tests run several loops)."""
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn_loop is not loop:
+            self._turn, self._turn_loop = asyncio.Lock(), loop
+        return self._turn
+
+    def _read_numbered(self) -> tuple[tuple[bytes, Problem | None], int]:
+        with self._lock:
+            self._read_seq += 1
+            seq = self._read_seq
+        return self._read(), seq
+
     def _read(self) -> tuple[bytes, Problem | None]:
         try:
             return self.path.read_bytes(), None
@@ -200,13 +245,13 @@ class InventoryHolder:
         parse = parse_inventory_isolated if isolate else parse_inventory
         return parse(data, str(self.path), env=self._env, base_dir=self.path.parent)
 
-    async def _reload_bytes(self, data: bytes) -> ReloadOutcome:
+    async def _reload_bytes(self, data: bytes, seq: int) -> ReloadOutcome:
         self._seen_sha = _sha(data)
         try:
-            inventory = await asyncio.to_thread(self._parse, data)
+            inventory = await self._off_loop(self._parse, data)
         except InventoryError as exc:
             return self._fail(tuple(exc.problems))
-        return self._swap(inventory, _sha(data))
+        return self._swap(inventory, _sha(data), seq)
 
     def _fail(self, problems: tuple[Problem, ...]) -> ReloadOutcome:
         with self._lock:
@@ -219,8 +264,12 @@ class InventoryHolder:
         )
         return ReloadOutcome(ok=False, problems=problems, changed=False)
 
-    def _swap(self, inventory: Inventory, sha: str) -> ReloadOutcome:
+    def _swap(self, inventory: Inventory, sha: str, seq: int) -> ReloadOutcome:
         with self._lock:
+            if seq < self._swapped_seq:  # newer bytes are already in force: never go back
+                log.info("inventory reload of older content skipped (a newer one is in force)")
+                return ReloadOutcome(ok=True, changed=False)
+            self._swapped_seq = seq
             changed = sha != self._sha
             if changed:
                 self._current, self._sha = inventory, sha

@@ -72,6 +72,9 @@ class AsyncStore:
                           at: datetime | None = None) -> tuple[Ticket, bool]:
         return await self.run(self.store.auto_ticket, incident_key, new, at=at)
 
+    async def open_auto_tickets(self) -> dict[str, tuple[str, float]]:
+        return await self.run(self.store.open_auto_tickets)
+
     async def resolve_auto_ticket(self, incident_key: str, resolution: str, *,
                                   at: datetime | None = None) -> Ticket | None:
         return await self.run(self.store.resolve_auto_ticket, incident_key, resolution, at=at)

@@ -191,6 +191,19 @@ class TicketsMixin(StoreBase):
             return self._transition(conn, tid, "resolved", "hallmon", resolution,
                                     self._now(at), resolution)
 
+    def open_auto_tickets(self) -> dict[str, tuple[str, float]]:
+        """Each device's newest automatic ticket still open: (incident_key, when its outage
+        began as a UNIX time). After a restart the outage still going on keeps it."""
+        inc = schema.incidents
+        stmt = (select(T.c.device_id, T.c.incident_key, T.c.opened_at, inc.c.started_at)
+                .select_from(T.outerjoin(inc, inc.c.id == T.c.incident_id))
+                .where(T.c.source == "auto", T.c.status.in_(BACKLOG),
+                       T.c.incident_key.is_not(None), T.c.device_id.is_not(None))
+                .order_by(T.c.id))
+        with self.read() as conn:
+            return {row.device_id: (row.incident_key, (row.started_at or row.opened_at)
+                                    .timestamp()) for row in conn.execute(stmt)}
+
     # ---- changes ------------------------------------------------------------------------------
     def _row(self, conn: Connection, tid: int, lock: bool = False) -> Row[Any]:
         stmt = select(T).where(T.c.id == tid)
