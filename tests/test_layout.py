@@ -27,6 +27,7 @@ LEVELS: dict[str, int] = {
     "monitor.conditions": 2,
     "monitor.checks": 2,
     "monitor.simulate": 2,
+    "monitor.workdays": 2,  # pure date logic over the inventory's site; tally and reports use it
     "monitor.store": 3,
     "monitor.scheduler": 3,
     "monitor.metrics": 3,
