@@ -171,15 +171,17 @@ def test_availability_formula(mem: Store) -> None:
     s = Store("sqlite://", timezone="UTC")
     day = date(2025, 3, 3)
     t = datetime(2025, 3, 3, tzinfo=UTC)
-    inc = s.open_incident("sw", None, "down", "x", t + timedelta(hours=10))
+    # the pipeline's shapes: a DOWN names its reachability check, degraded a health check
+    inc = s.open_incident("sw", "ping", "down", "x", t + timedelta(hours=10))
     s.close_incident(inc, t + timedelta(hours=12))
-    s.open_incident("sw", None, "unreachable", "parent", t + timedelta(hours=14))  # not down
-    s.open_incident("kiosk", "toner", "down", "x", t + timedelta(hours=1))  # a check, not device
+    s.open_incident("sw", "ping", "unreachable", "parent", t + timedelta(hours=14))  # apart
+    s.open_incident("kiosk", "toner", "degraded", "x", t + timedelta(hours=1))  # not down
     s.add_window("class", "switch", t + timedelta(hours=11), t + timedelta(hours=13), "fw", "a")
     devs = [DeviceRef("sw", "switch", "2"), DeviceRef("kiosk", "kiosk", "1")]
     per_dev, per_class = availability(s, devs, day, day, now=t + timedelta(days=2))
     sw, kiosk = per_dev
     assert (sw.observed_s, sw.down_s, sw.failures) == (22 * 3600, 3600, 1)
+    assert sw.unreachable_s == 10 * 3600 and kiosk.down_s == 0
     assert sw.ratio == pytest.approx(1 - 1 / 22) and kiosk.ratio == 1.0
     assert sw.mtbf_s == 21 * 3600 and sw.mttr_s == 3600
     assert [c.key for c in per_class] == ["kiosk", "switch"]

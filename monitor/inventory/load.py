@@ -1032,8 +1032,8 @@ class _CrossRefs:
 
     def reports(self) -> None:
         notes = _dict(self.raw.get("notifications"))
-        routes = {r.get("name") for r in map(_dict, _list(notes.get("routes")))}
-        routes = {r for r in routes if isinstance(r, str)}
+        names = (_dict(r).get("name") for r in _list(notes.get("routes")))
+        routes = {n for n in names if isinstance(n, str)}
         for i, sched in enumerate(_list(self.raw.get("reports"))):
             route = _dict(sched).get("route")
             if isinstance(route, str) and route not in routes:
