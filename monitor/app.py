@@ -38,7 +38,6 @@ from monitor.pipeline import Pipeline
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
-from monitor.tally import DeviceRef
 from probes import close_all as close_all_probes
 from probes import icmp as icmp_probe
 from probes.result import ProbeResult
@@ -377,14 +376,6 @@ class Hall:
         # body may predate it by up to a second).
         self.renderer = CachedRenderer(self)
         return outcome
-
-    def report_devices(self) -> list[DeviceRef]:
-        """The inventory's devices for availability in reports (devices that never failed
-        count too)."""
-        return [
-            DeviceRef(d.id, d.class_, None if d.location.floor is None else str(d.location.floor))
-            for d in self.inventory.devices
-        ]
 
     def recheck(self, device_id: str) -> bool:
         try:

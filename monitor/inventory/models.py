@@ -697,6 +697,21 @@ class Inventory(StrictModel):
                 return d
         raise KeyError(device_id)
 
+    def ticket_device(self, device_id: str) -> dict[str, str | None]:
+        """A ticket's device fields (class, floor, owner) from the inventory; ValueError
+        "unknown device 'kisok-1' (did you mean 'kiosk-1'?)" for a device it does not have."""
+        try:
+            d = self.device(device_id)
+        except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(device_id, [x.id for x in self.devices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown device {device_id!r}{hint}") from None
+        return {"device_class": d.class_,
+                "floor": None if d.location.floor is None else str(d.location.floor),
+                "owner": d.owner}
+
     def checks_for(self, device: Device) -> list[ResolvedCheck]:
         cls = self.device_classes()[device.class_]
         resolved = []
