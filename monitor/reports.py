@@ -284,12 +284,20 @@ def build_report(store: Store, period: str, day: date, hall: Hall | None = None,
         "assignee", "summary_col", "resolved_at", "resolution"], [
         [tk.id, tk.opened_at, Label("category", tk.category), Label("status", tk.status),
          tk.device_id or "", known[tk.device_id].name if tk.device_id in known else "",
-         Label("class", tk.device_class or (known[tk.device_id].device_class
-                                              if tk.device_id in known else "")),
+         _ticket_class(tk, known),
          tk.floor or "", tk.owner or "", tk.assignee or "", tk.summary, tk.resolved_at,
          tk.resolution or ""] for tk in tickets], note))
     return Report(period, period_label(start, period), start, end, store.tz.key, hall.name,
                   sections, dict(hall.class_labels))
+
+
+def _ticket_class(tk: Any, known: Mapping[str, HallDevice]) -> Label | str:
+    """The class a ticket names, else its device's; a ticket about no device has none."""
+    if tk.device_class:
+        return Label("class", tk.device_class)
+    if tk.device_id in known:
+        return Label("class", known[tk.device_id].device_class)
+    return Label("class", "") if tk.device_id else ""
 
 
 def _devices(store: Store, hall: Hall) -> list[HallDevice]:
