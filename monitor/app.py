@@ -35,6 +35,7 @@ from monitor.metrics import (
     device_rows,
 )
 from monitor.pipeline import Pipeline
+from monitor.report_delivery import ReportSender
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
@@ -174,6 +175,7 @@ class Hall:
         self.scheduler: Scheduler
         self.engine: Engine | None = None
         self.delivery: Delivery | None = None
+        self.reports: ReportSender | None = None
         self._http: httpx.AsyncClient | None = None
         self._labels: tuple[dict[str, DeviceInfo], dict[tuple[str, str], str],
                             dict[str, ValueSpec]] = ({}, {}, {})
@@ -352,6 +354,10 @@ class Hall:
         self.pipeline.alerts = self.engine
         self._spawn(self.engine.run())
         self._spawn(self.delivery.run())
+        # Scheduled reports ride the same outbox (sent once, across restarts).
+        self.reports = ReportSender(self.store, lambda: self.inventory, now,
+                                    on_enqueued=self.delivery.wake)
+        self._spawn(self.reports.run())
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))

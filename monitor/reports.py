@@ -43,6 +43,11 @@ FORMATS = ("md", "csv", "xlsx")
 LANGS = ("zh", "en")
 LINE_CLASSES = ("line", "phone_line", "dedicated_line")
 TICKET_LIST_MAX = 20_000  # rows in the ticket list; a longer period says how many were left out
+MEDIA = {
+    "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 STATUS_ZH = {"open": "待处理", "in_progress": "处理中", "resolved": "已解决", "closed": "已关闭"}
 
 TEXT: dict[str, dict[str, str]] = {

@@ -36,6 +36,7 @@ LEVELS: dict[str, int] = {
     "monitor.pipeline": 4,
     "monitor.reports": 5,
     "monitor.api": 6,
+    "monitor.report_delivery": 6,  # reports (5) through the alert outbox; the daemon runs it
     "monitor.web": 7,
     "monitor.app": 7,
     "monitor.cli": 8,

@@ -14,15 +14,10 @@ from fastapi import APIRouter, Query, Request, Response
 
 from monitor.api.tickets import ERRORS, GUARDS, IsoDate, StoreDep, Viewer, sane_date
 from monitor.inventory import Inventory
-from monitor.reports import Hall, build_report, render
+from monitor.reports import MEDIA, Hall, build_report, render
 
 router = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS, dependencies=GUARDS)
 
-MEDIA = {
-    "md": "text/markdown; charset=utf-8",
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
 
 
 @router.get(
