@@ -162,3 +162,57 @@ async def test_the_weekly_report_waits_for_the_first_working_day(smtp: Any,
         p.close()
     names = [next(iter(m.iter_attachments())).get_filename() for m in inbox.mails]
     assert "hallmon-week-2025-W10" + ".md" in names  # (split: not a document reference)
+
+
+def test_the_daemon_sends_a_report_due_at_a_crash_once_after_restart(tmp_path: Path) -> None:
+    """The real daemon: the report falls due while SMTP and the robot API are out; the daemon
+    is killed (-9) right then; restarted with both back, it sends the report exactly once."""
+    import time as wall
+    from zoneinfo import ZoneInfo
+
+    from tests.agents.daemon import HallmonProcess, node, small_inventory
+
+    tz = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(tz)
+    # the next whole minute at least 15 s away (the daemon is up and has run once by then)
+    due = (now + timedelta(seconds=15)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    doc = yaml.safe_load(small_inventory([node("sw-1", "127.30.0.1")]))
+    smtp_port = free_port()
+    inbox = Inbox()
+    with VendorServer(token="robot-token") as robots:
+        robots.down = True
+        doc["site"]["calendar"] = {"workdays": [due.date()]}  # due today, whatever the day
+        doc["reports"] = [{"period": "day", "when": f"{due:%H:%M}", "route": "management"}]
+        doc["notifications"] = {
+            "channels": {
+                "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_port,
+                         "security": "none", "sender": "hallmon@hall.test",
+                         "recipients": ["director@hall.test"], "timeout": "2s"},
+                "ding": {"type": "dingtalk", "webhook": "${T_DING_URL}"},
+            },
+            "routes": [{"name": "management", "channels": ["mail", "ding"]}],
+            "delivery": {"backoff_initial": "1s", "backoff_max": "2s", "poll_interval": "1s"},
+        }
+        text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+        with HallmonProcess(tmp_path, text, env={"T_DING_URL": robots.dingtalk_url}) as d:
+            d.wait_for(lambda: "report day" in d.log() and "enqueued" in d.log(),
+                       (due - datetime.now(tz)).total_seconds() + 60, "the report enqueued")
+            d.wait_for(lambda: robots.hits > 0, 20, "a first attempt at the robot")
+            d.kill()  # at the due moment, nothing delivered
+            assert inbox.mails == [] and robots.accepted == []
+            robots.down = False
+            controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+            controller.start()
+            try:
+                d.start()
+                d.wait_for(lambda: len(inbox.mails) == 1 and len(robots.accepted) == 1, 60,
+                           "the report on both channels")
+                wall.sleep(3)  # the sender and the worker have run again since
+                d.stop()
+                d.start()  # and once more, a clean restart
+                wall.sleep(3)
+            finally:
+                controller.stop()
+        assert len(inbox.mails) == 1 and len(robots.accepted) == 1
+        assert inbox.mails[0]["Subject"] == f"测试大厅 运维报告(日报) {due.date().isoformat()}"
+        assert robots.accepted[0].body["markdown"]["title"] == inbox.mails[0]["Subject"]
