@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from monitor.inventory import Inventory
-from monitor.store import Store, schema
+from monitor.store import Store, Ticket, schema
 from monitor.store.localtime import date_key, local_midnight_utc, period_bounds, period_label
 from monitor.store.models import CATEGORY_ZH
 from monitor.tally import Availability, DeviceRef, availability, backlog, fold, mttr_sums, tally
@@ -163,16 +163,6 @@ class Hall:
             from_inventory=True,
         )
 
-    def device(self, device_id: str) -> HallDevice | None:
-        return self._by_id().get(device_id)
-
-    def _by_id(self) -> dict[str, HallDevice]:
-        cache: dict[str, HallDevice] | None = self.__dict__.get("_index")
-        if cache is None:
-            cache = {d.id: d for d in self.devices}
-            object.__setattr__(self, "_index", cache)
-        return cache
-
 
 # ---- the data -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -188,7 +178,7 @@ class Section:
     key: str
     columns: list[str]  # TEXT keys
     rows: list[list[Any]]
-    note: str | None = None
+    left_out: int | None = None  # rows not listed (a very long ticket list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +212,7 @@ def _r(x: float, n: int) -> float:
 
 
 def build_report(store: Store, period: str, day: date, hall: Hall | None = None, *,
-                 top: int = 10, now: datetime | None = None,
+                 top: int = 10, now: datetime | None = None, tickets: int = TICKET_LIST_MAX,
                  devices: Iterable[DeviceRef] | None = None,
                  opening_hours: str | None = None) -> Report:
     """The report of the ``period`` containing local date ``day``. ``hall`` (from the inventory)
@@ -256,9 +246,9 @@ def build_report(store: Store, period: str, day: date, hall: Hall | None = None,
         Section("jobs", ["category", "value", "previous", "last_year"], [
             [Label("category", c), cur["by_cat"].get(c, 0), prev["by_cat"].get(c, 0),
              ly["by_cat"].get(c, 0)] for c in store.categories]),
-        Section("owners", ["owner", "count"], _grouped(store, period, start, end, "owner")),
+        Section("owners", ["owner", "count"], _grouped(store, start, end, "owner")),
         Section("assignees", ["assignee", "count"],
-                _grouped(store, period, start, end, "assignee")),
+                _grouped(store, start, end, "assignee")),
         Section("mttr", ["category", "resolved_n", "mttr_h"], [
             [Label("category", c), n, _r(s / n / 3600, 1) if n else None]
             for c in store.categories for s, n in [cur["mttr"].get(c, (0.0, 0))]]),
@@ -282,8 +272,8 @@ def build_report(store: Store, period: str, day: date, hall: Hall | None = None,
                 _line_outages(store, hall, known, start, end, now)),
         Section("months", ["month_col", "count"], _months(store, start, end)),
     ]
-    tickets, total = _tickets(store, start, end)
-    note = (t("left_out", "zh").format(n=total - len(tickets)) if total > len(tickets) else None)
+    listed, total = _tickets(store, start, end, tickets)
+    note = total - len(listed) or None
     sections.append(Section("ticket_list", [
         "id", "opened_at", "category", "status", "device", "name", "class", "floor", "owner",
         "assignee", "summary_col", "resolved_at", "resolution"], [
@@ -291,17 +281,18 @@ def build_report(store: Store, period: str, day: date, hall: Hall | None = None,
          tk.device_id or "", known[tk.device_id].name if tk.device_id in known else "",
          _ticket_class(tk, known),
          tk.floor or "", tk.owner or "", tk.assignee or "", tk.summary, tk.resolved_at,
-         tk.resolution or ""] for tk in tickets], note))
+         tk.resolution or ""] for tk in listed], note))
     return Report(period, period_label(start, period), start, end, store.tz.key, hall.name,
                   sections, dict(hall.class_labels))
 
 
-def _ticket_class(tk: Any, known: Mapping[str, HallDevice]) -> Label | str:
+def _ticket_class(tk: Ticket, known: Mapping[str, HallDevice]) -> Label | str:
     """The class a ticket names, else its device's; a ticket about no device has none."""
     if tk.device_class:
         return Label("class", tk.device_class)
-    if tk.device_id in known:
-        return Label("class", known[tk.device_id].device_class)
+    dev = known.get(tk.device_id or "")
+    if dev is not None:
+        return Label("class", dev.device_class)
     return Label("class", "") if tk.device_id else ""
 
 
@@ -345,7 +336,7 @@ def _figures(store: Store, hall: Hall, refs: list[DeviceRef], start: date, end: 
     }
 
 
-def _grouped(store: Store, period: str, start: date, end: date, dim: str) -> list[list[Any]]:
+def _grouped(store: Store, start: date, end: date, dim: str) -> list[list[Any]]:
     counts = Counter[str]()
     for r in tally(store, "year", start, end, dim):
         counts[r.group or ""] += r.count
@@ -412,16 +403,12 @@ def _months(store: Store, start: date, end: date) -> list[list[Any]]:
     return out
 
 
-def _tickets(store: Store, start: date, end: date) -> tuple[list[Any], int]:
-    from monitor.store.tickets import TICKET_COLUMNS, _ticket
-
-    T = schema.tickets
-    cond = T.c.local_day.between(date_key(start), date_key(end))
-    with store.read() as conn:
-        total = int(conn.execute(select(func.count()).select_from(T).where(cond)).scalar_one())
-        rows = conn.execute(select(*TICKET_COLUMNS).where(cond)
-                            .order_by(T.c.opened_at, T.c.id).limit(TICKET_LIST_MAX)).all()
-    return [_ticket(r) for r in rows], total
+def _tickets(store: Store, start: date, end: date, limit: int) -> tuple[list[Ticket], int]:
+    """The period's tickets, oldest first (the newest ``limit`` of a longer list)."""
+    page, total = store.list_tickets(
+        limit=limit, opened_from=local_midnight_utc(start, store.tz),
+        opened_to=local_midnight_utc(end + timedelta(days=1), store.tz))
+    return sorted(page, key=lambda tk: (tk.opened_at, tk.id)), total
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -467,6 +454,10 @@ def _text(v: Any) -> str:
     return str(v)
 
 
+def _note(s: Section, lang: str) -> str:
+    return t("left_out", lang).format(n=s.left_out)
+
+
 def _table(report: Report, s: Section, lang: str) -> tuple[list[str], list[list[Any]]]:
     return [t(c, lang) for c in s.columns], [[_value(v, report, lang) for v in r] for r in s.rows]
 
@@ -501,8 +492,8 @@ def _markdown(report: Report, lang: str) -> str:
         out += [f"## {t(s.key, lang)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         out += ["| " + " | ".join(_md_cell(v) for v in r) + " |" for r in rows]
-        if s.note:
-            out += ["", s.note]
+        if s.left_out:
+            out += ["", _note(s, lang)]
         out.append("")
     return "\n".join(out)
 
@@ -518,8 +509,8 @@ def _csv(report: Report, lang: str) -> str:
         w.writerow(head)
         w.writerows([safe_text(_text(v)) if not isinstance(v, int | float) else v
                      for v in r] for r in rows)
-        if s.note:
-            w.writerow([safe_text(s.note)])
+        if s.left_out:
+            w.writerow([_note(s, lang)])
     return buf.getvalue()
 
 
@@ -549,8 +540,8 @@ def _xlsx(report: Report, lang: str) -> bytes:
             c.alignment = Alignment(vertical="center")
         for r in rows:
             ws.append([safe_text(v) if isinstance(v, str) else v for v in r])
-        if s.note:
-            ws.append([safe_text(s.note)])
+        if s.left_out:
+            ws.append([_note(s, lang)])
         ws.freeze_panes = "A3"  # title and header stay in view
         for j, col in enumerate(s.columns, start=1):
             fmt = NUMBER_FORMATS.get(col)

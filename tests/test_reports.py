@@ -157,6 +157,9 @@ def test_formats_and_languages() -> None:
     assert ["fault", "3", "0", "0"] in rows and ["Tickets opened", "4", "0", "0"] in rows
     with pytest.raises(ValueError):
         render(rep, "pdf", "en")
+    short = build_report(s, "month", date(2025, 3, 1), now=MONDAY_10, tickets=3)
+    assert len(short.section("ticket_list").rows) == 3
+    assert "1 more not listed" in render(short, "md", "en").decode()
     s.close()
 
 
