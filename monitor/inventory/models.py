@@ -269,12 +269,6 @@ class Site(StrictModel):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def is_open(self, when: datetime) -> bool:
-        if self.opening_hours is None:
-            return True
-        local = when.astimezone(self.tz)
-        return any(span.contains(local) for span in parse_schedule(self.opening_hours))
-
 
 class Defaults(StrictModel):
     interval: Duration = 30.0
