@@ -36,7 +36,7 @@ from monitor.inventory import Inventory
 from monitor.store import Store, Ticket, schema
 from monitor.store.localtime import date_key, local_midnight_utc, period_bounds, period_label
 from monitor.store.models import CATEGORY_ZH
-from monitor.tally import Availability, DeviceRef, availability, backlog, fold, mttr_sums, tally
+from monitor.tally import Availability, DeviceRef, availability, fold, mttr_sums, open_at, tally
 from monitor.workdays import WorkCalendar
 
 FORMATS = ("md", "csv", "xlsx")
@@ -328,7 +328,7 @@ def _figures(store: Store, hall: Hall, refs: list[DeviceRef], start: date, end: 
         "by_cat": by_cat, "availability": (per_dev, per_class), "mttr": sums,
         "opened": sum(by_cat.values()),
         "resolved": _resolved(store, lo, hi),
-        "backlog": backlog(store, "year", start, end)[-1][1],
+        "backlog": open_at(store, hi),
         "mttr_all": _r(total_s / total_n / 3600, 1) if total_n else None,
         "avail_all": _r((1 - down / observed) * 100, 3) if observed else None,
         "incidents_all": sum(a.failures for a in per_dev),

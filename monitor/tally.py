@@ -214,6 +214,17 @@ def backlog(store: Store, period: str, start: date, end: date) -> list[tuple[str
     return out
 
 
+def open_at(store: Store, cut: datetime) -> int:
+    """Tickets opened before ``cut`` and neither resolved nor closed before it (one COUNT; the
+    same rule as ``backlog``)."""
+    c = store._now(cut)
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(T).where(
+            T.c.opened_at < c,
+            (T.c.resolved_at.is_(None)) | (T.c.resolved_at >= c),
+            (T.c.closed_at.is_(None)) | (T.c.closed_at >= c))).scalar_one())
+
+
 def _done_before(resolved: datetime | None, closed: datetime | None, cut: datetime) -> bool:
     stamps = [t for t in (resolved, closed) if t is not None]
     return bool(stamps) and min(stamps) < cut

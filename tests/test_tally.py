@@ -18,6 +18,7 @@ from monitor.tally import (
     availability,
     backlog,
     mttr,
+    open_at,
     opening_intervals,
     tally,
     tally_direct,
@@ -154,6 +155,10 @@ def test_mttr_and_backlog(mem: Store) -> None:
     assert mttr(mem, date(2025, 3, 1), date(2025, 3, 31)) == {"kiosk": (2 + 4 + 168) * 1800.0}
     weeks = backlog(mem, "week", date(2025, 3, 3), date(2025, 3, 16))
     assert weeks == [("2025-W10", 2), ("2025-W11", 1)]
+    # open_at (one COUNT) agrees with the backlog at each cut
+    cuts = [datetime(2025, 3, 9, 16, tzinfo=UTC), datetime(2025, 3, 16, 16, tzinfo=UTC)]
+    assert [open_at(mem, c) for c in cuts] == [2, 1]
+    assert open_at(mem, t0) == 0 and open_at(mem, t0 + timedelta(hours=3)) == 2
 
 
 def test_opening_hours_parse_and_span() -> None:
