@@ -35,10 +35,10 @@ from monitor.metrics import (
     device_rows,
 )
 from monitor.pipeline import Pipeline
+from monitor.report_delivery import ReportSender
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
-from monitor.tally import DeviceRef
 from probes import close_all as close_all_probes
 from probes import icmp as icmp_probe
 from probes.result import ProbeResult
@@ -175,6 +175,7 @@ class Hall:
         self.scheduler: Scheduler
         self.engine: Engine | None = None
         self.delivery: Delivery | None = None
+        self.reports: ReportSender | None = None
         self._http: httpx.AsyncClient | None = None
         self._labels: tuple[dict[str, DeviceInfo], dict[tuple[str, str], str],
                             dict[str, ValueSpec]] = ({}, {}, {})
@@ -354,6 +355,10 @@ class Hall:
         self.pipeline.alerts = self.engine
         self._spawn(self.engine.run())
         self._spawn(self.delivery.run())
+        # Scheduled reports ride the same outbox (sent once, across restarts).
+        self.reports = ReportSender(self.store, lambda: self.inventory, now,
+                                    on_enqueued=self.delivery.wake)
+        self._spawn(self.reports.run())
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -379,14 +384,6 @@ class Hall:
         # body may predate it by up to a second).
         self.renderer = CachedRenderer(self)
         return outcome
-
-    def report_devices(self) -> list[DeviceRef]:
-        """The inventory's devices for availability in reports (devices that never failed
-        count too)."""
-        return [
-            DeviceRef(d.id, d.class_, None if d.location.floor is None else str(d.location.floor))
-            for d in self.inventory.devices
-        ]
 
     def recheck(self, device_id: str) -> bool:
         try:

@@ -1,65 +1,176 @@
-"""Period reports (day, week, month, quarter, year) as Markdown, CSV or XLSX, in Chinese or
-English: jobs by category, top faulty devices, incidents and downtime, availability per class,
-line outages.
+"""Period reports (day, week, month, quarter, year) for the hall's management, as XLSX, Markdown
+or CSV, in Chinese or English.
 
-A report is data first (``Report``: titled sections of rows), rendered second, so the three
-formats always carry the same figures.
+A report is data first (``Report``: titled sections of typed rows), rendered second, so the three
+formats always carry the same figures. What a director reads, in order: key figures (this period
+against the previous one and the same period last year), jobs by category / owning department /
+assignee, MTTR per category, the most faulty devices by name, incidents and downtime,
+availability per class and per floor, line outages, jobs per month, and the list of tickets.
+
+The hall (``Hall``, from the inventory) gives names: the hall's own, each device's, each class's
+label; its calendar and opening hours decide what time availability is counted over (see
+monitor.tally and monitor.workdays). Without an inventory, devices known to the log are used
+with their ids.
+
+Every text cell of a CSV or XLSX export is neutralised against formula injection (OWASP: a cell
+starting with =, +, -, @, tab or CR gets a leading apostrophe) and C0 control characters are
+written as visible ``\\xNN`` escapes (XLSX cannot hold them; nothing is dropped).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from monitor.store import Store, schema
+from monitor.inventory import Inventory
+from monitor.store import Store, Ticket, schema
 from monitor.store.localtime import date_key, local_midnight_utc, period_bounds, period_label
 from monitor.store.models import CATEGORY_ZH
-from monitor.tally import DeviceRef, availability, backlog, tally
+from monitor.tally import Availability, DeviceRef, availability, fold, mttr_sums, open_at, tally
+from monitor.workdays import WorkCalendar
 
 FORMATS = ("md", "csv", "xlsx")
 LANGS = ("zh", "en")
 LINE_CLASSES = ("line", "phone_line", "dedicated_line")
+TICKET_LIST_MAX = 20_000  # rows in the ticket list; a longer period says how many were left out
+MEDIA = {
+    "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+STATUS_ZH = {"open": "待处理", "in_progress": "处理中", "resolved": "已解决", "closed": "已关闭"}
 
 TEXT: dict[str, dict[str, str]] = {
     "title": {"zh": "运维报告", "en": "Maintenance report"},
     "day": {"zh": "日报", "en": "daily"}, "week": {"zh": "周报", "en": "weekly"},
     "month": {"zh": "月报", "en": "monthly"}, "quarter": {"zh": "季报", "en": "quarterly"},
     "year": {"zh": "年报", "en": "yearly"},
-    "summary": {"zh": "概况", "en": "Summary"},
+    "summary": {"zh": "关键指标", "en": "Key figures"},
     "jobs": {"zh": "按类别统计工单", "en": "Jobs by category"},
-    "top": {"zh": "故障最多的设备", "en": "Top faulty devices"},
+    "owners": {"zh": "按责任部门统计工单", "en": "Jobs by owning department"},
+    "assignees": {"zh": "按处理人统计工单", "en": "Jobs by assignee"},
+    "mttr": {"zh": "各类别平均修复时间", "en": "MTTR per category"},
+    "top": {"zh": "故障最多的设备", "en": "Most faulty devices"},
     "downtime": {"zh": "故障与停机", "en": "Incidents and downtime"},
     "availability": {"zh": "各类设备可用率", "en": "Availability per class"},
+    "floors": {"zh": "各楼层可用率", "en": "Availability per floor"},
     "lines": {"zh": "线路中断", "en": "Line outages"},
-    "item": {"zh": "项目", "en": "Item"}, "value": {"zh": "数值", "en": "Value"},
+    "months": {"zh": "每月工单", "en": "Jobs per month"},
+    "ticket_list": {"zh": "工单清单", "en": "Tickets"},
+    "item": {"zh": "项目", "en": "Item"}, "value": {"zh": "本期", "en": "This period"},
+    "previous": {"zh": "上期", "en": "Previous period"},
+    "last_year": {"zh": "去年同期", "en": "Same period last year"},
     "category": {"zh": "类别", "en": "Category"}, "count": {"zh": "数量", "en": "Count"},
-    "device": {"zh": "设备", "en": "Device"}, "class": {"zh": "类型", "en": "Class"},
-    "tickets": {"zh": "工单数", "en": "Tickets"}, "incidents": {"zh": "故障次数",
-                                                              "en": "Incidents"},
+    "owner": {"zh": "责任部门", "en": "Owning department"},
+    "assignee": {"zh": "处理人", "en": "Assignee"},
+    "device": {"zh": "设备编号", "en": "Device"}, "name": {"zh": "设备名称", "en": "Name"},
+    "class": {"zh": "设备类型", "en": "Class"}, "floor": {"zh": "楼层", "en": "Floor"},
+    "devices": {"zh": "设备数", "en": "Devices"},
+    "tickets": {"zh": "故障工单数", "en": "Fault tickets"},
+    "incidents": {"zh": "故障次数", "en": "Incidents"},
     "down_min": {"zh": "停机(分钟)", "en": "Down (min)"},
+    "unreachable_min": {"zh": "上级故障不可达(分钟)", "en": "Unreachable (min)"},
     "availability_pct": {"zh": "可用率(%)", "en": "Availability (%)"},
     "mtbf_h": {"zh": "平均无故障(小时)", "en": "MTBF (h)"},
+    "mttr_h": {"zh": "平均修复(小时)", "en": "MTTR (h)"},
+    "resolved_n": {"zh": "已解决数", "en": "Resolved"},
     "start": {"zh": "开始", "en": "Start"}, "end": {"zh": "结束", "en": "End"},
-    "cause": {"zh": "原因", "en": "Cause"},
+    "cause": {"zh": "原因", "en": "Cause"}, "month_col": {"zh": "月份", "en": "Month"},
+    "id": {"zh": "工单号", "en": "Ticket"}, "opened_at": {"zh": "报修时间", "en": "Opened"},
+    "status": {"zh": "状态", "en": "Status"}, "summary_col": {"zh": "摘要", "en": "Summary"},
+    "resolved_at": {"zh": "解决时间", "en": "Resolved"},
+    "resolution": {"zh": "处理结果", "en": "Resolution"},
     "opened": {"zh": "新建工单", "en": "Tickets opened"},
     "resolved": {"zh": "已解决工单", "en": "Tickets resolved"},
     "backlog": {"zh": "期末未完成工单", "en": "Open at period end"},
+    "avail_all": {"zh": "设备可用率(%)", "en": "Device availability (%)"},
+    "down_all": {"zh": "设备停机(分钟)", "en": "Device downtime (min)"},
+    "incidents_all": {"zh": "设备故障次数", "en": "Device outages"},
+    "mttr_all": {"zh": "工单平均修复(小时)", "en": "Ticket MTTR (h)"},
+    "hall": {"zh": "服务大厅", "en": "Hall"},
     "period": {"zh": "统计周期", "en": "Period"}, "timezone": {"zh": "时区", "en": "Timezone"},
+    "hours": {"zh": "可用率统计时段", "en": "Availability counted over"},
+    "hours_open": {"zh": "工作日办公时间", "en": "opening hours on working days"},
+    "hours_all": {"zh": "全天", "en": "24 h"},
     "ongoing": {"zh": "持续中", "en": "ongoing"},
+    "none": {"zh": "(无)", "en": "(none)"},
+    "not_listed": {"zh": "(未在清单中)", "en": "(not in inventory)"},
+    "left_out": {"zh": "另有 {n} 条未列出", "en": "{n} more not listed"},
+}
+
+# Excel number formats per column (the same rounding is applied to the values themselves).
+NUMBER_FORMATS: dict[str, str] = {
+    "count": "0", "value": "0.###", "previous": "0.###", "last_year": "0.###", "devices": "0",
+    "tickets": "0", "incidents": "0", "resolved_n": "0", "id": "0",
+    "down_min": "0.0", "unreachable_min": "0.0", "mtbf_h": "0.0", "mttr_h": "0.0",
+    "availability_pct": "0.000",
+    "start": "yyyy-mm-dd hh:mm", "end": "yyyy-mm-dd hh:mm", "opened_at": "yyyy-mm-dd hh:mm",
+    "resolved_at": "yyyy-mm-dd hh:mm",
 }
 
 
 def t(key: str, lang: str) -> str:
-    if key in CATEGORY_ZH:
-        return CATEGORY_ZH[key] if lang == "zh" else key
     return TEXT.get(key, {}).get(lang, key)
+
+
+# ---- the hall -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HallDevice:
+    id: str
+    name: str
+    device_class: str
+    floor: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Hall:
+    """What a report needs from the inventory: names, labels, calendar and hours."""
+
+    name: str = ""
+    devices: tuple[HallDevice, ...] = ()
+    class_labels: Mapping[str, str] = field(default_factory=dict)
+    line_classes: frozenset[str] = frozenset(LINE_CLASSES)
+    all_day_classes: frozenset[str] = frozenset(LINE_CLASSES)
+    opening_hours: str | None = None
+    calendar: WorkCalendar | None = None
+    from_inventory: bool = False
+
+    @classmethod
+    def of(cls, inventory: Inventory) -> Hall:
+        classes = inventory.device_classes()
+        return cls(
+            name=inventory.site.name,
+            devices=tuple(HallDevice(
+                d.id, d.name, d.class_,
+                None if d.location.floor is None else str(d.location.floor), d.owner)
+                for d in inventory.devices),
+            class_labels={k: c.label for k, c in classes.items()},
+            line_classes=frozenset(k for k, c in classes.items() if c.line),
+            all_day_classes=frozenset(k for k, c in classes.items() if c.counts_all_day),
+            opening_hours=inventory.site.opening_hours,
+            calendar=WorkCalendar.of(inventory.site),
+            from_inventory=True,
+        )
+
+
+# ---- the data -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A cell rendered through a dictionary: kind 'text' (TEXT), 'category', 'class', 'status'."""
+
+    kind: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +178,7 @@ class Section:
     key: str
     columns: list[str]  # TEXT keys
     rows: list[list[Any]]
-    translate_first: bool = False  # first column holds TEXT/category keys
+    left_out: int | None = None  # rows not listed (a very long ticket list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,58 +188,167 @@ class Report:
     start: date
     end: date
     timezone: str
+    hall: str
     sections: list[Section]
+    class_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def section(self, key: str) -> Section:
+        return next(s for s in self.sections if s.key == key)
 
 
-def build_report(store: Store, period: str, day: date, devices: Iterable[DeviceRef] | None = None,
-                 opening_hours: str | None = None, top: int = 10,
-                 line_classes: Iterable[str] = LINE_CLASSES, now: datetime | None = None
-                 ) -> Report:
-    """The report of the ``period`` containing local date ``day``. ``devices`` (from the
-    inventory) make availability cover devices that never failed; without them, devices known
-    to the log are used."""
+def _same_period_last_year(start: date, period: str) -> date:
+    if period == "week":
+        y, w, _ = start.isocalendar()
+        w = min(w, date(y - 1, 12, 28).isocalendar()[1])
+        return date.fromisocalendar(y - 1, w, 1)
+    try:
+        return start.replace(year=start.year - 1)
+    except ValueError:  # 29 February
+        return start.replace(year=start.year - 1, day=28)
+
+
+def _r(x: float, n: int) -> float:
+    return round(x, n)
+
+
+def build_report(store: Store, period: str, day: date, hall: Hall | None = None, *,
+                 top: int = 10, now: datetime | None = None, tickets: int = TICKET_LIST_MAX,
+                 devices: Iterable[DeviceRef] | None = None,
+                 opening_hours: str | None = None) -> Report:
+    """The report of the ``period`` containing local date ``day``. ``hall`` (from the inventory)
+    names every device and class and makes availability cover devices that never failed."""
+    hall = hall or Hall()
+    if devices is not None:  # older callers: bare devices
+        hall = Hall(devices=tuple(HallDevice(d.id, d.id, d.device_class, d.floor)
+                                  for d in devices), opening_hours=opening_hours)
     start, end = period_bounds(day, period)
-    lo, hi = local_midnight_utc(start, store.tz), local_midnight_utc(end + timedelta(1), store.tz)
-    devs = list(devices) if devices is not None else _known_devices(store)
-    by_cat = Counter({r.group or "": r.count for r in tally(store, period, start, end,
-                                                                "category")})
-    per_dev, per_class = availability(store, devs, start, end, opening_hours, now=now)
-    klass = {d.id: d.device_class for d in devs}
+    prev_start, prev_end = period_bounds(start - timedelta(days=1), period)
+    ly_start, ly_end = period_bounds(_same_period_last_year(start, period), period)
+    devs = _devices(store, hall)
+    known = {d.id: d for d in devs}
+    refs = [DeviceRef(d.id, d.device_class, d.floor) for d in devs]
+
+    def figures(a: date, b: date) -> dict[str, Any]:
+        return _figures(store, hall, refs, a, b, now)
+
+    cur, prev, ly = figures(start, end), figures(prev_start, prev_end), figures(ly_start, ly_end)
+    per_dev, per_class = cur["availability"]
     sections = [
-        Section("summary", ["item", "value"], [
-            ["period", f"{start.isoformat()} – {end.isoformat()}"],
-            ["timezone", store.tz.key],
-            ["opened", sum(by_cat.values())],
-            ["resolved", _resolved(store, lo, hi)],
-            ["backlog", backlog(store, period, start, end)[-1][1]],
-        ], translate_first=True),
-        Section("jobs", ["category", "count"],
-                [[c, by_cat.get(c, 0)] for c in store.categories], translate_first=True),
-        Section("top", ["device", "class", "tickets"], _top_devices(store, start, end, top)),
-        Section("downtime", ["device", "class", "incidents", "down_min"], [
-            [a.key, klass.get(a.key, ""), a.failures, round(a.down_s / 60, 1)]
-            for a in sorted(per_dev, key=lambda a: (-a.down_s, a.key)) if a.failures or a.down_s
+        Section("summary", ["item", "value", "previous", "last_year"], [
+            [Label("text", "hall"), hall.name or "-", None, None],
+            [Label("text", "period"), f"{start.isoformat()} – {end.isoformat()}",
+             f"{prev_start.isoformat()} – {prev_end.isoformat()}",
+             f"{ly_start.isoformat()} – {ly_end.isoformat()}"],
+            *[[Label("text", k), cur[k], prev[k], ly[k]] for k in (
+                "opened", "resolved", "backlog", "mttr_all", "avail_all", "incidents_all",
+                "down_all")],
         ]),
-        Section("availability", ["class", "availability_pct", "incidents", "mtbf_h"], [
-            [a.key, round(a.ratio * 100, 3), a.failures,
-             None if a.mtbf_s is None else round(a.mtbf_s / 3600, 1)] for a in per_class
-        ]),
-        Section("lines", ["device", "start", "end", "down_min", "cause"],
-                _line_outages(store, devs, set(line_classes), lo, hi)),
+        Section("jobs", ["category", "value", "previous", "last_year"], [
+            [Label("category", c), cur["by_cat"].get(c, 0), prev["by_cat"].get(c, 0),
+             ly["by_cat"].get(c, 0)] for c in store.categories]),
+        Section("owners", ["owner", "count"], _grouped(store, start, end, "owner")),
+        Section("assignees", ["assignee", "count"],
+                _grouped(store, start, end, "assignee")),
+        Section("mttr", ["category", "resolved_n", "mttr_h"], [
+            [Label("category", c), n, _r(s / n / 3600, 1) if n else None]
+            for c in store.categories for s, n in [cur["mttr"].get(c, (0.0, 0))]]),
+        Section("top", ["device", "name", "class", "tickets", "incidents"],
+                _top_devices(store, known, per_dev, start, end, top)),
+        Section("downtime", ["device", "name", "class", "floor", "incidents", "down_min",
+                             "unreachable_min", "availability_pct"], [
+            [a.key, known[a.key].name, Label("class", known[a.key].device_class),
+             known[a.key].floor or "", a.failures, _r(a.down_s / 60, 1),
+             _r(a.unreachable_s / 60, 1), _r(a.ratio * 100, 3)]
+            for a in sorted(per_dev, key=lambda a: (-a.down_s, -a.unreachable_s, a.key))
+            if a.failures or a.down_s or a.unreachable_s]),
+        Section("availability", ["class", "devices", "availability_pct", "incidents",
+                                 "down_min", "unreachable_min", "mtbf_h"],
+                _avail_rows(per_class, Counter(d.device_class for d in devs), "class")),
+        Section("floors", ["floor", "devices", "availability_pct", "incidents", "down_min",
+                           "unreachable_min", "mtbf_h"],
+                _avail_rows(fold(per_dev, lambda k: known[k].floor or ""),
+                            Counter(d.floor or "" for d in devs), "floor")),
+        Section("lines", ["device", "name", "start", "end", "down_min", "cause"],
+                _line_outages(store, hall, known, start, end, now)),
+        Section("months", ["month_col", "count"], _months(store, start, end)),
     ]
-    return Report(period, period_label(start, period), start, end, store.tz.key, sections)
+    listed, total = _tickets(store, start, end, tickets)
+    note = total - len(listed) or None
+    sections.append(Section("ticket_list", [
+        "id", "opened_at", "category", "status", "device", "name", "class", "floor", "owner",
+        "assignee", "summary_col", "resolved_at", "resolution"], [
+        [tk.id, tk.opened_at, Label("category", tk.category), Label("status", tk.status),
+         tk.device_id or "", known[tk.device_id].name if tk.device_id in known else "",
+         _ticket_class(tk, known),
+         tk.floor or "", tk.owner or "", tk.assignee or "", tk.summary, tk.resolved_at,
+         tk.resolution or ""] for tk in listed], note))
+    return Report(period, period_label(start, period), start, end, store.tz.key, hall.name,
+                  sections, dict(hall.class_labels))
 
 
-def _known_devices(store: Store) -> list[DeviceRef]:
+def _ticket_class(tk: Ticket, known: Mapping[str, HallDevice]) -> Label | str:
+    """The class a ticket names, else its device's; a ticket about no device has none."""
+    if tk.device_class:
+        return Label("class", tk.device_class)
+    dev = known.get(tk.device_id or "")
+    if dev is not None:
+        return Label("class", dev.device_class)
+    return Label("class", "") if tk.device_id else ""
+
+
+def _devices(store: Store, hall: Hall) -> list[HallDevice]:
+    """The inventory's devices, plus any device the log knows that the inventory does not
+    (a removed device keeps its history; its class comes from its tickets)."""
+    out = {d.id: d for d in hall.devices}
+    T = schema.tickets
     with store.read() as conn:
-        T = schema.tickets
         rows = conn.execute(select(T.c.device_id, func.max(T.c.device_class), func.max(T.c.floor))
                             .where(T.c.device_id.is_not(None)).group_by(T.c.device_id)).all()
-        seen = {r[0]: DeviceRef(r[0], r[1] or "", r[2]) for r in rows}
         inc = conn.execute(select(schema.incidents.c.device_id).distinct()).scalars().all()
+    for dev, cls, floor in rows:
+        out.setdefault(dev, HallDevice(dev, "" if hall.from_inventory else dev, cls or "",
+                                       floor))
     for dev in inc:
-        seen.setdefault(dev, DeviceRef(dev, ""))
-    return sorted(seen.values(), key=lambda d: d.id)
+        out.setdefault(dev, HallDevice(dev, "" if hall.from_inventory else dev, ""))
+    return sorted(out.values(), key=lambda d: d.id)
+
+
+def _figures(store: Store, hall: Hall, refs: list[DeviceRef], start: date, end: date,
+             now: datetime | None) -> dict[str, Any]:
+    lo, hi = (local_midnight_utc(start, store.tz),
+              local_midnight_utc(end + timedelta(days=1), store.tz))
+    by_cat = Counter({r.group or "": r.count for r in tally(store, "year", start, end,
+                                                                "category")})
+    per_dev, per_class = availability(store, refs, start, end, hall.opening_hours, now=now,
+                                      calendar=hall.calendar, all_day=hall.all_day_classes)
+    sums = mttr_sums(store, start, end, "category")
+    total_s, total_n = sum(s for s, _ in sums.values()), sum(n for _, n in sums.values())
+    observed, down = sum(a.observed_s for a in per_dev), sum(a.down_s for a in per_dev)
+    return {
+        "by_cat": by_cat, "availability": (per_dev, per_class), "mttr": sums,
+        "opened": sum(by_cat.values()),
+        "resolved": _resolved(store, lo, hi),
+        "backlog": open_at(store, hi),
+        "mttr_all": _r(total_s / total_n / 3600, 1) if total_n else None,
+        "avail_all": _r((1 - down / observed) * 100, 3) if observed else None,
+        "incidents_all": sum(a.failures for a in per_dev),
+        "down_all": _r(down / 60, 1),
+    }
+
+
+def _grouped(store: Store, start: date, end: date, dim: str) -> list[list[Any]]:
+    counts = Counter[str]()
+    for r in tally(store, "year", start, end, dim):
+        counts[r.group or ""] += r.count
+    return [[k or Label("text", "none"), n] for k, n in
+            sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _avail_rows(rows: list[Availability], devices: Counter[str], kind: str) -> list[list[Any]]:
+    return [[Label("class", a.key) if kind == "class" else (a.key or Label("text", "none")),
+             devices.get(a.key, 0), _r(a.ratio * 100, 3), a.failures, _r(a.down_s / 60, 1),
+             _r(a.unreachable_s / 60, 1),
+             None if a.mtbf_s is None else _r(a.mtbf_s / 3600, 1)] for a in rows]
 
 
 def _resolved(store: Store, lo: datetime, hi: datetime) -> int:
@@ -138,55 +358,114 @@ def _resolved(store: Store, lo: datetime, hi: datetime) -> int:
             T.c.resolved_at >= lo, T.c.resolved_at < hi)).scalar_one())
 
 
-def _top_devices(store: Store, start: date, end: date, top: int) -> list[list[Any]]:
-    rows = tally(store, "year", start, end, "category")  # cheap guard: any faults at all?
-    if not any(r.group == "fault" for r in rows):
-        return []
+def _top_devices(store: Store, known: Mapping[str, HallDevice], per_dev: list[Availability],
+                 start: date, end: date, top: int) -> list[list[Any]]:
+    """Devices by fault tickets opened in the period, then by outages the daemon recorded."""
     T = schema.tickets
     with store.read() as conn:
-        got = conn.execute(
-            select(T.c.device_id, func.max(T.c.device_class), func.count().label("n"))
+        got: dict[str, int] = dict(conn.execute(
+            select(T.c.device_id, func.count())
             .where(T.c.category == "fault", T.c.device_id.is_not(None),
                    T.c.local_day.between(date_key(start), date_key(end)))
-            .group_by(T.c.device_id).order_by(func.count().desc(), T.c.device_id).limit(top)
-        ).all()
-    return [[d, c or "", int(n)] for d, c, n in got]
+            .group_by(T.c.device_id)).all())
+    outages = {a.key: a.failures for a in per_dev}
+    ids = {d for d, n in got.items() if n} | {d for d, n in outages.items() if n}
+    ranked = sorted(ids, key=lambda d: (-got.get(d, 0), -outages.get(d, 0), d))[:top]
+    return [[d, known[d].name if d in known else "",
+             Label("class", known[d].device_class if d in known else ""),
+             int(got.get(d, 0)), outages.get(d, 0)] for d in ranked]
 
 
-def _line_outages(store: Store, devs: list[DeviceRef], classes: set[str], lo: datetime,
-                  hi: datetime) -> list[list[Any]]:
-    lines = {d.id for d in devs if d.device_class in classes}
+def _line_outages(store: Store, hall: Hall, known: Mapping[str, HallDevice], start: date,
+                  end: date, now: datetime | None) -> list[list[Any]]:
+    lo, hi = (local_midnight_utc(start, store.tz),
+              local_midnight_utc(end + timedelta(days=1), store.tz))
+    lines = {d for d, dev in known.items() if dev.device_class in hall.line_classes}
     out = []
-    for i in sorted(store.incidents(since=lo, until=hi, limit=100_000),
-                    key=lambda i: i.started_at):
-        if i.device_id in lines and i.check is None and i.status == "down":
-            end = i.ended_at
-            mins = None if end is None else round((end - i.started_at).total_seconds() / 60, 1)
-            out.append([i.device_id, i.started_at, end or "ongoing", mins, i.cause])
+    for i in sorted(store.incidents(since=lo, until=hi, limit=1_000_000),
+                    key=lambda i: (i.started_at, i.device_id)):
+        if i.device_id in lines and i.status == "down":
+            stop = i.ended_at
+            till = min(stop or (now or store.clock()), hi)
+            mins = _r((till - max(i.started_at, lo)).total_seconds() / 60, 1)
+            out.append([i.device_id, known[i.device_id].name, i.started_at,
+                        stop or Label("text", "ongoing"), mins, i.cause])
     return out
 
 
-# ---- rendering ----------------------------------------------------------------------------
-def _cell(v: Any, report: Report, lang: str) -> Any:
-    if isinstance(v, datetime):
-        from zoneinfo import ZoneInfo
+def _months(store: Store, start: date, end: date) -> list[list[Any]]:
+    counts = {r.period: r.count for r in tally(store, "month", start, end)}
+    out, d = [], start.replace(day=1)
+    while d <= end:
+        label = f"{d.year}-{d.month:02d}"
+        out.append([label, counts.get(label, 0)])
+        d = date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    return out
 
-        return v.astimezone(ZoneInfo(report.timezone)).strftime("%Y-%m-%d %H:%M")
-    if v == "ongoing":
-        return t("ongoing", lang)
-    return "" if v is None else v
+
+def _tickets(store: Store, start: date, end: date, limit: int) -> tuple[list[Ticket], int]:
+    """The period's tickets, oldest first (the newest ``limit`` of a longer list)."""
+    page, total = store.list_tickets(
+        limit=limit, opened_from=local_midnight_utc(start, store.tz),
+        opened_to=local_midnight_utc(end + timedelta(days=1), store.tz))
+    return sorted(page, key=lambda tk: (tk.opened_at, tk.id)), total
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_C0 = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def safe_text(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: C0 controls as visible escapes, and a
+    leading apostrophe before =, +, -, @, tab or CR (OWASP CSV injection)."""
+    text = _C0.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _label(v: Label, report: Report, lang: str) -> str:
+    if v.kind == "category":
+        return CATEGORY_ZH.get(v.key, v.key) if lang == "zh" else v.key
+    if v.kind == "status":
+        return STATUS_ZH.get(v.key, v.key) if lang == "zh" else v.key
+    if v.kind == "class":
+        if not v.key:
+            return t("not_listed", lang)
+        return report.class_labels.get(v.key, v.key) if lang == "zh" else v.key
+    return t(v.key, lang)
+
+
+def _value(v: Any, report: Report, lang: str) -> Any:
+    """A cell as the spreadsheet gets it: numbers stay numbers, times become site-local naive
+    datetimes, everything else text."""
+    if isinstance(v, Label):
+        return _label(v, report, lang)
+    if isinstance(v, datetime):
+        return v.astimezone(ZoneInfo(report.timezone)).replace(tzinfo=None, second=0,
+                                                                microsecond=0)
+    return v
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M")
+    return str(v)
+
+
+def _note(s: Section, lang: str) -> str:
+    return t("left_out", lang).format(n=s.left_out)
 
 
 def _table(report: Report, s: Section, lang: str) -> tuple[list[str], list[list[Any]]]:
-    head = [t(c, lang) for c in s.columns]
-    rows = [[t(r[0], lang) if s.translate_first else _cell(r[0], report, lang),
-             *(_cell(v, report, lang) for v in r[1:])] for r in s.rows]
-    return head, rows
+    return [t(c, lang) for c in s.columns], [[_value(v, report, lang) for v in r] for r in s.rows]
 
 
 def title(report: Report, lang: str) -> str:
     sep = "" if lang == "zh" else " "
-    return f"{t('title', lang)}{sep}({t(report.period, lang)}) {report.label}"
+    hall = f"{report.hall} " if report.hall else ""
+    return f"{hall}{t('title', lang)}{sep}({t(report.period, lang)}) {report.label}"
 
 
 def render(report: Report, fmt: str, lang: str) -> bytes:
@@ -201,13 +480,20 @@ def render(report: Report, fmt: str, lang: str) -> bytes:
     raise ValueError(f"format must be one of {', '.join(FORMATS)}")
 
 
+def _md_cell(v: Any) -> str:
+    return _C0.sub(lambda m: f"\\x{ord(m.group()):02x}", _text(v)).replace("|", "\\|") \
+        .replace("\n", " ")
+
+
 def _markdown(report: Report, lang: str) -> str:
     out = [f"# {title(report, lang)}", ""]
     for s in report.sections:
         head, rows = _table(report, s, lang)
         out += [f"## {t(s.key, lang)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
+        out += ["| " + " | ".join(_md_cell(v) for v in r) + " |" for r in rows]
+        if s.left_out:
+            out += ["", _note(s, lang)]
         out.append("")
     return "\n".join(out)
 
@@ -215,28 +501,82 @@ def _markdown(report: Report, lang: str) -> str:
 def _csv(report: Report, lang: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([title(report, lang)])
+    w.writerow([safe_text(title(report, lang))])
     for s in report.sections:
         head, rows = _table(report, s, lang)
         w.writerow([])
         w.writerow([t(s.key, lang)])
         w.writerow(head)
-        w.writerows(rows)
+        w.writerows([safe_text(_text(v)) if not isinstance(v, int | float) else v
+                     for v in r] for r in rows)
+        if s.left_out:
+            w.writerow([_note(s, lang)])
     return buf.getvalue()
+
+
+def display_width(text: str) -> int:
+    """Columns a text takes in a spreadsheet: Chinese (wide) characters count two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _xlsx(report: Report, lang: str) -> bytes:
     from openpyxl import Workbook
+    from openpyxl.chart import BarChart, Reference
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
 
     wb = Workbook()
     wb.remove(wb.active)
+    bold, head_fill = Font(bold=True), PatternFill("solid", fgColor="DDEBF7")
+    heading = title(report, lang)
     for s in report.sections:
         ws = wb.create_sheet(t(s.key, lang)[:31])
         head, rows = _table(report, s, lang)
+        ws.append([safe_text(f"{heading} — {t(s.key, lang)}")])
+        ws["A1"].font = Font(bold=True, size=14)
         ws.append(head)
+        for c in ws[2]:
+            c.font, c.fill = bold, head_fill
+            c.alignment = Alignment(vertical="center")
         for r in rows:
-            ws.append(r)
-    wb.properties.title = title(report, lang)
+            ws.append([safe_text(v) if isinstance(v, str) else v for v in r])
+        if s.left_out:
+            ws.append([_note(s, lang)])
+        ws.freeze_panes = "A3"  # title and header stay in view
+        for j, col in enumerate(s.columns, start=1):
+            fmt = NUMBER_FORMATS.get(col)
+            cells = [r[j - 1] for r in rows]
+            width = max([display_width(head[j - 1])]
+                        + [display_width(_text(v)) for v in cells[:2000]])
+            if fmt and fmt.startswith("yyyy"):
+                width = max(width, 16)
+            ws.column_dimensions[get_column_letter(j)].width = min(width + 2, 60)
+            if fmt:
+                for i in range(3, 3 + len(rows)):
+                    ws.cell(row=i, column=j).number_format = fmt
+        if s.key == "months" and rows:
+            _chart(ws, BarChart(), Reference, t(s.key, lang), 2, len(rows), t("count", lang))
+        if s.key == "availability" and rows:
+            _chart(ws, BarChart(), Reference, t(s.key, lang), 3, len(rows),
+                   t("availability_pct", lang))
+    wb.properties.title = heading
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
+
+
+def _chart(ws: Any, chart: Any, ref: Any, name: str, value_col: int, n: int,
+           axis: str) -> None:
+    """A bar chart of one value column against the first column, right of the table."""
+    chart.title, chart.y_axis.title = name, axis
+    chart.add_data(ref(ws, min_col=value_col, min_row=2, max_row=2 + n), titles_from_data=True)
+    chart.set_categories(ref(ws, min_col=1, min_row=3, max_row=2 + n))
+    chart.width, chart.height = 18, 9
+    ws.add_chart(chart, f"{_col_letter(ws.max_column + 2)}3")
+
+
+def _col_letter(n: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return str(get_column_letter(n))
+

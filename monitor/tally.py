@@ -13,16 +13,21 @@ MTTR (tickets) = mean(resolved_at - opened_at) over tickets opened in the range 
 Availability, per device, over a range R (hard states only: incidents are stored on hard
 transitions, soft failures never make one):
 
-    observed(d) = |R ∩ H  \\ M(d)|          H: opening hours if given, else all of R
+    observed(d) = |R ∩ H(d) \\ M(d)|       H(d): the hall's opening hours on its working days
+                                           (monitor.workdays), or all of R for classes counted
+                                           24 h (lines); all of R without hours or calendar
                                            M(d): maintenance windows matching d (device, class,
                                                  floor selectors)
-    down(d)     = |(∪ device-level "down" incidents of d) ∩ R ∩ H \\ M(d)|
+    down(d)     = |(∪ "down" incidents of d) ∩ R ∩ H(d) \\ M(d)|
     availability(d) = 1 - down(d) / observed(d)    (1.0 when observed is 0)
 
-"unreachable" (a parent is down) and "degraded" (reachable, a health check failed) do not count
-as down: the device itself answered or could not be asked. Per class: the device-time weighted
-mean, 1 - Σ down / Σ observed. MTBF per class = (Σ observed - Σ down) / number of down
-incidents that started in R (None without failures); incident MTTR = Σ down / that number.
+Every "down" incident the pipeline recorded counts, whatever check it names as its cause (the
+pipeline records each device-level incident with the check that explains it: ``ping``...).
+"unreachable" time (a parent is down: the device could not be asked) is summed apart, as
+``unreachable_s``, and does not lower the device's own availability; "degraded" (reachable, a
+health check failed) does not count as down. Per class: the device-time weighted mean,
+1 - Σ down / Σ observed. MTBF per class = (Σ observed - Σ down) / number of down incidents that
+started in R (None without failures); incident MTTR = Σ down / that number.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from monitor.store.localtime import (
 )
 from monitor.store.models import InvalidValue
 from monitor.store.tickets import TALLY_DIMS
+from monitor.workdays import WorkCalendar
+from monitor.workdays import opening_intervals as working_hours
 
 T = schema.tickets
 GROUPS: tuple[str, ...] = tuple(TALLY_DIMS)
@@ -164,6 +171,13 @@ def _range_utc(store: Store, start: date, end: date) -> Interval:
 
 def mttr(store: Store, start: date, end: date, group_by: str = "class") -> dict[str, float]:
     """Mean seconds from opening to resolution per group, tickets opened in the range."""
+    return {k: s / n for k, (s, n) in mttr_sums(store, start, end, group_by).items()}
+
+
+def mttr_sums(store: Store, start: date, end: date, group_by: str = "class"
+              ) -> dict[str, tuple[float, int]]:
+    """(Σ seconds from opening to resolution, number resolved) per group, tickets opened in
+    the range and resolved."""
     _check("day", group_by)
     col = T.c[TALLY_DIMS[group_by]]
     with store.read() as conn:
@@ -174,7 +188,7 @@ def mttr(store: Store, start: date, end: date, group_by: str = "class") -> dict[
             acc = sums[value or ""]
             acc[0] += (resolved - opened).total_seconds()
             acc[1] += 1
-    return {k: s / n for k, (s, n) in sorted(sums.items())}
+    return {k: (s, int(n)) for k, (s, n) in sorted(sums.items())}
 
 
 def backlog(store: Store, period: str, start: date, end: date) -> list[tuple[str, int]]:
@@ -200,6 +214,17 @@ def backlog(store: Store, period: str, start: date, end: date) -> list[tuple[str
     return out
 
 
+def open_at(store: Store, cut: datetime) -> int:
+    """Tickets opened before ``cut`` and neither resolved nor closed before it (one COUNT; the
+    same rule as ``backlog``)."""
+    c = store._now(cut)
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(T).where(
+            T.c.opened_at < c,
+            (T.c.resolved_at.is_(None)) | (T.c.resolved_at >= c),
+            (T.c.closed_at.is_(None)) | (T.c.closed_at >= c))).scalar_one())
+
+
 def _done_before(resolved: datetime | None, closed: datetime | None, cut: datetime) -> bool:
     stamps = [t for t in (resolved, closed) if t is not None]
     return bool(stamps) and min(stamps) < cut
@@ -215,10 +240,11 @@ class DeviceRef:
 
 @dataclass(frozen=True, slots=True)
 class Availability:
-    key: str  # device id or class
+    key: str  # device id or class (or floor)
     observed_s: float
     down_s: float
     failures: int
+    unreachable_s: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -295,36 +321,59 @@ def _seconds(spans: list[Interval]) -> float:
 
 
 def availability(store: Store, devices: Iterable[DeviceRef], start: date, end: date,
-                 opening_hours: str | None = None, now: datetime | None = None
+                 opening_hours: str | None = None, now: datetime | None = None,
+                 calendar: WorkCalendar | None = None, all_day: Iterable[str] = (),
                  ) -> tuple[list[Availability], list[Availability]]:
-    """(per device, per class) availability over local dates [start, end]; see module doc."""
+    """(per device, per class) availability over local dates [start, end]; see module doc.
+    With a ``calendar``, opening hours count on its working days only; classes in ``all_day``
+    are observed over the whole range."""
     lo, hi = _range_utc(store, start, end)
     hi = min(hi, now or store.clock())
-    base = [(lo, hi)] if hi > lo else []
-    if opening_hours:
-        base = _intersect(base, opening_intervals(opening_hours, start, end, store.tz))
+    whole = [(lo, hi)] if hi > lo else []
+    if calendar is not None:
+        hours = _intersect(whole, working_hours(opening_hours, calendar, start, end, store.tz))
+    elif opening_hours:
+        hours = _intersect(whole, opening_intervals(opening_hours, start, end, store.tz))
+    else:
+        hours = whole
+    day_long = set(all_day)
     incidents = [i for i in store.incidents(since=lo, until=hi, limit=10_000_000)
-                 if i.check is None and i.status == "down"]
+                 if i.status in ("down", "unreachable")]
     windows = store.windows(include_past=True, limit=1_000_000)
     per_device: list[Availability] = []
-    per_class: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    by_device: dict[str, list[Interval]] = defaultdict(list)
+    per_class: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    by_device: dict[tuple[str, str], list[Interval]] = defaultdict(list)
     starts: dict[str, int] = defaultdict(int)
     for inc in incidents:
-        by_device[inc.device_id].append((inc.started_at, inc.ended_at or hi))
-        if lo <= inc.started_at < hi:
+        by_device[(inc.device_id, inc.status)].append((inc.started_at, inc.ended_at or hi))
+        if inc.status == "down" and lo <= inc.started_at < hi:
             starts[inc.device_id] += 1
     for dev in devices:
         maint = _union((w.starts_at, w.ends_at) for w in windows if
                        (w.selector, w.value) in {("device", dev.id), ("class", dev.device_class),
                                                  ("floor", dev.floor or "\0")})
-        observed = _minus(base, maint)
-        down = _intersect(_union(by_device.get(dev.id, [])), observed)
-        a = Availability(dev.id, _seconds(observed), _seconds(down), starts.get(dev.id, 0))
+        observed = _minus(whole if dev.device_class in day_long else hours, maint)
+        down = _intersect(_union(by_device.get((dev.id, "down"), [])), observed)
+        behind = _intersect(_union(by_device.get((dev.id, "unreachable"), [])), observed)
+        a = Availability(dev.id, _seconds(observed), _seconds(down), starts.get(dev.id, 0),
+                         _seconds(behind))
         per_device.append(a)
         acc = per_class[dev.device_class]
         acc[0] += a.observed_s
         acc[1] += a.down_s
         acc[2] += a.failures
-    classes = [Availability(c, o, d, int(f)) for c, (o, d, f) in sorted(per_class.items())]
+        acc[3] += a.unreachable_s
+    classes = [Availability(c, o, d, int(f), u) for c, (o, d, f, u) in sorted(per_class.items())]
     return per_device, classes
+
+
+def fold(rows: Iterable[Availability], key: Callable[[str], str]) -> list[Availability]:
+    """Per-device availability summed into groups (``key(device id)``: its floor, ...)."""
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for a in rows:
+        g = acc[key(a.key)]
+        g[0] += a.observed_s
+        g[1] += a.down_s
+        g[2] += a.failures
+        g[3] += a.unreachable_s
+    return [Availability(k, o, d, int(f), u) for k, (o, d, f, u) in sorted(acc.items())]

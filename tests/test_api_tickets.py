@@ -237,3 +237,34 @@ async def test_a_plain_store_is_wrapped_once(tmp_path: Path) -> None:
                                  base_url="http://h") as c:
         r = await c.get("/api/v1/tickets", headers=auth_header("viewer"))
         assert r.status_code == 503
+
+
+async def test_a_manual_ticket_names_a_device_of_the_inventory(tmp_path: Path) -> None:
+    """Issue 10.11: with the daemon's inventory, POST /api/v1/tickets refuses a misspelt
+    device (with a suggestion) and fills in the device's class, floor and owner."""
+    from types import SimpleNamespace
+
+    from monitor.inventory import Inventory
+
+    app = make_app(tmp_path / "api.db")
+    app.state.hall = SimpleNamespace(inventory=Inventory.model_validate({
+        "site": {"name": "大厅"},
+        "devices": [{"id": "kiosk-1f-01", "name": "一楼自助终端1号", "class": "kiosk",
+                     "address": "127.20.1.11", "location": {"floor": 1}, "owner": "政务办",
+                     "credential": "ro"}],
+        "credentials": {"ro": {"version": "2c", "community": "${C:-public}"}},
+    }, context={"env": {}}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://hallmon") as c:
+        bad = await c.post("/api/v1/tickets", headers=auth_header("technician"), json={
+            "category": "fault", "summary": "黑屏", "device_id": "kiosk-1f-1"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"] == [{
+            "loc": ["body", "device_id"], "type": "value_error",
+            "msg": "unknown device 'kiosk-1f-1' (did you mean 'kiosk-1f-01'?)"}]
+        ok = await c.post("/api/v1/tickets", headers=auth_header("technician"), json={
+            "category": "fault", "summary": "黑屏", "device_id": "kiosk-1f-01"})
+        assert ok.status_code == 201, ok.text
+        body = ok.json()
+        assert (body["device_class"], body["floor"], body["owner"]) == ("kiosk", "1", "政务办")
+    await app.state.store.aclose()

@@ -27,6 +27,7 @@ LEVELS: dict[str, int] = {
     "monitor.conditions": 2,
     "monitor.checks": 2,
     "monitor.simulate": 2,
+    "monitor.workdays": 2,  # pure date logic over the inventory's site; tally and reports use it
     "monitor.store": 3,
     "monitor.scheduler": 3,
     "monitor.metrics": 3,
@@ -36,6 +37,7 @@ LEVELS: dict[str, int] = {
     "monitor.pipeline": 4,
     "monitor.reports": 5,
     "monitor.api": 6,
+    "monitor.report_delivery": 6,  # reports (5) through the alert outbox; the daemon runs it
     "monitor.web": 7,
     "monitor.app": 7,
     "monitor.cli": 8,

@@ -17,6 +17,7 @@ from monitor.store import (
     NotFound,
     Store,
     StoreError,
+    TimezoneMismatch,
     schema,
 )
 from monitor.store.migrations import LATEST
@@ -43,14 +44,16 @@ def test_migrations_are_versioned_and_idempotent(url: str) -> None:
     s.close()
 
 
-def test_timezone_is_remembered_and_a_new_one_relocalises(url: str) -> None:
+def test_timezone_is_remembered_and_never_changed_silently(url: str) -> None:
     s = Store(url, timezone="UTC")
     t = s.create_ticket(fault(), at=datetime(2025, 3, 1, 20, 0, tzinfo=UTC))  # 04:00 next day CST
     s.close()
     s = Store(url)
     assert s.tz.key == "UTC"
     s.close()
-    s = Store(url, timezone="Asia/Shanghai")
+    with pytest.raises(TimezoneMismatch, match="in site time UTC, not Asia/Shanghai"):
+        Store(url, timezone="Asia/Shanghai")  # a store holding rows: refused, not relocalised
+    s = Store(url, timezone="Asia/Shanghai", change_timezone=True)  # the site really moved
     with s.read() as conn:
         day = conn.execute(select(schema.tickets.c.local_day)
                            .where(schema.tickets.c.id == t.id)).scalar_one()
@@ -262,3 +265,21 @@ def test_a_bad_storage_url_is_a_store_error_without_the_password(url: str, messa
         Store(url)
     assert message in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+def test_a_store_created_without_a_zone_takes_the_sites_later(url: str) -> None:
+    """Issue 10.10: a store first created by the CLI (no zone) must not pin UTC for good."""
+    s = Store(url)
+    assert s.tz.key == "UTC" and not s.timezone_recorded
+    t = s.create_ticket(fault(), at=datetime(2025, 3, 1, 20, 0, tzinfo=UTC))
+    s.close()
+    s = Store(url, timezone="Asia/Shanghai")  # the daemon, with the inventory's zone
+    assert s.tz.key == "Asia/Shanghai" and s.timezone_recorded
+    with s.read() as conn:
+        day = conn.execute(select(schema.tickets.c.local_day)
+                           .where(schema.tickets.c.id == t.id)).scalar_one()
+    assert day == 20250302
+    s.close()
+    s = Store(url)
+    assert s.tz.key == "Asia/Shanghai"
+    s.close()

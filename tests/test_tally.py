@@ -18,6 +18,7 @@ from monitor.tally import (
     availability,
     backlog,
     mttr,
+    open_at,
     opening_intervals,
     tally,
     tally_direct,
@@ -154,6 +155,10 @@ def test_mttr_and_backlog(mem: Store) -> None:
     assert mttr(mem, date(2025, 3, 1), date(2025, 3, 31)) == {"kiosk": (2 + 4 + 168) * 1800.0}
     weeks = backlog(mem, "week", date(2025, 3, 3), date(2025, 3, 16))
     assert weeks == [("2025-W10", 2), ("2025-W11", 1)]
+    # open_at (one COUNT) agrees with the backlog at each cut
+    cuts = [datetime(2025, 3, 9, 16, tzinfo=UTC), datetime(2025, 3, 16, 16, tzinfo=UTC)]
+    assert [open_at(mem, c) for c in cuts] == [2, 1]
+    assert open_at(mem, t0) == 0 and open_at(mem, t0 + timedelta(hours=3)) == 2
 
 
 def test_opening_hours_parse_and_span() -> None:
@@ -171,15 +176,17 @@ def test_availability_formula(mem: Store) -> None:
     s = Store("sqlite://", timezone="UTC")
     day = date(2025, 3, 3)
     t = datetime(2025, 3, 3, tzinfo=UTC)
-    inc = s.open_incident("sw", None, "down", "x", t + timedelta(hours=10))
+    # the pipeline's shapes: a DOWN names its reachability check, degraded a health check
+    inc = s.open_incident("sw", "ping", "down", "x", t + timedelta(hours=10))
     s.close_incident(inc, t + timedelta(hours=12))
-    s.open_incident("sw", None, "unreachable", "parent", t + timedelta(hours=14))  # not down
-    s.open_incident("kiosk", "toner", "down", "x", t + timedelta(hours=1))  # a check, not device
+    s.open_incident("sw", "ping", "unreachable", "parent", t + timedelta(hours=14))  # apart
+    s.open_incident("kiosk", "toner", "degraded", "x", t + timedelta(hours=1))  # not down
     s.add_window("class", "switch", t + timedelta(hours=11), t + timedelta(hours=13), "fw", "a")
     devs = [DeviceRef("sw", "switch", "2"), DeviceRef("kiosk", "kiosk", "1")]
     per_dev, per_class = availability(s, devs, day, day, now=t + timedelta(days=2))
     sw, kiosk = per_dev
     assert (sw.observed_s, sw.down_s, sw.failures) == (22 * 3600, 3600, 1)
+    assert sw.unreachable_s == 10 * 3600 and kiosk.down_s == 0
     assert sw.ratio == pytest.approx(1 - 1 / 22) and kiosk.ratio == 1.0
     assert sw.mtbf_s == 21 * 3600 and sw.mttr_s == 3600
     assert [c.key for c in per_class] == ["kiosk", "switch"]

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.cli.tickets import add_report_command, add_tickets_commands
-from monitor.reports import build_report
+from monitor.reports import Report, build_report
 from monitor.store import Store
 from monitor.store.csvio import COLUMNS, CsvErrors, parse_tickets_csv
 from monitor.store.localtime import period_label
@@ -60,6 +60,16 @@ def synthetic_year(path: Path) -> list[date]:
     return days
 
 
+def _figure(report: Report, key: str) -> object:
+    return next(r[1] for r in report.section("summary").rows if r[0].key == key)
+
+
+@pytest.fixture(autouse=True)
+def _away_from_the_shipped_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI picks ./inventory.yaml up by itself: these tests run without one unless given."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_a_year_of_jobs_tallies_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path / 'log.db'}"
     days = synthetic_year(tmp_path / "2025.csv")
@@ -80,9 +90,8 @@ def test_a_year_of_jobs_tallies_back(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert by_cat == CATS
         # twelve monthly reports add up to the yearly one
         monthly = [build_report(store, "month", date(2025, m, 1)) for m in range(1, 13)]
-        opened = [dict(r.sections[0].rows)["opened"] for r in monthly]
-        assert sum(opened) == 513 == dict(build_report(store, "year", lo).sections[0].rows)[
-            "opened"]
+        opened = [_figure(r, "opened") for r in monthly]
+        assert sum(opened) == 513 == _figure(build_report(store, "year", lo), "opened")
     finally:
         store.close()
 
@@ -90,7 +99,8 @@ def test_a_year_of_jobs_tallies_back(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_rows_are_reported_by_line_and_nothing_is_imported(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path / 'log.db'}"
-    assert cli("tickets", "import", str(DATA / "bad.csv"), "--db", db) == 1
+    assert cli("tickets", "import", str(DATA / "bad.csv"), "--db", db,
+               "--timezone", "Asia/Shanghai") == 1
     err = capsys.readouterr().err
     assert err.splitlines()[1:] == [
         "line 3: category: unknown 'coffee' (one of fault, preventive, line, enrolment, "
@@ -133,3 +143,50 @@ def test_cli_ticket_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert '"total": 1' in capsys.readouterr().out
     assert cli("report", "--period", "day", "--format", "md", "--lang", "en", *db) == 0
     assert "## Jobs by category" in capsys.readouterr().out
+
+
+def test_cli_import_never_guesses_the_sites_zone(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10.10 as found: a store first created by the CLI remembered UTC, and local times
+    imported into it were stored 8 h off."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    assert cli("tickets", "import", str(DATA / "good.csv"), "--db", db) == 1
+    assert "timezone is unknown" in capsys.readouterr().err
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("site: {name: 大厅, timezone: Asia/Shanghai}\n", encoding="utf-8")
+    assert cli("tickets", "import", str(DATA / "good.csv"), "--db", db) == 0  # ./inventory.yaml
+    capsys.readouterr()
+    assert cli("tickets", "list", "--db", db) == 0
+    out = capsys.readouterr().out
+    assert "2025-03-01 09:00" in out and "Z " not in out  # printed in site time
+    store = Store(db)
+    assert store.tz.key == "Asia/Shanghai"
+    assert min(t.opened_at for t in store.list_tickets()[0]) == datetime(2025, 3, 1, 1,
+                                                                         tzinfo=UTC)
+    store.close()
+    # the zone is never changed silently on a store that holds rows
+    assert cli("tickets", "list", "--db", db, "--timezone", "UTC") == 2
+    assert "not UTC" in capsys.readouterr().err
+
+
+def test_cli_add_checks_the_device_against_the_inventory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10.11 as found: a misspelt device was accepted and class, floor and owner left
+    empty, so tallies by class, floor and owner missed every manual ticket."""
+    db = ("--db", f"sqlite:///{tmp_path / 'log.db'}")
+    (tmp_path / "inventory.yaml").write_text(
+        "site: {name: 大厅}\n"
+        "devices:\n"
+        "  - {id: led-1f-main, name: 一楼LED屏, class: led_controller, address: 127.20.1.50,\n"
+        "     location: {floor: 1}, owner: 综合科}\n", encoding="utf-8")
+    assert cli("tickets", "add", "--category", "fault", "--summary", "LED dark", "--device",
+               "led-1f", *db) == 1
+    assert "unknown device 'led-1f' (did you mean 'led-1f-main'?)" in capsys.readouterr().err
+    assert cli("tickets", "add", "--category", "fault", "--summary", "LED dark", "--device",
+               "led-1f-main", *db) == 0
+    store = Store(db[1])
+    (t,) = store.list_tickets()[0]
+    assert (t.device_class, t.floor, t.owner) == ("led_controller", "1", "综合科")
+    assert {r.group: r.count for r in tally(store, "year", date(2020, 1, 1), date(2030, 1, 1),
+                                            "class")} == {"led_controller": 1}
+    store.close()

@@ -15,7 +15,7 @@ import httpx
 
 Status = Literal["down", "degraded", "unreachable", "flapping", "up", "maintenance", "unknown"]
 Severity = Literal["critical", "warning"]
-MessageKind = Literal["notice", "repeat", "digest", "test"]
+MessageKind = Literal["notice", "repeat", "digest", "test", "report"]
 
 # Statuses that page (the device itself is the problem). "unreachable" rides in its parent's
 # message and "maintenance" is silent: the state layer has already decided the suppression.
@@ -76,6 +76,8 @@ class Message:
     markdown: str
     created_at: str  # RFC 3339
     alerts: tuple[AlertItem, ...] = ()
+    # Files for channels that carry them (e-mail): {"filename", "content_type", "data" (base64)}.
+    attachments: tuple[Mapping[str, str], ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +89,7 @@ class Message:
             AlertItem(**{**a, "labels": dict(a["labels"]), "annotations": dict(a["annotations"])})
             for a in data.get("alerts", ())
         )
+        fields["attachments"] = tuple(dict(a) for a in data.get("attachments", ()))
         return cls(**fields)
 
 

@@ -7,6 +7,7 @@ UTF-8, with CRLF line ends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import smtplib
 import ssl
@@ -32,6 +33,10 @@ def build_message(message: Message, sender: str, recipients: Sequence[str]) -> E
     mail["X-Hallmon-Key"] = message.key
     # base64 keeps the mail 7-bit clean for relays without 8BITMIME.
     mail.set_content(message.text, cte="base64")
+    for a in message.attachments:
+        maintype, _, subtype = a["content_type"].partition("/")
+        mail.add_attachment(base64.b64decode(a["data"]), maintype=maintype, subtype=subtype,
+                            filename=a["filename"])
     return mail
 
 

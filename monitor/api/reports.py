@@ -1,8 +1,8 @@
 """``/api/v1/reports/{period}``: the same reports as ``hallmon report`` (md, csv, xlsx; zh, en).
 
-Optional app state: ``report_devices`` (callable returning the inventory's devices as
-tally.DeviceRef, so availability covers devices that never failed) and ``opening_hours``
-("Mon-Fri 08:30-18:00", to count availability inside opening hours only).
+With the daemon's hall at ``app.state.hall`` (its ``inventory``), every device and class is
+named, availability covers devices that never failed, and it is counted over the site's opening
+hours on its working days (24 h for line classes).
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from monitor.api.tickets import ERRORS, GUARDS, IsoDate, StoreDep, Viewer, sane_date
-from monitor.reports import build_report, render
+from monitor.inventory import Inventory
+from monitor.reports import MEDIA, Hall, build_report, render
 
 router = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS, dependencies=GUARDS)
 
-MEDIA = {
-    "md": "text/markdown; charset=utf-8",
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
 
 
 @router.get(
@@ -43,10 +39,9 @@ async def report(
 ) -> Response:
     """``date``: any local date inside the period (default: today, site time)."""
     when = sane_date(day or datetime.now(store.store.tz).date(), "date")
-    devices_fn = getattr(request.app.state, "report_devices", None)
-    devices = devices_fn() if devices_fn is not None else None
-    hours = getattr(request.app.state, "opening_hours", None)
-    rep = await store.run(build_report, store.store, period, when, devices, hours)
+    inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
+    hall = Hall.of(inventory) if isinstance(inventory, Inventory) else None
+    rep = await store.run(build_report, store.store, period, when, hall)
     data = await store.run(render, rep, format, lang)
     name = f"hallmon-{period}-{rep.label}.{format}"
     return Response(data, media_type=MEDIA[format],

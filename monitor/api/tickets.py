@@ -302,9 +302,21 @@ async def list_tickets(
 
 
 @router.post("", status_code=201, summary="Open a ticket", dependencies=[Depends(limit_body)])
-async def create_ticket(body: TicketIn, store: StoreDep, who: Technician) -> TicketOut:
+async def create_ticket(request: Request, body: TicketIn, store: StoreDep,
+                        who: Technician) -> TicketOut:
+    """With the daemon's inventory at hand, ``device_id`` must be one of its devices, and the
+    ticket takes the device's class, floor and owner (fields given in the body win)."""
+    fields = body.model_dump()
+    inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
+    if body.device_id is not None and inventory is not None:
+        try:
+            known = inventory.ticket_device(body.device_id)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+                "loc": ["body", "device_id"], "msg": str(exc), "type": "value_error"}]) from None
+        fields.update({k: fields[k] or v for k, v in known.items()})
     with store_errors():
-        t = await store.create_ticket(NewTicket(reporter=who.name, **body.model_dump()))
+        t = await store.create_ticket(NewTicket(reporter=who.name, **fields))
     return TicketOut.of(t)
 
 

@@ -137,8 +137,6 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     if auth is None:
         log.warning("no --auth.tokens-file: the API is read-only (tickets cannot be written)")
     app = create_app(hall, site_name=hall.inventory.site.name, store=hall.astore, auth_=auth)
-    app.state.report_devices = hall.report_devices
-    app.state.opening_hours = hall.inventory.site.opening_hours
     config = uvicorn.Config(app, host=listen[0], port=listen[1], log_config=None,
                             access_log=False, lifespan="off")
     server = _Server(config)

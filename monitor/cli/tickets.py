@@ -3,6 +3,10 @@
 Both work straight on the store (``--db``, default $HALLMON_DB or the daemon's default
 sqlite:///state/hallmon.db): no daemon needs to be running. Each sub-command sets
 ``args.func(args) -> int`` (exit status).
+
+The inventory (``--inventory``, default ./inventory.yaml when present) gives the site's
+timezone (``--timezone`` overrides it), the devices a manual ticket may name (with their class,
+floor and owner), and the names, calendar and schedule of reports. Times are printed site-local.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from dataclasses import asdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from monitor.cli import DEFAULT_INVENTORY
+from monitor.inventory import Inventory
+from monitor.inventory.load import InventoryError, load_inventory
 from monitor.store import NewTicket, Store, StoreError, Ticket, sqlite_url
 from monitor.store.csvio import parse_tickets_csv
 
@@ -26,8 +34,31 @@ DEFAULT_DB = sqlite_url()  # the daemon's default log (state/hallmon.db)
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=os.environ.get("HALLMON_DB", DEFAULT_DB),
                    help="store URL (sqlite:///path or postgresql://...); env HALLMON_DB")
+    p.add_argument("--inventory", type=Path, default=None,
+                   help=f"the hall's inventory (default: ./{DEFAULT_INVENTORY} when present)")
     p.add_argument("--timezone", default=None,
-                   help="site timezone (IANA); default: the one the database remembers")
+                   help="site timezone (IANA); default: the inventory's site.timezone, else the "
+                   "one the database remembers")
+    p.add_argument("--change-timezone", action="store_true",
+                   help="the site really moved: recompute every local day in --timezone")
+
+
+def _inventory(args: argparse.Namespace) -> Inventory | None | bool:
+    """The inventory named or found; None without one; False once its problems are printed."""
+    path = args.inventory
+    if path is None:
+        path = Path(DEFAULT_INVENTORY)
+        if not path.exists():
+            return None
+    try:
+        return load_inventory(path)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return False
+    except OSError as exc:
+        print(f"hallmon: {path}: {exc.strerror}", file=sys.stderr)
+        return False
 
 
 def _actor(p: argparse.ArgumentParser) -> None:
@@ -73,17 +104,26 @@ def add_tickets_commands(subparsers: Any) -> None:
         sp.set_defaults(func=run_tickets)
 
 
-def _open_store(args: argparse.Namespace) -> Store | None:
-    """The store, or None once the reason it cannot be opened is printed (the caller exits 2)."""
+def _open_store(args: argparse.Namespace, inventory: Inventory | None) -> Store | None:
+    """The store, or None once the reason it cannot be opened is printed (the caller exits 2).
+    Its zone: --timezone, else the inventory's, else the one it remembers."""
+    zone = args.timezone or (inventory.site.timezone if inventory is not None else None)
+    kwargs: dict[str, Any] = {}
+    if inventory is not None:
+        kwargs["categories"] = inventory.tickets.categories
     try:
-        return Store(args.db, timezone=args.timezone)
+        return Store(args.db, timezone=zone, change_timezone=args.change_timezone, **kwargs)
     except StoreError as exc:
         print(f"hallmon: {exc}", file=sys.stderr)
         return None
 
 
-def _line(t: Ticket) -> str:
-    return (f"#{t.id:<6} {t.status:<11} {t.category:<12} {t.opened_at:%Y-%m-%d %H:%M}Z "
+def _local(at: datetime, tz: ZoneInfo) -> str:
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _line(t: Ticket, tz: ZoneInfo) -> str:
+    return (f"#{t.id:<6} {t.status:<11} {t.category:<12} {_local(t.opened_at, tz)} "
             f"{t.device_id or '-':<16} {t.assignee or '-':<10} {t.summary}")
 
 
@@ -93,11 +133,15 @@ def _jsonable(obj: Any) -> Any:
 
 def run_tickets(args: argparse.Namespace) -> int:
     actor = args.actor or os.environ.get("HALLMON_USER") or getpass.getuser()
-    store = _open_store(args)
+    inventory = _inventory(args)
+    if inventory is False:
+        return 1
+    assert not isinstance(inventory, bool)
+    store = _open_store(args, inventory)
     if store is None:
         return 2
     try:
-        return _dispatch(store, args, actor)
+        return _dispatch(store, args, actor, inventory)
     except StoreError as exc:
         print(f"hallmon: {exc}", file=sys.stderr)
         return 1
@@ -105,15 +149,25 @@ def run_tickets(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
+def _dispatch(store: Store, args: argparse.Namespace, actor: str,
+              inventory: Inventory | None) -> int:
     cmd = args.tickets_command
     out = sys.stdout
+    tz = store.tz
     if cmd == "add":
+        fields = {"device_class": getattr(args, "class"), "floor": args.floor,
+                  "owner": args.owner}
+        if args.device is not None and inventory is not None:
+            try:
+                known = inventory.ticket_device(args.device)
+            except ValueError as exc:
+                print(f"hallmon: --device: {exc}", file=sys.stderr)
+                return 1
+            fields = {k: fields[k] or v for k, v in known.items()}
         t = store.create_ticket(NewTicket(
             category=args.category, summary=args.summary, reporter=actor,
-            device_id=args.device, device_class=getattr(args, "class"), floor=args.floor,
-            owner=args.owner, assignee=args.assignee))
-        print(_line(t), file=out)
+            device_id=args.device, assignee=args.assignee, **fields))
+        print(_line(t, tz), file=out)
     elif cmd == "list":
         page, total = store.list_tickets(limit=args.limit, offset=args.offset,
                                          status=args.status, category=args.category,
@@ -124,7 +178,7 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
             print(file=out)
         else:
             for t in page:
-                print(_line(t), file=out)
+                print(_line(t, tz), file=out)
             print(f"({len(page)} of {total})", file=out)
     elif cmd == "show":
         t = store.get_ticket(args.id)
@@ -134,19 +188,23 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
                       default=_jsonable, ensure_ascii=False, indent=1)
             print(file=out)
         else:
-            print(_line(t), file=out)
+            print(_line(t, tz), file=out)
             for e in events:
                 change = f"{e.old or ''} -> {e.new or ''}" if e.kind != "comment" else ""
-                print(f"  {e.at:%Y-%m-%d %H:%M}Z {e.actor:<10} {e.kind:<8} {change} "
+                print(f"  {_local(e.at, tz)} {e.actor:<10} {e.kind:<8} {change} "
                       f"{e.note or ''}".rstrip(), file=out)
     elif cmd in ("start", "resolve", "close", "reopen"):
         t = store.transition(args.id, args.to, actor, args.note,
                              resolution=getattr(args, "resolution", None))
-        print(_line(t), file=out)
+        print(_line(t, tz), file=out)
     elif cmd == "comment":
         store.comment(args.id, actor, args.text)
         print(f"#{args.id}: comment added", file=out)
     elif cmd == "import":
+        if not store.timezone_recorded:
+            print("hallmon: the site's timezone is unknown, and the CSV's times are site-local: "
+                  "give --inventory (site.timezone) or --timezone", file=sys.stderr)
+            return 1
         rows = parse_tickets_csv(args.file.read_bytes(), store.tz, store.categories, actor)
         ids = store.import_tickets(rows, actor=actor)
         print(f"imported {len(ids)} tickets from {args.file}", file=out)
@@ -154,7 +212,7 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
 
 
 def add_report_command(subparsers: Any) -> None:
-    """Register ``report`` on the main parser's sub-parsers."""
+    """Register ``report`` (and ``report schedule``) on the main parser's sub-parsers."""
     from monitor.reports import FORMATS, LANGS
 
     p = subparsers.add_parser("report", help="maintenance report for a period")
@@ -168,20 +226,61 @@ def add_report_command(subparsers: Any) -> None:
                    help="file to write (default: stdout; xlsx needs a file)")
     _common(p)
     p.set_defaults(func=run_report)
+    sub = p.add_subparsers(dest="report_command", metavar="COMMAND")
+    sched = sub.add_parser("schedule", help="list the reports due between two dates (sends "
+                           "nothing)")
+    sched.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
+    sched.add_argument("--to", dest="end", type=date.fromisoformat, required=True)
+    sched.add_argument("--inventory", type=Path, default=argparse.SUPPRESS,
+                       help=f"default: ./{DEFAULT_INVENTORY} when present")
+    sched.set_defaults(func=run_schedule)
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    """One line per report due: ``day 2021-01-04 due 2021-01-04 18:00 xlsx zh``."""
+    from monitor.store.localtime import period_label
+    from monitor.workdays import WorkCalendar, due_reports
+
+    inventory = _inventory(args)
+    if inventory is False:
+        return 1
+    if inventory is None:
+        print(f"hallmon: the schedule needs the inventory (--inventory, or ./{DEFAULT_INVENTORY})",
+              file=sys.stderr)
+        return 1
+    assert not isinstance(inventory, bool)
+    if args.end < args.start:
+        print("hallmon: --to is before --from", file=sys.stderr)
+        return 2
+    cal = WorkCalendar.of(inventory.site)
+    unknown = cal.unknown_years(range(args.start.year, args.end.year + 1))
+    if unknown:
+        print(f"hallmon: the national calendar does not know {', '.join(map(str, unknown))} "
+              "yet: Monday-Friday assumed there, plus site.calendar overrides", file=sys.stderr)
+    for due in due_reports(inventory.reports, inventory.site, args.start, args.end, cal):
+        s = due.schedule
+        print(f"{due.period} {period_label(due.start, due.period)} due {due.at:%Y-%m-%d %H:%M} "
+              f"{s.format} {s.language}" + (f" -> {s.route}" if s.route else ""))
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from monitor.reports import build_report, render
+    from monitor.reports import Hall, build_report, render
 
     if args.format == "xlsx" and args.output is None:
         print("hallmon: --format xlsx needs --output FILE", file=sys.stderr)
         return 2
-    store = _open_store(args)
+    inventory = _inventory(args)
+    if inventory is False:
+        return 1
+    assert not isinstance(inventory, bool)
+    store = _open_store(args, inventory)
     if store is None:
         return 2
     try:
         day = args.date or datetime.now(store.tz).date()
-        data = render(build_report(store, args.period, day), args.format, args.lang)
+        hall = Hall.of(inventory) if inventory is not None else None
+        data = render(build_report(store, args.period, day, hall), args.format, args.lang)
     finally:
         store.close()
     if args.output is None:

@@ -34,6 +34,9 @@ from monitor.inventory.models import (
     DEFAULT_CATEGORIES as DEFAULT_CATEGORIES,
 )
 from monitor.inventory.models import (
+    DEFAULT_REPORTS as DEFAULT_REPORTS,
+)
+from monitor.inventory.models import (
     Address as Address,
 )
 from monitor.inventory.models import (
@@ -115,6 +118,9 @@ from monitor.inventory.models import (
     Ratio as Ratio,
 )
 from monitor.inventory.models import (
+    ReportSchedule as ReportSchedule,
+)
+from monitor.inventory.models import (
     ResolvedCheck as ResolvedCheck,
 )
 from monitor.inventory.models import (
@@ -131,6 +137,9 @@ from monitor.inventory.models import (
 )
 from monitor.inventory.models import (
     Site as Site,
+)
+from monitor.inventory.models import (
+    SiteCalendar as SiteCalendar,
 )
 from monitor.inventory.models import (
     SnmpCheck as SnmpCheck,

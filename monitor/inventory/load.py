@@ -840,6 +840,7 @@ class _CrossRefs:
         self.maintenance()
         self.simulation()
         self.notifications()
+        self.reports()
         self.tickets()
         self.timeouts()
 
@@ -1028,6 +1029,16 @@ class _CrossRefs:
                         f"unknown channel '{ch}'" + _suggest(ch, channels, "channels"),
                     )
             self.selectors(("notifications", "routes", i, "match"), _dict(route.get("match")))
+
+    def reports(self) -> None:
+        notes = _dict(self.raw.get("notifications"))
+        names = (_dict(r).get("name") for r in _list(notes.get("routes")))
+        routes = {n for n in names if isinstance(n, str)}
+        for i, sched in enumerate(_list(self.raw.get("reports"))):
+            route = _dict(sched).get("route")
+            if isinstance(route, str) and route not in routes:
+                self.c.add(("reports", i, "route"),
+                           f"unknown route '{route}'" + _suggest(route, routes, "routes"))
 
     def tickets(self) -> None:
         policy = _dict(self.raw.get("tickets"))

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -240,20 +240,34 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+class SiteCalendar(StrictModel):
+    """Overrides of the national working-day calendar (``chinesecalendar``): days the package
+    does not know yet, or that the hall decides otherwise."""
+
+    holidays: list[Annotated[date, Field(strict=False)]] = Field(
+        [], description="Extra days off (YYYY-MM-DD)")
+    workdays: list[Annotated[date, Field(strict=False)]] = Field(
+        [], description="Extra working days, e.g. a make-up Saturday (YYYY-MM-DD)")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SiteCalendar:
+        both = sorted(set(self.holidays) & set(self.workdays))
+        if both:
+            raise ValueError(
+                "a day cannot be both a holiday and a workday: "
+                + ", ".join(d.isoformat() for d in both))
+        return self
+
+
 class Site(StrictModel):
     name: str
     timezone: Annotated[str, AfterValidator(_check_timezone)] = "Asia/Shanghai"
     opening_hours: Schedule | None = None
+    calendar: SiteCalendar = SiteCalendar()
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
-
-    def is_open(self, when: datetime) -> bool:
-        if self.opening_hours is None:
-            return True
-        local = when.astimezone(self.tz)
-        return any(span.contains(local) for span in parse_schedule(self.opening_hours))
 
 
 class Defaults(StrictModel):
@@ -461,6 +475,13 @@ class DeviceClass(StrictModel):
     label: str
     checks: list[Check]
     line: bool = Field(False, description="A dedicated line: outages are reported as line outages")
+    all_day: bool | None = Field(
+        None, description="Availability counted over 24 h on every day, not over opening hours "
+        "on working days (default: true for lines)")
+
+    @property
+    def counts_all_day(self) -> bool:
+        return self.line if self.all_day is None else self.all_day
 
     @model_validator(mode="after")
     def _one_reachability(self) -> DeviceClass:
@@ -528,6 +549,37 @@ class AutoTicketRule(StrictModel):
     category: str = "fault"
     assignee: str | None = None
     auto_resolve: bool = True
+
+
+_WHEN_RE = re.compile(r"^(closing|([01]\d|2[0-3]):[0-5]\d)$")
+
+
+def _check_when(value: str) -> str:
+    if not _WHEN_RE.match(value):
+        raise ValueError(f"invalid time {value!r}: 'closing' or a local time like '09:00'")
+    return value
+
+
+class ReportSchedule(StrictModel):
+    """One scheduled report. Due on working days only: a day's report on that day, a week's on
+    the first working day of the next week, a month's (quarter's, year's) on the first working
+    day after it."""
+
+    period: Literal["day", "week", "month", "quarter", "year"]
+    when: Annotated[str, AfterValidator(_check_when)] | None = Field(
+        None, description="'closing' (the day's closing time) or 'HH:MM' local; default: "
+        "closing for daily reports, 09:00 for the others")
+    format: Literal["xlsx", "md", "csv"] = "xlsx"
+    language: Literal["zh", "en"] = "zh"
+    route: str | None = Field(None, description="notifications route to deliver to")
+
+    @property
+    def at(self) -> str:
+        return self.when or ("closing" if self.period == "day" else "09:00")
+
+
+DEFAULT_REPORTS: tuple[ReportSchedule, ...] = tuple(
+    ReportSchedule(period=p) for p in ("day", "week", "month", "quarter"))
 
 
 class TicketPolicy(StrictModel):
@@ -652,6 +704,7 @@ class Inventory(StrictModel):
     maintenance: list[MaintenanceWindow] = []
     notifications: Notifications = Notifications()
     tickets: TicketPolicy = TicketPolicy()
+    reports: list[ReportSchedule] = list(DEFAULT_REPORTS)
     simulation: Simulation | None = None
     discovery: Discovery = Discovery()
 
@@ -665,6 +718,21 @@ class Inventory(StrictModel):
             if d.id == device_id:
                 return d
         raise KeyError(device_id)
+
+    def ticket_device(self, device_id: str) -> dict[str, str | None]:
+        """A ticket's device fields (class, floor, owner) from the inventory; ValueError
+        "unknown device 'kisok-1' (did you mean 'kiosk-1'?)" for a device it does not have."""
+        try:
+            d = self.device(device_id)
+        except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(device_id, [x.id for x in self.devices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown device {device_id!r}{hint}") from None
+        return {"device_class": d.class_,
+                "floor": None if d.location.floor is None else str(d.location.floor),
+                "owner": d.owner}
 
     def checks_for(self, device: Device) -> list[ResolvedCheck]:
         cls = self.device_classes()[device.class_]

@@ -24,6 +24,7 @@ from monitor.store.models import (
     StoreError,
     Ticket,
     TicketEvent,
+    TimezoneMismatch,
 )
 from monitor.store.outbox import OutboxMixin
 from monitor.store.tickets import TicketsMixin
@@ -43,6 +44,7 @@ class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin):
 
 
 __all__ = [
+    "TimezoneMismatch",
     "DEFAULT_STATE_DIR",
     "sqlite_url",
     "DEFAULT_CATEGORIES",

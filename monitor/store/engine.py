@@ -14,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 
 from monitor.store import schema
 from monitor.store.migrations import migrate
-from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError
+from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, TimezoneMismatch
 
 Clock = Callable[[], datetime]
 
@@ -72,6 +72,7 @@ class StoreBase:
         timezone: str | None = None,
         categories: list[str] | tuple[str, ...] | None = None,
         clock: Clock | None = None,
+        change_timezone: bool = False,
     ) -> None:
         self.url = url
         try:
@@ -82,6 +83,7 @@ class StoreBase:
         self.clock: Clock = clock or _utcnow
         try:
             migrate(self.engine)
+            self._change_timezone = change_timezone
             self.tz = self._settle_timezone(timezone)
         except OperationalError as exc:  # cannot open or create the database: say where
             self.engine.dispose()
@@ -133,8 +135,13 @@ class StoreBase:
         return at.astimezone(UTC)
 
     def _settle_timezone(self, wanted: str | None) -> ZoneInfo:
-        """The database remembers the site timezone its local days were computed in; a new one
-        recomputes them (a site moving timezone is rare, a wrong tally is not acceptable)."""
+        """The database remembers the site timezone its local days were computed in.
+
+        Never changed silently: a store that holds tickets in another zone refuses a new one
+        (TimezoneMismatch) unless ``change_timezone`` says the site really moved; then the local
+        days are recomputed. A store that has no zone yet takes the first one given and records
+        it; opened with none, it works in UTC and records nothing, so that the site's zone,
+        given later, is not refused."""
         with self.tx() as conn:
             stored = conn.execute(
                 select(schema.store_meta.c.value).where(schema.store_meta.c.key == "timezone")
@@ -144,9 +151,15 @@ class StoreBase:
                 tz = ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise InvalidValue(f"unknown timezone {name!r} (use an IANA name)") from exc
+            self.timezone_recorded = stored is not None or wanted is not None
             if stored is None:
-                conn.execute(schema.store_meta.insert().values(key="timezone", value=name))
+                if wanted is not None:
+                    conn.execute(schema.store_meta.insert().values(key="timezone", value=name))
+                    self._relocalise(conn, tz)  # rows written before any zone was known
             elif stored != name:
+                held = conn.execute(select(schema.tickets.c.id).limit(1)).first()
+                if held is not None and not self._change_timezone:
+                    raise TimezoneMismatch(stored, name)
                 conn.execute(
                     schema.store_meta.update()
                     .where(schema.store_meta.c.key == "timezone")

@@ -58,6 +58,15 @@ class InvalidValue(StoreError):
     pass
 
 
+class TimezoneMismatch(StoreError):
+    def __init__(self, stored: str, wanted: str) -> None:
+        super().__init__(
+            f"the store's tickets are in site time {stored}, not {wanted}: check the "
+            f"inventory's site.timezone (or --timezone); if the site really moved, open the "
+            f"store once with --change-timezone to recompute every local day in {wanted}")
+        self.stored, self.wanted = stored, wanted
+
+
 @dataclass(frozen=True, slots=True)
 class Incident:
     id: int
