@@ -35,6 +35,7 @@ LEVELS: dict[str, int] = {
     "monitor.pipeline": 4,
     "monitor.reports": 5,
     "monitor.api": 6,
+    "monitor.pages": 6,  # beside the API: reads the hall and the store as it does; web mounts it
     "monitor.web": 7,
     "monitor.app": 7,
     "monitor.cli": 8,
