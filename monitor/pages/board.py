@@ -133,7 +133,7 @@ async def maintenance(request: Request, pipeline: Pipeline) -> list[dict[str, st
     if not devices:
         return []
     cached = getattr(request.app.state, "pages_reasons", None)
-    key = (tuple(devices), pipeline.inventory)
+    key = (tuple(devices), id(pipeline.inventory))
     if cached is not None and cached[0] == key and time.monotonic() - cached[1] < REASONS_TTL:
         return cached[2]
     now = datetime.now(UTC)
