@@ -175,8 +175,9 @@ async def snapshot(request: Request, public: bool) -> dict[str, Any]:
     layout = layout_for(request, pipeline.inventory, public)
     lang = i18n.pick(request)
     s = status_string(pipeline, layout.ids)
+    now = datetime.now(pipeline.inventory.site.tz)
     data: dict[str, Any] = {"gen": layout.gen, "s": s, "counts": counts(s),
-                            "at": datetime.now(UTC).isoformat(timespec="seconds")}
+                            "at": now.isoformat(timespec="seconds")}
     if not public:
         data["incidents"] = incidents(pipeline, lang, time.time())
         data["maintenance"] = await maintenance(request, pipeline)

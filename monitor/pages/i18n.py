@@ -70,6 +70,7 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "resolve": ("解决", "Resolve"),
     "close": ("关闭", "Close"),
     "reopen": ("重新打开", "Reopen"),
+    "back_to_open": ("退回待处理", "Back to open"),
     "resolution": ("处理结果", "Resolution"),
     "note": ("备注", "Note"),
     "comment": ("评论", "Comment"),

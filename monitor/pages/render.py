@@ -8,6 +8,7 @@ no inline script or style attribute, no frames, no other host. The templates the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from monitor import __version__
 from monitor.pages import i18n
+from monitor.store.models import CATEGORY_ZH
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -46,11 +48,18 @@ def secure(response: Response) -> Response:
 def page(request: Request, template: str, context: Mapping[str, Any], *,
          status: int = 200, user: Any = None) -> HTMLResponse:
     lang = i18n.pick(request)
-    ctx = {
+    store = getattr(request.app.state, "store", None)
+    tz = getattr(getattr(store, "store", store), "tz", UTC)  # the site's (AsyncStore or Store)
+
+    def when(at: datetime, seconds: bool = False) -> str:
+        return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+    ctx = {"when": when,
         "request": request, "lang": lang, "t": i18n.translator(lang), "user": user,
         "site": getattr(request.app.state, "site_name", "hallmon"), "version": __version__,
         "status_words": i18n.STATUS_WORDS[lang],
-        "ticket_words": i18n.TICKET_STATUS_WORDS[lang], **context,
+        "ticket_words": i18n.TICKET_STATUS_WORDS[lang],
+        "category_words": CATEGORY_ZH if lang == "zh" else {}, **context,
     }
     body = env.get_template(template).render(ctx)
     response = HTMLResponse(body, status_code=status)

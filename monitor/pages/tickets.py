@@ -250,7 +250,9 @@ async def show(request: Request, who: SignedIn | None = None, error: str | None 
     except StoreError as exc:
         return render.page(request, "message.html", {"message": str(exc)}, status=404,
                            user=who)
-    actions = [(to, ACTIONS[to]) for to in ("in_progress", "resolved", "closed", "open")
+    actions = [(to, "back_to_open" if (ticket.status, to) == ("in_progress", "open")
+                else ACTIONS[to])
+               for to in ("in_progress", "resolved", "closed", "open")
                if to in TRANSITIONS[ticket.status]]
     return render.page(request, "ticket.html", {
         "tk": ticket, "events": events, "actions": actions, "error": error,

@@ -59,7 +59,8 @@ class Browser:
 
 @contextmanager
 def chromium(profile: Path, *, phone: bool = False, size: tuple[int, int] = (1280, 900),
-             paths: tuple[str, str] | None = None) -> Iterator[Browser]:
+             paths: tuple[str, str] | None = None, pixel_ratio: float | None = None
+             ) -> Iterator[Browser]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -71,7 +72,8 @@ def chromium(profile: Path, *, phone: bool = False, size: tuple[int, int] = (128
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     if phone:
-        options.add_experimental_option("mobileEmulation", {"deviceMetrics": PHONE})
+        metrics = {**PHONE, **({"pixelRatio": pixel_ratio} if pixel_ratio else {})}
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     service = Service(executable_path=driver_path, log_output=str(profile / "chromedriver.log"))
     drv = webdriver.Chrome(options=options, service=service)

@@ -60,7 +60,7 @@
       return item("s-m", x.name + (x.why ? " · " + x.why : ""));
     });
     var up = document.getElementById("updated");
-    if (up) { up.textContent = new Date().toLocaleTimeString(); }
+    if (up) { up.textContent = new Date().toLocaleTimeString(document.documentElement.lang, {hour12: false}); }
   }
 
   function tick() {
