@@ -158,6 +158,8 @@ async def sign_in(c: httpx.AsyncClient, name: str, password: str = PASSWORD,
 async def test_sign_in_sets_a_signed_httponly_samesite_cookie(client: httpx.AsyncClient,
                                                               hall: Hall) -> None:
     assert (await client.get("/tickets")).headers["location"] == "/login?next=/tickets"
+    r = await client.get("/tickets?status=open&mine=1")
+    assert r.headers["location"] == "/login?next=/tickets%3Fstatus%3Dopen%26mine%3D1"
     r = await sign_in(client, "li", "wrong password")
     assert r.status_code == 401 and "用户名或密码错误" in r.text
     assert "hallmon_session" not in client.cookies
@@ -263,6 +265,22 @@ async def test_the_board_shows_the_hall_by_floor_and_area(client: httpx.AsyncCli
     data = (await client.get("/status/data.json")).json()
     assert data["s"] == "udm" and data["counts"]["down"] == 1
     assert data["maintenance"] == [{"id": "cam-2", "name": "二楼摄像机", "why": "更换镜头"}]
+
+
+async def test_a_device_page_for_robot_message_links(client: httpx.AsyncClient,
+                                                    hall: Hall) -> None:
+    assert hall.astore is not None
+    from monitor.store import NewTicket
+
+    t = await hall.astore.create_ticket(NewTicket(category="fault", summary="屏幕花屏",
+                                                  reporter="王敏", device_id="kiosk-2"))
+    page = await client.get("/status/devices/kiosk-2")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == CSP
+    assert "一楼自助终端2号" in page.text and f'href="/tickets/{t.id}"' in page.text
+    assert "<b>ping</b> (icmp, reachability)" in page.text
+    assert 'href="/tickets/new?device=kiosk-2"' in page.text
+    missing = await client.get("/status/devices/kiosk-9")
+    assert missing.status_code == 404 and "unknown device &#39;kiosk-9&#39;" in missing.text
 
 
 async def test_the_public_board_shows_only_public_devices(client: httpx.AsyncClient) -> None:

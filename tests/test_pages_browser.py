@@ -49,7 +49,7 @@ def _wait(what: str, within: float, probe, every: float = 0.2):  # type: ignore[
 def _tile_class(b: Browser, device: str) -> str:
     from selenium.webdriver.common.by import By
 
-    tile = b.driver.find_element(By.CSS_SELECTOR, f'a.t[href="/tickets/new?device={device}"]')
+    tile = b.driver.find_element(By.CSS_SELECTOR, f'a.t[href="/status/devices/{device}"]')
     return str(tile.get_attribute("class"))
 
 
@@ -101,7 +101,11 @@ def test_a_technician_story_on_a_phone_and_a_device_going_red_on_the_wall(
             phone.driver.get(f"{d.base}/status")
             assert phone.driver.execute_script("return window.innerWidth") == 390
             phone.driver.find_element(
-                By.CSS_SELECTOR, 'a.t[href="/tickets/new?device=kiosk-2"]').click()
+                By.CSS_SELECTOR, 'a.t[href="/status/devices/kiosk-2"]').click()
+            _wait("the device page", 30,
+                  lambda: phone.driver.current_url.endswith("/status/devices/kiosk-2"))
+            assert _text(phone, "#device-status") == "正常"
+            phone.driver.find_element(By.ID, "new-ticket").click()
             _wait("the login page", 30, lambda: "/login" in phone.driver.current_url)
             phone.driver.find_element(By.ID, "name").send_keys("li")
             phone.driver.find_element(By.ID, "password").send_keys(PASSWORD)
@@ -149,7 +153,7 @@ def test_a_technician_story_on_a_phone_and_a_device_going_red_on_the_wall(
                              every=0.05)
             assert red_seen - down_seen <= INTERVAL + 5
             tile = wall.driver.find_element(By.CSS_SELECTOR,
-                                            'a.t[href="/tickets/new?device=kiosk-3"]')
+                                            'a.t[href="/status/devices/kiosk-3"]')
             assert tile.value_of_css_property("background-color") == RED
             _wait("the incident listed with how long", 10,
                   lambda: "设备 kiosk-3 · 故障 · 已持续" in _text(wall, "#incidents"))

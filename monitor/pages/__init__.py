@@ -1,6 +1,7 @@
 """Pages for people who never open Grafana, rendered by hallmon itself (Jinja2, no other host).
 
     /status, /status/public     the status board (staff; the lobby screen) and their data.json
+    /status/devices/{id}        one device (robot messages link here: notifications.link_base)
     /tickets ...                the technicians' ticket pages (sign-in: /login, /logout)
     /docs                       the API reference, offline
     /static/...                 the pages' own CSS and script (package data)
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from monitor.pages import board, docs, render, tickets
+from monitor.pages import board, device, docs, render, tickets
 from monitor.store import StoreError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -59,6 +60,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/status/data.json", _status_data, ["GET"]),
     ("/status/public", _status_public, ["GET"]),
     ("/status/public/data.json", _status_public_data, ["GET"]),
+    ("/status/devices/{device_id}", device.device_page, ["GET"]),
     ("/login", tickets.login_form, ["GET"]),
     ("/login", tickets.login, ["POST"]),
     ("/logout", tickets.logout, ["POST"]),

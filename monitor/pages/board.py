@@ -165,7 +165,8 @@ async def maintenance(request: Request, pipeline: Pipeline) -> list[dict[str, st
     return out
 
 
-async def _allowed(request: Request) -> bool:
+async def allowed(request: Request) -> bool:
+    """The staff board and device pages: open while API reads are open, else signed in."""
     auth = getattr(request.app.state, "auth", None)
     return bool(getattr(auth, "open_reads", False)) or await signed_in(request) is not None
 
@@ -196,7 +197,7 @@ def _words(lang: str, public: bool) -> dict[str, str]:
 
 
 async def board_page(request: Request, public: bool) -> Response:
-    if not public and not await _allowed(request):
+    if not public and not await allowed(request):
         return render.redirect(f"/login?next={request.url.path}")
     snap = await snapshot(request, public)
     user = None if public else await signed_in(request)
@@ -209,7 +210,7 @@ async def board_page(request: Request, public: bool) -> Response:
 
 
 async def board_data(request: Request, public: bool) -> Response:
-    if not public and not await _allowed(request):
+    if not public and not await allowed(request):
         return render.secure(JSONResponse({"detail": "sign in"}, status_code=401))
     snap = await snapshot(request, public)
     return render.secure(JSONResponse(snap["data"]))

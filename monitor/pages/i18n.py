@@ -88,6 +88,10 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "ev_assigned": ("指派", "assigned"),
     "ev_comment": ("评论", "comment"),
     "ev_edit": ("修改", "edit"),
+    "owner": ("归属单位", "Owner"),
+    "parent": ("上级设备", "Upstream device"),
+    "checks": ("检查项", "Checks"),
+    "recent_incidents": ("近期故障", "Recent incidents"),
     "language": ("English", "中文"),
 }
 

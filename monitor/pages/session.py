@@ -180,8 +180,8 @@ class LoginThrottle:
             if len(q) >= limit:
                 waits.append(q[len(q) - limit] + self.window - self.clock())
         if len(self._fails) > 10_000:  # bounded memory under a spray of names
-            for k in [k for k, q in self._fails.items() if not q]:
-                del self._fails[k]
+            edge = self.clock() - self.window
+            self._fails = {k: q for k, q in self._fails.items() if q and q[-1] > edge}
         return max(waits)
 
     def failed(self, name: str, client: str) -> None:

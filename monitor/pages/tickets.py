@@ -120,7 +120,7 @@ async def _need(request: Request, role: str) -> SignedIn | Response:
     who = await signed_in(request)
     if who is None:
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return render.redirect(f"/login?next={quote(nxt, safe='/?=&')}")
+        return render.redirect(f"/login?next={quote(nxt, safe='/')}")
     if not who.may(role):
         return _refuse(request, who, "forbidden")
     return who
