@@ -78,14 +78,14 @@ async def measure(devices: int, repeat: int) -> dict[str, object]:
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     pages: list[float] = []
     datas: list[float] = []
-    html_bytes = data_bytes = 0
+    html_bytes = wire_bytes = data_bytes = 0
     async with httpx.AsyncClient(transport=transport, base_url="http://hallmon") as c:
         for _ in range(repeat):
             t0 = time.perf_counter()
             r = await c.get("/status")
             pages.append(time.perf_counter() - t0)
             assert r.status_code == 200 and r.text.count('class="t s-') == devices, r.status_code
-            html_bytes = len(r.content)
+            html_bytes, wire_bytes = len(r.content), r.num_bytes_downloaded
             t0 = time.perf_counter()
             r = await c.get("/status/data.json")
             datas.append(time.perf_counter() - t0)
@@ -94,7 +94,8 @@ async def measure(devices: int, repeat: int) -> dict[str, object]:
     return {"bench": "board", "devices": devices, "repeat": repeat,
             "status_first_s": round(pages[0], 3), "status_max_s": round(max(pages), 3),
             "status_median_s": round(sorted(pages)[len(pages) // 2], 3),
-            "html_bytes": html_bytes, "data_json_max_s": round(max(datas), 4),
+            "html_bytes": html_bytes, "html_gzip_bytes": wire_bytes,
+            "data_json_max_s": round(max(datas), 4),
             "data_json_bytes": data_bytes, "budget_s": BUDGET_S,
             "ok": max(pages) < BUDGET_S}
 

@@ -291,6 +291,32 @@ async def test_the_public_board_shows_only_public_devices(client: httpx.AsyncCli
     assert set(data) == {"gen", "s", "counts", "at"} and len(data["s"]) == 1
 
 
+async def test_with_closed_reads_the_board_needs_a_session_and_tokens_still_work(
+        hall: Hall) -> None:
+    from monitor.api.auth import Auth
+    from monitor.web import create_app
+
+    token = "ops-token-0123456789abcdef"
+    app = create_app(hall, site_name="测试大厅", store=hall.astore,
+                     auth_=Auth([("ops", "admin", token)], open_reads=False))
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hallmon") as c:
+        assert (await c.get("/status")).headers["location"] == "/login?next=/status"
+        assert (await c.get("/status/data.json")).status_code == 401
+        assert (await c.get("/status/devices/kiosk-2")).status_code == 303
+        assert (await c.get("/status/public")).status_code == 200  # the lobby's, always open
+        assert (await c.get("/api/v1/devices")).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await c.get("/api/v1/devices", headers=bearer)).json()["total"] == 3
+        r = await c.post("/api/v1/tickets", headers=bearer,
+                         json={"category": "fault", "summary": "经 API 创建"})
+        assert r.status_code == 201
+        await sign_in(c, "zhao")
+        assert (await c.get("/status")).status_code == 200
+        assert len((await c.get("/status/data.json")).json()["s"]) == 3
+        assert "经 API 创建" in (await c.get("/tickets")).text
+
+
 async def test_docs_are_served_from_the_package(client: httpx.AsyncClient) -> None:
     r = await client.get("/docs")
     assert r.status_code == 200 and r.headers["content-security-policy"] == CSP
