@@ -262,8 +262,13 @@ async def test_the_board_shows_the_hall_by_floor_and_area(client: httpx.AsyncCli
     assert heads == ["当前故障", "维护中的设备", "1 楼", "大厅", "2 楼", "机房"]
     assert re.search(r'class="t s-d"[^>]*><b>一楼自助终端2号</b>', html)
     assert " style=" not in html and "<script>" not in html  # nothing inline (the CSP)
+    assert '<a href="/status/devices/cam-2">二楼摄像机</a> · 更换镜头' in html
     data = (await client.get("/status/data.json")).json()
     assert data["s"] == "udm" and data["counts"]["down"] == 1
+    english = await client.get("/status?lang=en")
+    assert "Devices in maintenance" in english.text and ">down<" in english.text
+    assert english.cookies.get("hallmon_lang") == "en"
+    assert "Devices in maintenance" in (await client.get("/status")).text  # remembered
     assert data["maintenance"] == [{"id": "cam-2", "name": "二楼摄像机", "why": "更换镜头"}]
 
 

@@ -59,6 +59,13 @@ def _text(b: Browser, css: str) -> str:
     return str(b.driver.find_element(By.CSS_SELECTOR, css).text)
 
 
+def _el(b: Browser, css: str):  # type: ignore[no-untyped-def]
+    """The element, once the page in progress has it (bounded wait)."""
+    from selenium.webdriver.common.by import By
+
+    return _wait(css, 30, lambda: b.driver.find_element(By.CSS_SELECTOR, css))
+
+
 def _only_the_daemon(b: Browser, port: int) -> None:
     for url in b.urls():
         parts = urlsplit(url)
@@ -100,30 +107,28 @@ def test_a_technician_story_on_a_phone_and_a_device_going_red_on_the_wall(
             # -- the phone: from the board to a ticket, one tap at a time
             phone.driver.get(f"{d.base}/status")
             assert phone.driver.execute_script("return window.innerWidth") == 390
-            phone.driver.find_element(
-                By.CSS_SELECTOR, 'a.t[href="/status/devices/kiosk-2"]').click()
+            _el(phone, 'a.t[href="/status/devices/kiosk-2"]').click()
             _wait("the device page", 30,
                   lambda: phone.driver.current_url.endswith("/status/devices/kiosk-2"))
-            assert _text(phone, "#device-status") == "正常"
-            phone.driver.find_element(By.ID, "new-ticket").click()
+            _wait("the device up", 30, lambda: _text(phone, "#device-status") == "正常")
+            _el(phone, "#new-ticket").click()
             _wait("the login page", 30, lambda: "/login" in phone.driver.current_url)
-            phone.driver.find_element(By.ID, "name").send_keys("li")
-            phone.driver.find_element(By.ID, "password").send_keys(PASSWORD)
-            phone.driver.find_element(By.ID, "submit").click()
+            _el(phone, "#name").send_keys("li")
+            _el(phone, "#password").send_keys(PASSWORD)
+            _el(phone, "#submit").click()
             _wait("the new-ticket form", 30,
                   lambda: phone.driver.current_url.endswith("/tickets/new?device=kiosk-2"))
-            selected = phone.driver.find_element(By.CSS_SELECTOR, "#device_id option:checked")
-            assert selected.get_attribute("value") == "kiosk-2"
-            phone.driver.find_element(By.ID, "summary").send_keys("触摸屏无响应")
-            phone.driver.find_element(By.ID, "create").click()
+            assert _el(phone, "#device_id option:checked").get_attribute("value") == "kiosk-2"
+            _el(phone, "#summary").send_keys("触摸屏无响应")
+            _el(phone, "#create").click()
             _wait("the ticket page", 30, lambda: "/tickets/" in phone.driver.current_url
                   and phone.driver.current_url.rsplit("/", 1)[1].isdigit())
             tid = phone.driver.current_url.rsplit("/", 1)[1]
-            assert _text(phone, "#status") == "待处理"
+            _wait("the new ticket open", 30, lambda: _text(phone, "#status") == "待处理")
             # every button is reachable without sideways scrolling, big enough for a thumb
             width = phone.driver.execute_script("return document.documentElement.scrollWidth")
             assert width <= 390
-            start = phone.driver.find_element(By.ID, "do-start")
+            start = _el(phone, "#do-start")
             assert start.size["height"] >= 44 and start.size["width"] >= 300
             start.click()
             _wait("in progress", 30, lambda: _text(phone, "#status") == "处理中")
@@ -134,11 +139,12 @@ def test_a_technician_story_on_a_phone_and_a_device_going_red_on_the_wall(
                   and "s-m" in _tile_class(wall, "kiosk-2"))
 
             # -- resolve it from the phone
-            phone.driver.find_element(By.ID, "resolution-text").send_keys("重新插拔数据线")
-            phone.driver.find_element(By.ID, "do-resolve").click()
+            _el(phone, "#resolution-text").send_keys("重新插拔数据线")
+            _el(phone, "#do-resolve").click()
             _wait("resolved", 30, lambda: _text(phone, "#status") == "已解决")
-            trail = _text(phone, "#trail")
-            assert "重新插拔数据线" in _text(phone, "#resolution") and trail.count("li") >= 3
+            assert "重新插拔数据线" in _text(phone, "#resolution")
+            trail = phone.driver.find_elements(By.CSS_SELECTOR, "#trail li")
+            assert len(trail) == 3 and all(" li " in f" {e.text} " for e in trail)  # who did it
             _wait("the kiosk out of maintenance", 45,
                   lambda: "触摸屏无响应" not in _text(wall, "#maintenance"))
 

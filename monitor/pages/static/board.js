@@ -12,11 +12,15 @@
   var current = main.dataset.s || "";
   var stale = document.getElementById("stale");
 
-  function item(dotClass, text) {
+  function item(dotClass, id, name, text) {
     var li = document.createElement("li");
     var dot = document.createElement("span");
+    var link = document.createElement("a");
     dot.className = "dot " + dotClass;
+    link.href = "/status/devices/" + encodeURIComponent(id);
+    link.textContent = name;
     li.appendChild(dot);
+    li.appendChild(link);
     li.appendChild(document.createTextNode(text));
     return li;
   }
@@ -53,11 +57,11 @@
       if (el) { el.textContent = d.counts[k]; }
     });
     fill("incidents", d.incidents, function (x) {
-      return item("s-" + CHARS[x.status], x.name + " · " + x.word + " · " + forWord + " " + x["for"] +
-                  (x.cause ? " · " + x.cause : ""));
+      return item("s-" + CHARS[x.status], x.id, x.name, " · " + x.word + " · " + forWord + " " +
+                  x["for"] + (x.cause ? " · " + x.cause : ""));
     });
     fill("maintenance", d.maintenance, function (x) {
-      return item("s-m", x.name + (x.why ? " · " + x.why : ""));
+      return item("s-m", x.id, x.name, x.why ? " · " + x.why : "");
     });
     var up = document.getElementById("updated");
     if (up) { up.textContent = new Date().toLocaleTimeString(document.documentElement.lang, {hour12: false}); }
