@@ -4,6 +4,7 @@ its audit trail and the forms to start, comment, resolve, close and reopen; ``/l
 
 from __future__ import annotations
 
+import contextlib
 import time
 from urllib.parse import quote, urlencode
 
@@ -12,7 +13,7 @@ from starlette.responses import Response
 
 from monitor.inventory import Device
 from monitor.pages import i18n, render
-from monitor.pages.board import build_layout
+from monitor.pages.board import layout_for
 from monitor.pages.session import (
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -190,8 +191,10 @@ async def new_page(request: Request, who: SignedIn | None = None, error: str | N
         who = got
     store = _store(request)
     v = values or {"device_id": request.query_params.get("device", "")}
+    pipeline = request.app.state.hall.pipeline
     return render.page(request, "ticket_new.html", {
-        "layout": build_layout(_devices(request)), "categories": store.store.categories,
+        "layout": layout_for(request, pipeline.inventory, public=False),
+        "categories": store.store.categories,
         "v": v, "error": error}, status=422 if error else 200, user=who)
 
 
@@ -203,7 +206,10 @@ async def create(request: Request) -> Response:
     t = i18n.translator(i18n.pick(request))
     store = _store(request)
     device_id = f.get("device_id") or None
-    device = next((d for d in _devices(request) if d.id == device_id), None)
+    device = None
+    if device_id is not None:
+        with contextlib.suppress(KeyError):
+            device = request.app.state.hall.pipeline.inventory.device(device_id)
     problem = None
     if device_id is not None and device is None:
         problem = t("field_error", field="device_id", msg=f"unknown device {device_id!r}")
