@@ -232,6 +232,12 @@ async def test_ticket_forms_write_through_the_store_with_an_audit_trail(
     assert "重启后恢复" in page.text and "已通知厂家" in page.text
     kinds = [e.kind for e in await hall.astore.ticket_events(tid)]
     assert kinds == ["created", "status", "status", "comment"]
+    for path in ("/login", "/status", "/status/public", "/status/devices/kiosk-2", "/docs",
+                 "/tickets", "/tickets/new", f"/tickets/{tid}", "/tickets/999999"):
+        r = await client.get(path)
+        assert r.headers["content-security-policy"] == CSP, path
+        # nothing inline: no style attribute, no inline script, no on... handler
+        assert not re.search(r"<[^>]*\s(style|on[a-z]+)=|<script>", r.text), path
     listed = await client.get("/tickets?status=resolved&device_id=kiosk-2")
     assert f'href="/tickets/{tid}"' in listed.text
     assert f'href="/tickets/{tid}"' not in (await client.get("/tickets?status=open")).text
