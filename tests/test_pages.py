@@ -294,6 +294,20 @@ async def test_a_device_page_for_robot_message_links(client: httpx.AsyncClient,
     assert missing.status_code == 404 and "unknown device &#39;kiosk-9&#39;" in missing.text
 
 
+async def test_a_big_outage_lists_the_causes_first_and_counts_the_rest(
+        client: httpx.AsyncClient, hall: Hall) -> None:
+    from monitor.pipeline import OpenIncident
+
+    for i in range(150):  # a core switch down: its children unreachable (since before it)
+        hall.pipeline.incidents[f"pc-{i}"] = OpenIncident(i, DeviceStatus.UNREACHABLE, "ping",
+                                                          1000.0 + i)
+    hall.pipeline.incidents["sw-core"] = OpenIncident(999, DeviceStatus.DOWN, "ping", 2000.0)
+    data = (await client.get("/status/data.json")).json()
+    assert len(data["incidents"]) == board.MAX_LISTED and data["incidents_total"] == 151
+    assert [i["id"] for i in data["incidents"][:2]] == ["sw-core", "pc-0"]
+    assert "<li class=\"none\">+51</li>" in (await client.get("/status")).text
+
+
 async def test_the_public_board_shows_only_public_devices(client: httpx.AsyncClient) -> None:
     html = (await client.get("/status/public")).text
     assert "自助终端 1 号" in html

@@ -34,6 +34,7 @@ STATUS_CHARS = {"up": "u", "degraded": "g", "maintenance": "m", "unreachable": "
 CHAR_STATUS = {c: s for s, c in STATUS_CHARS.items()}
 REFRESH_MS = 2000
 REASONS_TTL = 5.0  # seconds the maintenance reasons (two store reads) are reused
+MAX_LISTED = 100  # incidents / devices in maintenance listed by name; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +117,14 @@ def counts(s: str) -> dict[str, int]:
 
 
 def incidents(pipeline: Pipeline, lang: str, now: float) -> list[dict[str, Any]]:
-    """Open incidents, longest first."""
+    """Open incidents: the devices down or degraded first (the causes), then those unreachable
+    behind them; longest first; at most MAX_LISTED (a core switch down makes thousands)."""
     names = {d.id: d.name for d in pipeline.inventory.devices} if pipeline.incidents else {}
     out = []
-    for dev, inc in sorted(pipeline.incidents.items(), key=lambda kv: kv[1].started_at):
+    ordered = sorted(pipeline.incidents.items(),
+                     key=lambda kv: (kv[1].status is DeviceStatus.UNREACHABLE,
+                                     kv[1].started_at))
+    for dev, inc in ordered[:MAX_LISTED]:
         status, cause = pipeline.state.statuses.get(dev, (inc.status, ""))
         out.append({"id": dev, "name": names.get(dev, dev), "status": status.value,
                     "word": i18n.STATUS_WORDS[lang][status.value], "cause": cause,
@@ -161,7 +166,7 @@ async def maintenance(request: Request, pipeline: Pipeline) -> list[dict[str, st
             if t.device_id is not None and t.device_id not in reasons:
                 reasons[t.device_id] = f"#{t.id} {t.summary}"
     out = [{"id": dev, "name": by_id[dev].name if dev in by_id else dev,
-            "why": reasons.get(dev, "")} for dev in devices]
+            "why": reasons.get(dev, "")} for dev in devices[:MAX_LISTED]]
     request.app.state.pages_reasons = (key, time.monotonic(), out)
     return out
 
@@ -182,7 +187,9 @@ async def snapshot(request: Request, public: bool) -> dict[str, Any]:
                             "at": now.isoformat(timespec="seconds")}
     if not public:
         data["incidents"] = incidents(pipeline, lang, time.time())
+        data["incidents_total"] = len(pipeline.incidents)
         data["maintenance"] = await maintenance(request, pipeline)
+        data["maintenance_total"] = len(pipeline.state.maintenance)
     return {"layout": layout, "data": data, "lang": lang}
 
 

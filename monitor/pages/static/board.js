@@ -25,16 +25,19 @@
     return li;
   }
 
-  function fill(id, rows, toItem) {
+  function note(text) {
+    var li = document.createElement("li");
+    li.className = "none";
+    li.textContent = text;
+    return li;
+  }
+
+  function fill(id, rows, total, toItem) {
     var ul = document.getElementById(id);
     if (!ul || !rows) { return; }
     var items = rows.map(toItem);
-    if (!items.length) {
-      var none = document.createElement("li");
-      none.className = "none";
-      none.textContent = noneWord;
-      items = [none];
-    }
+    if (!items.length) { items = [note(noneWord)]; }
+    if (total > rows.length) { items.push(note("+" + (total - rows.length))); }
     ul.replaceChildren.apply(ul, items);
   }
 
@@ -56,11 +59,11 @@
       var el = document.getElementById("c-" + k);
       if (el) { el.textContent = d.counts[k]; }
     });
-    fill("incidents", d.incidents, function (x) {
+    fill("incidents", d.incidents, d.incidents_total, function (x) {
       return item("s-" + CHARS[x.status], x.id, x.name, " · " + x.word + " · " + forWord + " " +
                   x["for"] + (x.cause ? " · " + x.cause : ""));
     });
-    fill("maintenance", d.maintenance, function (x) {
+    fill("maintenance", d.maintenance, d.maintenance_total, function (x) {
       return item("s-m", x.id, x.name, x.why ? " · " + x.why : "");
     });
     var up = document.getElementById("updated");
