@@ -25,8 +25,9 @@ import httpx
 from monitor import simulate
 from monitor.alerts import Delivery, Engine, build_channels, rate_limits, retry_policy
 from monitor.checks import probe_call
-from monitor.inventory import Inventory, ResolvedCheck, SnmpCheck, parse_schedule
+from monitor.inventory import Inventory, ResolvedCheck, SnmpCheck
 from monitor.inventory.reload import InventoryHolder, ReloadOutcome
+from monitor.inventory.windows import active_window
 from monitor.metrics import (
     CachedRenderer,
     DeviceInfo,
@@ -81,31 +82,7 @@ def in_shard(device_id: str, shard: tuple[int, int] | None) -> bool:
 
 def maintenance_from_inventory(inventory: Inventory, now: datetime) -> set[str]:
     """Devices inside a one-off or recurring window of the inventory at ``now``."""
-    tz = inventory.site.tz
-    local = now.astimezone(tz)
-    out: set[str] = set()
-    for device in inventory.devices:
-        windows = [(w, True) for w in device.maintenance]
-        windows += [
-            (w, device.id in w.devices
-             or device.class_ in w.classes
-             or device.location.floor in w.floors)
-            for w in inventory.maintenance
-        ]
-        for w, selected in windows:
-            if not selected:
-                continue
-            if w.schedule is not None:
-                active = any(span.contains(local) for span in parse_schedule(w.schedule))
-            else:
-                assert w.start is not None and w.end is not None
-                start = w.start if w.start.tzinfo else w.start.replace(tzinfo=tz)
-                end = w.end if w.end.tzinfo else w.end.replace(tzinfo=tz)
-                active = start <= now < end
-            if active:
-                out.add(device.id)
-                break
-    return out
+    return {d.id for d in inventory.devices if active_window(inventory, d, now) is not None}
 
 
 def _libc() -> Any:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from monitor import __version__
+from monitor import __version__, pages
 from monitor.api import auth, devices, reports, tickets
 from monitor.api.auth import Auth
 
@@ -119,6 +119,8 @@ def _q(value: str) -> float:
 
 
 _LINKS = [
+    ("/status", "Status board / 设备状态"),
+    ("/tickets", "Tickets / 维修工单"),
     ("/metrics", "Prometheus metrics"),
     ("/api/v1/devices", "Devices and their status"),
     ("/api/v1/tickets", "Maintenance tickets"),
@@ -154,6 +156,8 @@ def create_app(
         title="hallmon",
         version=__version__,
         description="Device status, maintenance tickets and tallies of the service hall.",
+        docs_url=None,  # monitor/pages serves /docs from the package (FastAPI's loads a CDN)
+        redoc_url=None,
     )
     app.add_middleware(auth.BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.state.hall = hall
@@ -170,4 +174,5 @@ def create_app(
         *extra_routers,
     ):
         app.include_router(router, prefix="/api/v1")
+    pages.install(app)
     return app

@@ -38,6 +38,7 @@ LEVELS: dict[str, int] = {
     "monitor.reports": 5,
     "monitor.api": 6,
     "monitor.report_delivery": 6,  # reports (5) through the alert outbox; the daemon runs it
+    "monitor.pages": 6,  # beside the API: reads the hall and the store as it does; web mounts it
     "monitor.web": 7,
     "monitor.app": 7,
     "monitor.cli": 8,

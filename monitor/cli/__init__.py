@@ -144,12 +144,19 @@ def add_discover_commands(subparsers: Subparsers) -> None:
     add(subparsers)
 
 
+def add_users_commands(subparsers: Subparsers) -> None:
+    from monitor.cli.users import add_users_commands as add
+
+    add(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
     add_tickets_commands,
     add_notify_commands,
     add_discover_commands,
+    add_users_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 

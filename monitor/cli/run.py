@@ -198,11 +198,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tokens = state / "tokens.yaml"
     tokens.write_text(f"tokens:\n  - {{name: demo, role: admin, token: {token}}}\n")
     tokens.chmod(0o600)
+    from monitor.store import Store, sqlite_url
+
+    accounts = Store(sqlite_url(state))  # the pages' sign-in: demo / the token
+    accounts.add_user("demo", "admin", token)
+    accounts.close()
     print(
         f"hallmon demo: the shipped hall with mock probes and a scripted day.\n"
         f"  metrics   http://{host}:{port}/metrics\n"
         f"  devices   http://{host}:{port}/api/v1/devices\n"
         f"  tickets   http://{host}:{port}/api/v1/tickets\n"
+        f"  pages     http://{host}:{port}/status  http://{host}:{port}/tickets"
+        " (sign in: demo / the token)\n"
         f"  state     {state}\n"
         f"  token     {token}   (admin, for writes: -H 'Authorization: Bearer ...')\n"
         "Watch the console: a floor switch fails ~20 s in, its children go unreachable;\n"

@@ -627,6 +627,10 @@ class Device(StrictModel):
     checks: dict[Id, CheckOverride] = {}
     extra_checks: list[Check] = []
     maintenance: list[MaintenanceWindow] = []
+    public: bool = Field(False, description="Shown on the public board (/status/public)")
+    public_name: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="Name on the public board (default: name), e.g. '自助终端 3 号'")
 
     @field_validator("maintenance")
     @classmethod

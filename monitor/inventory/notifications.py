@@ -6,7 +6,7 @@ resolved from ``${ENV}`` / ``*_file`` references by the inventory loader, as Sec
 ```yaml
 notifications:
   language: zh
-  link_base: http://127.0.0.1:10025/api/v1/devices/   # device id is appended
+  link_base: http://127.0.0.1:10025/status/devices/   # device id is appended (the device page)
   channels:
     it-group: {type: dingtalk, webhook: ${HALLMON_DINGTALK_URL}, secret: ${HALLMON_DINGTALK_SECRET}}
     am: {type: alertmanager, url: http://127.0.0.1:9093}

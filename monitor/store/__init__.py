@@ -28,6 +28,7 @@ from monitor.store.models import (
 )
 from monitor.store.outbox import OutboxMixin
 from monitor.store.tickets import TicketsMixin
+from monitor.store.users import User, UsersMixin
 from monitor.store.windows import WindowsMixin
 
 # The daemon (`hallmon run --storage.path`) and the technicians' CLI (`hallmon tickets --db`)
@@ -39,7 +40,7 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
     return f"sqlite:///{Path(state_dir) / 'hallmon.db'}"
 
 
-class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin):
+class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -62,4 +63,5 @@ __all__ = [
     "StoreError",
     "Ticket",
     "TicketEvent",
+    "User",
 ]

@@ -29,7 +29,12 @@ def _v1_initial(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _v2_pages_users(conn: Connection) -> None:
+    """Sign-in accounts for the pages (issue 14)."""
+    schema.metadata.create_all(conn, tables=[schema.users])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_pages_users]
 LATEST = len(MIGRATIONS)
 _PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
 

@@ -152,6 +152,21 @@ maintenance_windows = Table(
     Index("ix_windows_span", "ends_at", "starts_at"),
 )
 
+# Sign-in accounts of the pages (monitor/pages). ``password`` is a scrypt hash (users.py), never
+# the password; ``epoch`` is bumped by passwd/disable so every earlier session cookie stops working.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # viewer | technician | admin
+    Column("password", Text, nullable=False),
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("epoch", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,
