@@ -28,7 +28,7 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.slow  # up to the 30 s port walk of the guide, then 3 failed polls
 
 ROOT = Path(__file__).resolve().parent.parent
-GUIDE = ROOT / "docs" / "getting-started.md"
+GUIDE = ROOT / "docs/getting-started.md"
 GUIDE_SNMP_PORT = "16161"
 DEVICE = "sw-lab"
 
