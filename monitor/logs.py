@@ -1,13 +1,30 @@
-"""Logging set-up: logfmt (default, like Prometheus' own tools) or JSON lines, to stderr."""
+"""Logging set-up: logfmt (default, like Prometheus' own tools) or JSON lines, to stderr.
+
+One format for every logger in the process: uvicorn's records go through the same handler as
+hallmon's (``hallmon run`` passes ``log_config=None``). Two things of uvicorn's own console
+format are dropped on the way: the ``color_message`` extra (the message again, with ANSI colour
+escapes) and any ANSI escape in a value, so the log stays plain text for journald and grep.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+# Extras that only serve a colour console (uvicorn sets color_message on its server records).
+_DROPPED = frozenset({"message", "color_message"})
+# uvicorn names its general logger "uvicorn.error" although it logs start-up and shutdown there.
+_LOGGER_NAMES = {"uvicorn.error": "uvicorn"}
+# CSI sequences (colours, cursor moves) and other two-byte ESC sequences.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def _plain(value: object) -> object:
+    return _ANSI.sub("", value) if isinstance(value, str) else value
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -15,13 +32,13 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     out: dict[str, object] = {
         "ts": f"{ts}.{int(record.msecs):03d}Z",
         "level": record.levelname.lower(),
-        "logger": record.name,
+        "logger": _LOGGER_NAMES.get(record.name, record.name),
         "msg": record.getMessage(),
     }
-    out.update({k: v for k, v in vars(record).items() if k not in _RESERVED and k != "message"})
+    out.update({k: v for k, v in vars(record).items() if k not in _RESERVED | _DROPPED})
     if record.exc_info:
         out["exc"] = logging.Formatter().formatException(record.exc_info)
-    return out
+    return {k: _plain(v) for k, v in out.items()}
 
 
 def _logfmt_value(value: object) -> str:

@@ -1,6 +1,6 @@
 """The whole flow of one probe result, in one place.
 
-    result -> conditions (classes.evaluate) -> state (HallState.apply, pure)
+    result -> conditions (conditions.evaluate) -> state (HallState.apply, pure)
            -> incidents (store) -> notifications (alert engine) -> tickets (store, per policy)
 
 The pipeline is the single writer of the hall state. It never blocks the event loop: the store is

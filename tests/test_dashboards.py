@@ -221,6 +221,45 @@ def test_example_alertmanager_config_is_valid() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _alert_labels(name: str) -> dict[str, str]:
+    """The labels an alert of dashboards/rules carries (alertname + its static labels)."""
+    for path in sorted((ROOT / "dashboards" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == name:
+                    return {"alertname": name, **rule.get("labels", {})}
+    raise AssertionError(f"no alert {name} in dashboards/rules")
+
+
+@pytest.mark.parametrize(("alert", "receiver"), [
+    # The monitor's own alerts go to whoever runs the monitor (the example's comment), even
+    # when critical: HallmonDown used to match the severity route first and page the hall.
+    ("HallmonDown", "monitoring-admins"),
+    ("HallmonPollStale", "monitoring-admins"),
+    ("HallmonConfigReloadFailed", "monitoring-admins"),
+    ("HallmonNotificationsFailing", "monitoring-admins"),
+])
+def test_example_alertmanager_routes_hallmon_alerts_to_admins(alert: str, receiver: str) -> None:
+    amtool = require_tool("amtool")
+    labels = [f"{k}={v}" for k, v in _alert_labels(alert).items()]
+    out = subprocess.run([amtool, "config", "routes", "test",
+                          f"--config.file={DEPLOY / 'alertmanager.yml'}", *labels],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split() == [receiver], (labels, out.stdout)
+
+
+def test_example_alertmanager_routes_critical_device_alerts_to_urgent() -> None:
+    amtool = require_tool("amtool")
+    labels = {**_alert_labels("HallDeviceDown"), "device": "sw-1"}
+    assert labels["severity"] == "critical"
+    out = subprocess.run([amtool, "config", "routes", "test",
+                          f"--config.file={DEPLOY / 'alertmanager.yml'}",
+                          *(f"{k}={v}" for k, v in labels.items())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["hall-it-urgent"], out.stdout + out.stderr
+
+
 def unit_settings(text: str) -> dict[str, list[str]]:
     """systemd unit directives (repeatable, so a list per key); comments and sections dropped."""
     settings: dict[str, list[str]] = {}
