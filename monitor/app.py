@@ -270,6 +270,9 @@ class Hall:
                 backend=inventory.polling.icmp_backend,
                 pacing_per_second=inventory.polling.icmp_pacing_per_second,
             )
+            if any(c.kind == "icmp" for c in inventory.all_checks()):
+                # Loud at start-up, with both fixes, instead of every ping failing quietly.
+                log.info("icmp: %s", icmp_probe.privileges())
         url = self.options.storage_url or default_storage_url(self.options.state_dir)
         self.store = Store(
             url, timezone=inventory.site.timezone, categories=inventory.tickets.categories

@@ -163,6 +163,22 @@ def backend() -> Literal["native", "ping3"]:
     return "native"
 
 
+def privileges() -> str:
+    """What ICMP probes will send with, said once at start-up ("native engine, raw socket ...").
+
+    Raises :class:`IcmpPermissionError` naming both fixes when no ICMP socket can be opened: on
+    Linux ping3 needs the same raw or ping socket, so falling back to it would only turn every
+    ping into "permission denied" while the daemon looked healthy.
+    """
+    chosen = backend()
+    if not sys.platform.startswith("linux"):
+        return f"{chosen} backend"
+    kind = mode()  # raises with FIX_HINT
+    how = ("raw socket (CAP_NET_RAW)" if kind == "raw"
+           else "ping socket (net.ipv4.ping_group_range)")
+    return f"{'native engine' if chosen == 'native' else 'ping3 backend'}, {how}"
+
+
 # ---------------------------------------------------------------- packets
 def checksum(data: bytes) -> int:
     """Internet checksum in native byte order (pack it with ``=H``): sum of 16-bit words."""

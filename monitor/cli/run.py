@@ -111,6 +111,7 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     from monitor.app import Hall
     from monitor.store import StoreError
     from monitor.web import create_app
+    from probes.icmp import IcmpPermissionError
 
     class _Server(uvicorn.Server):
         """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT/SIGHUP."""
@@ -122,7 +123,7 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     hall = Hall(options)
     try:
         await hall.start()
-    except (InventoryError, StoreError) as exc:
+    except (InventoryError, StoreError, IcmpPermissionError) as exc:
         # inventory problems stay FILE:LINE:COL lines (editors jump to them)
         print(exc if isinstance(exc, InventoryError) else f"hallmon: {exc}", file=sys.stderr)
         await hall.stop()
@@ -256,11 +257,18 @@ def cmd_recheck(args: argparse.Namespace) -> int:
 async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, str, ProbeResult]]:
     from monitor.checks import probe_call
     from monitor.conditions import evaluate
-    from probes import close_all
+    from probes import close_all, icmp
+    from probes.icmp import IcmpPermissionError
     from probes.result import ProbeResult
 
     inventory = load_inventory(Path(inventory_path))
     device = inventory.device(device_id)
+    if any(c.kind == "icmp" for c in inventory.checks_for(device)):
+        try:
+            icmp.configure(backend=inventory.polling.icmp_backend)
+            icmp.privileges()
+        except IcmpPermissionError as exc:  # the ping check fails; say why and how to fix it
+            print(f"hallmon: {exc}", file=sys.stderr)
     out = []
     try:
         for check in inventory.checks_for(device):
