@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import pytest
 from monitor.cli import main
 from monitor.discover import DiscoveryError, addresses, mac_from_index, mac_from_text
 from monitor.inventory.load import load_inventory
+from tests.agents.netns import sparse_namespace
 from tests.agents.proc import free_port
 from tests.agents.snmp import recording_path, snmpsim_agent
 from tests.conftest import missing_tool
@@ -179,3 +184,29 @@ def test_inventory_import_names_every_bad_row(tmp_path: Path,
     assert "assets.csv:2: class: 'printr' is not a class (did you mean 'printer'?)" in err
     assert "assets.csv:2: floor: '一楼' is not a floor number" in err
     assert "assets.csv:3: address: 'not-an-ip' is not an IP address" in err
+
+
+def test_devices_that_did_not_answer_are_listed_never_deleted(tmp_path: Path) -> None:
+    """In a namespace of ours only two of 127.89.0.0/29 answer; the inventory's device at .5
+    does not (absent as on a LAN: no neighbour answers). It is listed, and stays in the file."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        missing_tool("root and iproute2 are needed for a namespace")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "site: {name: 测试大厅, timezone: Asia/Shanghai}\ndevices:\n"
+        "  - {id: phone-1, name: 一号电话, class: ip_phone, address: 127.89.0.2}\n"
+        "  - {id: phone-gone, name: 搬走的电话, class: ip_phone, address: 127.89.0.5}\n",
+        encoding="utf-8")
+    before = inventory.read_text(encoding="utf-8")
+    with sparse_namespace("127.89.0.0/29", ["127.89.0.2", "127.89.0.3"]) as ns:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "monitor.cli", "discover",
+             "127.89.0.0/29", "--inventory", str(inventory), "--timeout", "0.5", "--write"],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "scanned 6 addresses: 0 identified, 2 answered ping only, 1 inventory devices did " \
+        "not answer" in proc.stdout
+    assert "did not answer (kept; remove by hand if it is gone): phone-gone 127.89.0.5" in \
+        proc.stdout
+    assert "answered ping only (not proposed): 127.89.0.3" in proc.stdout
+    assert inventory.read_text(encoding="utf-8") == before  # nothing deleted, nothing to add

@@ -52,3 +52,27 @@ def run_in_namespace(
     """Run ``argv`` inside namespace ``name``; output captured as text, bounded in time."""
     return subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+@contextmanager
+def sparse_namespace(network: str, answering: Sequence[str]) -> Iterator[str]:
+    """A namespace where only ``answering`` addresses of ``network`` (a 127.x network) answer.
+
+    The namespace's loopback holds 127.0.0.1 and each answering address as /32; the rest of
+    ``network`` is routed to a veth pair inside the namespace, where neighbour resolution fails,
+    so those addresses stay silent the way absent hosts on a LAN do. Nothing leaves the
+    namespace (both veth ends are in it).
+    """
+    with namespace() as name:
+        steps = [
+            "ip addr del 127.0.0.1/8 dev lo",
+            "ip addr add 127.0.0.1/32 dev lo",
+            "ip link add v0 type veth peer name v1",
+            "ip link set v0 up",
+            "ip link set v1 up",
+            "sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.v0.route_localnet=1",
+            f"ip route add {network} dev v0",
+            *(f"ip addr add {a}/32 dev lo" for a in answering),
+        ]
+        _ip("netns", "exec", name, "sh", "-c", " && ".join(steps))
+        yield name
