@@ -252,6 +252,7 @@ def rollup(
     parent: DeviceStatus | None,
     in_maintenance: bool,
     parent_suspect: bool = False,
+    down_checks: frozenset[str] = frozenset(),
 ) -> tuple[DeviceStatus, str]:
     """One device's status and its cause.
 
@@ -277,6 +278,10 @@ def rollup(
     if reachability.hard is CheckStatus.DOWN:
         last = reachability.last
         return DeviceStatus.DOWN, (last.error if last and last.error else "not responding")
+    for name in sorted(down_checks):  # a device's own word that it is down (trap rules)
+        st = health.get(name)
+        if st is not None and st.hard is CheckStatus.DOWN:
+            return DeviceStatus.DOWN, f"{name}: {st.last.error if st.last else 'failed'}"
     for name in sorted(health) if health else ():
         st = health[name]
         if st.hard is CheckStatus.DOWN:
@@ -310,6 +315,9 @@ class DeviceSpec:
     checks: Mapping[str, CheckPolicy] = field(
         default_factory=lambda: {"reachability": CheckPolicy()}
     )
+    # Health checks whose hard failure makes the device DOWN rather than DEGRADED (a held trap
+    # condition "down"): the same status as a failed ping, so the two are one incident.
+    down_checks: frozenset[str] = frozenset()
 
 
 class DeviceTransition(NamedTuple):
@@ -490,7 +498,8 @@ class HallState:
         names = self._health[dev]
         health = {c: self.checks[(dev, c)] for c in names} if names else _NO_HEALTH
         parent, suspect = self._paths[spec.parent] if spec.parent is not None else (None, False)
-        status, cause = rollup(reach, health, parent, dev in self.maintenance, suspect)
+        status, cause = rollup(reach, health, parent, dev in self.maintenance, suspect,
+                               spec.down_checks)
         if suspect and status is DeviceStatus.UNREACHABLE and spec.parent is not None:
             recheck.add(spec.parent)  # is the path really gone? ask now, not in a cycle
         old = self.statuses[dev][0]

@@ -125,7 +125,7 @@ def test_all_problems_are_reported_at_once() -> None:
         "t.yaml:4:46: devices[1].address: duplicate address '127.20.0.1' (also devices[0] 'a')",
         "t.yaml:4:58: devices[1]: unknown key 'extra'"
         " (known keys: address, checks, class, credential, extra_checks, id, location,"
-        " maintenance, name, owner, parent, snmp_port, tags)",
+        " maintenance, name, owner, parent, snmp_port, tags, trap_rules)",
     ]
 
 

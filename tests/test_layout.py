@@ -26,6 +26,7 @@ LEVELS: dict[str, int] = {
     "monitor.state": 2,
     "monitor.conditions": 2,
     "monitor.checks": 2,
+    "monitor.traps": 2,  # pure: trap rules -> check results and events (like conditions)
     "monitor.simulate": 2,
     "monitor.store": 3,
     "monitor.scheduler": 3,
@@ -34,6 +35,8 @@ LEVELS: dict[str, int] = {
     "monitor.tally": 4,
     "monitor.pipeline": 4,
     "monitor.reports": 5,
+    "monitor.receiver": 5,  # the trap receiver: feeds Pipeline.handle, so above the pipeline
+    "monitor.push": 5,  # push heartbeats: the same
     "monitor.api": 6,
     "monitor.web": 7,
     "monitor.app": 7,

@@ -34,6 +34,18 @@ from monitor.inventory.models import (
     DEFAULT_CATEGORIES as DEFAULT_CATEGORIES,
 )
 from monitor.inventory.models import (
+    PASSIVE_KINDS as PASSIVE_KINDS,
+)
+from monitor.inventory.models import (
+    TRAP_CHECK as TRAP_CHECK,
+)
+from monitor.inventory.models import (
+    TRAP_CHECKS as TRAP_CHECKS,
+)
+from monitor.inventory.models import (
+    TRAP_DOWN_CHECK as TRAP_DOWN_CHECK,
+)
+from monitor.inventory.models import (
     Address as Address,
 )
 from monitor.inventory.models import (
@@ -106,6 +118,9 @@ from monitor.inventory.models import (
     ProbeKind as ProbeKind,
 )
 from monitor.inventory.models import (
+    PushCheck as PushCheck,
+)
+from monitor.inventory.models import (
     Ratio as Ratio,
 )
 from monitor.inventory.models import (
@@ -146,6 +161,18 @@ from monitor.inventory.models import (
 )
 from monitor.inventory.models import (
     TicketPolicy as TicketPolicy,
+)
+from monitor.inventory.models import (
+    TrapCheck as TrapCheck,
+)
+from monitor.inventory.models import (
+    TrapMatch as TrapMatch,
+)
+from monitor.inventory.models import (
+    TrapRule as TrapRule,
+)
+from monitor.inventory.models import (
+    VarBindCondition as VarBindCondition,
 )
 from monitor.inventory.models import (
     _check_address as _check_address,
