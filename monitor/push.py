@@ -111,9 +111,18 @@ class Heartbeats:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    def next_wait(self, most: float) -> float:
+        """Seconds until the earliest deadline passes (at most ``most``: beats and reloads move
+        deadlines), so a check fails right after ``expect_every + grace``, not up to a tick
+        later."""
+        now = self.clock()
+        pending = [w.last + w.deadline_after - now for w in self._by_digest.values()
+                   if not w.overdue]
+        return min(max(min(pending, default=most) + 0.01, 0.01), most)
+
     async def _run(self, every: float) -> None:
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.next_wait(every))
             try:
                 await self.expire()
             except Exception:

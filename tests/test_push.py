@@ -59,10 +59,12 @@ async def test_down_within_expect_every_plus_grace_and_up_on_the_next_beat(
     clock.now = T0 + 60 + 30  # exactly expect_every + grace after the beat: still in time
     await beats.expire()  # (the display's check, which never beat, fails here)
     assert p.state.status("kiosk-3f") is DeviceStatus.UP
-    clock.now = T0 + 90.5  # the daemon runs expire() every second: DOWN by +91 s at the latest
+    assert beats.next_wait(1.0) == pytest.approx(0.01)  # the daemon wakes right after +90 s
+    clock.now = T0 + 90.01
     assert await beats.expire() == 1
     assert p.state.status("kiosk-3f") is DeviceStatus.DOWN
     assert p.state.statuses["kiosk-3f"][1] == "no heartbeat for 90s"
+    assert beats.next_wait(1.0) == 1.0  # nothing pending but the next beat
     clock.now += 120
     assert await beats.expire() == 0  # one failure per silence, not one per second
     clock.now += 5

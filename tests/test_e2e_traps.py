@@ -1,0 +1,149 @@
+"""Traps and heartbeats end to end (issue 16, "Done when"): the real daemon (mock polling) with
+``--traps.listen-address`` on a loopback high port, real net-snmp ``snmptrap`` from device
+addresses, a webhook capture server, and a push check fed over HTTP.
+
+- A LED controller says its link is down (DOWN, one message); its ping then fails too (the
+  simulation's fault): still one incident, no second message; linkUp after the ping recovered:
+  one recovery message.
+- A bounded flood from an unknown loopback sender leaves polling on time (overdue 0).
+- A push check goes DOWN after its beats stop and UP on the next one.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.agents.daemon import HallmonProcess, WebhookReceiver, free_port, node, small_inventory
+from tests.conftest import require_tool
+from tests.test_snmp_trap import _v2_trap
+
+LINK_DOWN, LINK_UP = "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.6.3.1.1.5.4"
+COMMUNITY = "hall-traps-e2e"
+PUSH_TOKEN = "queue-display-7c9e2a41b5d3"
+
+
+def _hall(faults: list[dict[str, Any]] | None = None, interval: str = "1s") -> str:
+    devices = [
+        node("led-1", "127.34.0.11", cls="led_controller"),
+        node("sw-1", "127.34.0.1", floor=2),
+        *(node(f"n-{i}", f"127.34.1.{i + 1}") for i in range(20)),
+        node("queue-1", "127.34.0.30", extra_checks=[
+            {"name": "app", "kind": "push", "expect_every": "2s", "grace": "1s",
+             "token": "${PUSH_TOKEN}"}]),
+    ]
+    notifications = {
+        "channels": {"hook": {"type": "webhook", "url": "${HOOK_URL}"}},
+        "routes": [{"name": "it", "channels": ["hook"], "group_wait": "200ms"}],
+        "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
+    }
+    text = small_inventory(devices, interval=interval, timeout="500ms", thresholds=2,
+                           faults=faults or [], notifications=notifications)
+    doc = yaml.safe_load(text)
+    doc["credentials"] = {"traps": {"version": "2c", "community": "${TRAP_COMMUNITY}"}}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+
+
+def _daemon(tmp_path: Path, text: str, trap_port: int, hook: str) -> HallmonProcess:
+    return HallmonProcess(tmp_path, text, env={"TRAP_COMMUNITY": COMMUNITY,
+                                               "PUSH_TOKEN": PUSH_TOKEN, "HOOK_URL": hook},
+                          args=(f"--traps.listen-address=127.0.0.1:{trap_port}",))
+
+
+def _trap(port: int, source: str, oid: str, ifindex: int) -> None:
+    subprocess.run([require_tool("snmptrap"), f"--clientaddr={source}", "-v", "2c", "-c",
+                    COMMUNITY, f"127.0.0.1:{port}",
+                    *shlex.split(f"'' {oid} 1.3.6.1.2.1.2.2.1.1.{ifindex} i {ifindex}")],
+                   check=True, timeout=20)
+
+
+def _statuses(hook: WebhookReceiver, device: str) -> list[str]:
+    out = []
+    for body in hook.bodies():
+        for alert in body["alerts"]:
+            if alert["labels"].get("device") == device:
+                out.append(f'{alert["labels"]["alertname"]}:{alert["status"]}')
+    return out
+
+
+def test_trap_then_failed_ping_one_incident_one_message(tmp_path: Path) -> None:
+    port = free_port()
+    # The ping of led-1 fails from 8 s to 16 s after start (simulation); the trap comes first.
+    faults = [{"device": "led-1", "check": "ping", "mode": "down", "at": "8s",
+               "duration": "8s"}]
+    with WebhookReceiver() as hook, _daemon(tmp_path, _hall(faults), port, hook.url) as d:
+        _trap(port, "127.34.0.11", LINK_DOWN, 1)
+        d.wait_for(lambda: d.status("led-1") == "down", 20, "led-1 down by trap")
+        d.wait_for(lambda: len(_statuses(hook, "led-1")) == 1, 20, "one message")
+        _trap(port, "127.34.0.11", LINK_DOWN, 1)  # devices repeat themselves
+        d.wait_for(lambda: d.sample("hallmon_check_up", device="led-1", check="ping") == 0, 30,
+                   "the ping hard down as well")
+        d.wait_for(lambda: d.sample("hallmon_check_up", device="led-1", check="ping") == 1, 30,
+                   "the ping back")
+        assert d.status("led-1") == "down"  # the link is still reported down
+        assert len(_statuses(hook, "led-1")) == 1, hook.bodies()
+        _trap(port, "127.34.0.11", LINK_UP, 1)
+        d.wait_for(lambda: d.status("led-1") == "up", 20, "led-1 up after linkUp")
+        d.wait_for(lambda: len(_statuses(hook, "led-1")) == 2, 20, "one recovery message")
+        time.sleep(1.0)
+        assert _statuses(hook, "led-1") == ["HallDeviceDown:firing", "HallDeviceDown:resolved"]
+        assert d.sample("hallmon_traps_received_total", device="led-1", oid=LINK_DOWN,
+                        outcome="matched") == 2
+        assert d.sample("hallmon_traps_received_total", device="led-1", oid=LINK_UP,
+                        outcome="matched") == 1
+        assert d.sample("hallmon_checks_overdue_total") is not None
+        assert COMMUNITY not in d.log()
+
+
+def test_flood_from_an_unknown_sender_leaves_polling_on_time(tmp_path: Path) -> None:
+    port = free_port()
+    with WebhookReceiver() as hook, _daemon(tmp_path, _hall(interval="5s"), port, hook.url) as d:
+        d.wait_for(lambda: (d.sample("hallmon_checks_overdue_total") or 0) == 0, 5, "on time")
+        flood = _v2_trap([("1.3.6.1.2.1.2.2.1.1.3", 0x02, 3)], COMMUNITY.encode())
+        sent = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.34.9.9", 0))
+            stop = time.monotonic() + 12.0  # bounded in time and count: over two poll cycles
+            while sent < 200_000 and time.monotonic() < stop:
+                for _ in range(2000):
+                    sock.sendto(flood, ("127.0.0.1", port))
+                sent += 2000
+                time.sleep(0.05)
+        seen = (d.sample("hallmon_trap_unknown_senders_total") or 0) + (
+            d.sample("hallmon_traps_dropped_total", reason="rate_limited") or 0)
+        assert seen > 1000, (sent, seen)
+        time.sleep(5.5)  # one more cycle after the flood
+        assert d.sample("hallmon_checks_overdue_total") == 0, d.log_tail()
+        assert d.status("sw-1") == "up"
+        log_lines = [x for x in d.log().splitlines() if "no device has this address" in x]
+        assert 1 <= len(log_lines) <= 2  # once a minute, not once a trap
+
+
+def test_push_check_down_after_silence_up_on_next_beat(tmp_path: Path) -> None:
+    port = free_port()
+    with WebhookReceiver() as hook, _daemon(tmp_path, _hall(), port, hook.url) as d:
+        beat = f"/api/v1/push/{PUSH_TOKEN}"
+        for _ in range(3):
+            assert d.http.get(beat).status_code == 200
+            time.sleep(0.5)
+        assert d.status("queue-1") == "up"
+        silent_from = time.monotonic()
+        d.wait_for(lambda: d.status("queue-1") == "degraded", 20, "degraded after silence")
+        # expect_every 2 s + grace 1 s, checked every second: never before 3 s
+        assert time.monotonic() - silent_from >= 3.0 - 0.5
+        d.wait_for(lambda: _statuses(hook, "queue-1") == ["HallDeviceDegraded:firing"], 20,
+                   "one message")
+        assert d.http.post(beat, params={"status": "up"}).status_code == 200
+        d.wait_for(lambda: d.status("queue-1") == "up", 10, "up on the next beat")
+        assert d.sample("hallmon_push_heartbeats_total", device="queue-1", check="app") == 4
+        assert d.http.get("/api/v1/push/wrong-token-0000000000").status_code == 404
+        assert PUSH_TOKEN not in d.log()
+        d.wait_for(lambda: _statuses(hook, "queue-1") == ["HallDeviceDegraded:firing",
+                                                          "HallDeviceDegraded:resolved"], 20,
+                   "one recovery message")
