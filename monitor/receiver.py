@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ Handle = Callable[[ResolvedCheck, ProbeResult], Awaitable[None]]
 LOG_EVERY_SECONDS = 60.0  # unknown senders, malformed datagrams: one log line per kind and minute
 RECHECK_EVERY_SECONDS = 5.0  # a chatty device gets at most one re-check per this, from traps
 EVENTS_KEPT = 1000
+RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
 
 
 class Bucket:
@@ -153,6 +155,10 @@ class TrapReceiver(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a burst (a switch reboot: dozens of linkUp) must not overflow it
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sockname = transport.get_extra_info("sockname")
         self.address = (str(sockname[0]), int(sockname[1]))
         self._build_v3()
