@@ -267,6 +267,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         outcome = self.book.apply(device, rules, trap_oid, varbinds, now)
         label = trap_oid if trap_oid in self.known.rule_oids.get(device, ()) else "other"
         result = "matched" if outcome.matched else "unmatched"
+        if not outcome.matched:  # the OIDs a rule could name: say them, once a minute at most
+            self._log_limited("unmatched", "device %s sent trap %s: no rule for it", device,
+                              trap_oid, level=logging.INFO)
         key = (device, label, result)
         self.received[key] = self.received.get(key, 0) + 1
         for event in outcome.events:
@@ -296,11 +299,12 @@ class TrapReceiver(asyncio.DatagramProtocol):
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def _log_limited(self, kind: str, message: str, *args: object) -> None:
+    def _log_limited(self, kind: str, message: str, *args: object,
+                     level: int = logging.WARNING) -> None:
         now = time.monotonic()
         if now - self._logged.get(kind, -1e18) >= LOG_EVERY_SECONDS:
             self._logged[kind] = now
-            log.warning(message, *args)
+            log.log(level, message, *args)
 
     # -- tasks -----------------------------------------------------------------------------
 

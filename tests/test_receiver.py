@@ -214,3 +214,36 @@ def test_receiver_bind_error_names_the_problem() -> None:
 
         asyncio.run(main())
 
+
+
+def test_input_metrics_are_promtool_clean() -> None:
+    """The trap and heartbeat families, with samples, pass ``promtool check metrics``."""
+    import subprocess
+
+    from monitor.metrics import Snapshot, expose
+
+    snap = Snapshot(traps_received={("sw-1f", LINK_DOWN, "matched"): 2,
+                                    ("sw-1f", "other", "unmatched"): 1},
+                    traps_dropped={"malformed": 3, "rate_limited": 4}, trap_unknown_senders=5,
+                    heartbeats={("kiosk-1", "app"): 6})
+    text = expose(snap)
+    assert 'hallmon_traps_received_total{device="sw-1f",oid="other",outcome="unmatched"} 1' \
+        in text.decode()
+    assert "hallmon_trap_unknown_senders_total 5" in text.decode()
+    proc = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text,
+                          capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 0 and not proc.stdout and not proc.stderr, proc.stderr.decode()
+
+
+async def test_reload_forgets_removed_devices(hall: Hall) -> None:
+    await hall.up("sw-1f")
+    await hall.send("127.33.0.1", "-v", "2c", "-c", "hall-traps",
+                    f"'' {LINK_DOWN} 1.3.6.1.2.1.2.2.1.1.7 i 7")
+    await until(lambda: "sw-1f" in hall.receiver.book.holds, "held")
+    smaller = {**HALL, "devices": HALL["devices"][1:]}  # type: ignore[index]
+    inv = Inventory.model_validate(smaller, context={"env": ENV})
+    hall.pipeline.use(inv)
+    hall.receiver.use(inv)
+    assert hall.receiver.book.holds == {} and hall.receiver.received == {}
+    await hall.send("127.33.0.1", "-v", "2c", "-c", "hall-traps", f"'' {LINK_UP}")
+    await until(lambda: hall.receiver.unknown_senders == 1, "now an unknown sender")
