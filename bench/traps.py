@@ -155,7 +155,8 @@ async def ours(stream_path: Path, rate: float, v3_path: Path) -> dict[str, float
 
                 await pipeline.handle(c, ProbeResult.success(0.001))
     receiver = TrapReceiver(inv, pipeline.handle, lambda d: None, max_per_second=1e9,
-                            per_device_per_second=1e9, queue_size=10**6)
+                            per_device_per_second=1e9, v3_per_second=1e9,
+                            queue_size=10**6)
     await receiver.start("127.0.0.1", 0)
     assert receiver.address is not None
     try:

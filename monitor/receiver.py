@@ -3,7 +3,8 @@
 Per datagram, in the protocol callback (cheap and bounded, never awaits):
 
 1. the global budget (``max_per_second``, a token bucket): beyond it datagrams are dropped and
-   counted before any decoding, so a flood costs a dict lookup each;
+   counted before any decoding, so a flood costs a dict lookup each; v3 (pysnmp, ~1 ms each)
+   has its own smaller budget and is taken only from device addresses;
 2. v1/v2c: strict BER decoding (probes/snmp_trap.py), the community checked against the
    inventory's v1/v2c credentials; an inform with a good community is acknowledged at once;
    v3: pysnmp's USM (probes/snmp_trap_v3.py), authPriv users of the inventory's v3 credentials;
@@ -123,6 +124,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         clock: Callable[[], float] = time.time,
         max_per_second: float = 2000.0,
         per_device_per_second: float = 20.0,
+        v3_per_second: float = 200.0,
         queue_size: int = 1000,
     ) -> None:
         self.handle = handle
@@ -135,6 +137,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.unknown_senders = 0
         self.address: tuple[str, int] | None = None
         self._budget = Bucket(max_per_second, max_per_second, clock())
+        self._v3_budget = Bucket(v3_per_second, v3_per_second, clock())
         self._per_device_rate = per_device_per_second
         self._device_buckets: dict[str, Bucket] = {}
         self._last_recheck: dict[str, float] = {}
@@ -222,6 +225,12 @@ class TrapReceiver(asyncio.DatagramProtocol):
             if self._v3 is None:
                 self._drop("no_v3_user")
                 return
+            if device is None:  # v3 names no agent-addr: only the source address can map it
+                self._unknown(source, "(v3)")
+                return
+            if not self._v3_budget.take(now):  # pysnmp costs ~1 ms a message (bench/traps.py)
+                self._drop("rate_limited")
+                return
             before = self._v3.rejected
             self._v3.feed(data, addr, learn=device is not None)
             if self._v3.rejected != before:
@@ -251,10 +260,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
     def _notification(self, device: str | None, source: str, trap_oid: str,
                       varbinds: tuple[VarBind, ...], now: float) -> None:
         if device is None:
-            self.unknown_senders += 1
-            self._log_limited("unknown", "trap %s from %s: no device has this address "
-                              "(%d from unknown senders so far)", trap_oid, source,
-                              self.unknown_senders)
+            self._unknown(source, trap_oid)
             return
         bucket = self._device_buckets.get(device)
         if bucket is None:
@@ -284,6 +290,12 @@ class TrapReceiver(asyncio.DatagramProtocol):
         ):
             self._last_recheck[device] = now
             self.recheck(device)
+
+    def _unknown(self, source: str, trap_oid: str) -> None:
+        self.unknown_senders += 1
+        self._log_limited("unknown", "trap %s from %s: no device has this address "
+                          "(%d from unknown senders so far)", trap_oid, source,
+                          self.unknown_senders)
 
     def _enqueue(self, check: ResolvedCheck, result: ProbeResult) -> None:
         if len(self._queue) >= self._queue_size:

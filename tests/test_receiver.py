@@ -117,6 +117,12 @@ async def test_v3_auth_priv_trap(hall: Hall) -> None:
     assert hall.alerts.statuses() == [("kiosk-1", "down")]
 
 
+async def test_v3_from_an_unknown_address_never_reaches_pysnmp(hall: Hall) -> None:
+    await hall.send("127.33.7.7", *V3, "-e", "0x8000000001020313", f"'' {LINK_DOWN}")
+    await until(lambda: hall.receiver.unknown_senders == 1, "unknown v3 sender")
+    assert hall.receiver.received == {} and "v3_rejected" not in hall.receiver.dropped
+
+
 async def test_v3_below_auth_priv_is_refused(hall: Hall) -> None:
     await hall.up("kiosk-1")
     args = ["-v", "3", "-u", "monitor", "-l", "authNoPriv", "-a", "SHA-256", "-A", ENV["V3_AUTH"],
@@ -196,7 +202,7 @@ def _fuzz_receiver() -> TrapReceiver:
         return None
 
     return TrapReceiver(inv, handle, lambda d: None, max_per_second=1e9,
-                        per_device_per_second=1e9)
+                        per_device_per_second=1e9, v3_per_second=1e9)
 
 
 _FUZZ_RECEIVER = _fuzz_receiver()
