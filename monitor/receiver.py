@@ -47,6 +47,7 @@ log = logging.getLogger("hallmon.traps")
 Handle = Callable[[ResolvedCheck, ProbeResult], Awaitable[None]]
 LOG_EVERY_SECONDS = 60.0  # unknown senders, malformed datagrams: one log line per kind and minute
 RECHECK_EVERY_SECONDS = 5.0  # a chatty device gets at most one re-check per this, from traps
+RECHECKS_PER_SECOND = 50.0  # re-checks asked by traps, all devices together
 EVENTS_KEPT = 1000
 RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
 
@@ -138,6 +139,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.address: tuple[str, int] | None = None
         self._budget = Bucket(max_per_second, max_per_second, clock())
         self._v3_budget = Bucket(v3_per_second, v3_per_second, clock())
+        self._recheck_budget = Bucket(RECHECKS_PER_SECOND, 2 * RECHECKS_PER_SECOND, clock())
         self._per_device_rate = per_device_per_second
         self._device_buckets: dict[str, Bucket] = {}
         self._last_recheck: dict[str, float] = {}
@@ -287,7 +289,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
                 self._enqueue(check, res)
         if outcome.recheck and now - self._last_recheck.get(device, -1e18) >= (
             RECHECK_EVERY_SECONDS
-        ):
+        ) and self._recheck_budget.take(now):
+            # Bounded overall too: a core switch reboot makes every switch say coldStart, and
+            # finding a device's checks costs the scheduler a scan of its slots.
             self._last_recheck[device] = now
             self.recheck(device)
 
