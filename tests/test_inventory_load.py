@@ -41,7 +41,7 @@ def test_every_rule_has_a_bad_file() -> None:
         "unknown-key", "duplicate-key", "duplicate-id", "duplicate-address", "unknown-refs",
         "parent-cycle", "timeout-defaults", "timeout-check", "thresholds", "snmp-v3",
         "unsafe-id", "yaml11-traps", "tabs", "empty", "not-mapping", "not-utf8", "syntax",
-        "selectors", "missing-credential", "missing-keys", "secrets",
+        "selectors", "missing-credential", "missing-keys", "secrets", "trap-rules",
     }  # fmt: skip
     assert {p.stem.removeprefix("bad-") for p in BAD} >= rules
 

@@ -442,9 +442,20 @@ class MockCheck(CheckBase):
 # Trap rules and push checks: what a device's own words mean
 
 
+_NUMERIC_OID = re.compile(r"^[0-2](\.\d+)+$")
+
+
+def _check_oid(value: str) -> str:
+    value = value.lstrip(".")
+    if not _NUMERIC_OID.match(value):
+        raise ValueError(f"expected a numeric OID like 1.3.6.1.6.3.1.1.5.3, got {value!r} "
+                         "(MIB names are not loaded)")
+    return value
+
+
 TrapOid = Annotated[
-    str, BeforeValidator(lambda v: v.lstrip(".") if isinstance(v, str) else v),
-    Field(pattern=r"^[0-2](\.\d+)+$"),
+    str, AfterValidator(_check_oid),
+    WithJsonSchema({"type": "string", "pattern": r"^\.?[0-2](\.\d+)+$"}),
 ]
 TRAP_CHECK = "traps"  # the health check that degraded trap rules hold
 TRAP_DOWN_CHECK = "traps-down"  # the check that down trap rules hold (counts like reachability)
