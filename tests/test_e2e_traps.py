@@ -147,3 +147,34 @@ def test_push_check_down_after_silence_up_on_next_beat(tmp_path: Path) -> None:
         d.wait_for(lambda: _statuses(hook, "queue-1") == ["HallDeviceDegraded:firing",
                                                           "HallDeviceDegraded:resolved"], 20,
                    "one recovery message")
+
+
+def test_a_taken_trap_address_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        d = HallmonProcess(tmp_path, _hall(), autostart=False,
+                           env={"TRAP_COMMUNITY": COMMUNITY, "PUSH_TOKEN": PUSH_TOKEN,
+                                "HOOK_URL": "http://127.0.0.1:9/hook"},
+                           args=(f"--traps.listen-address=127.0.0.1:{port}",))
+        with d:
+            d.spawn()
+            assert d.proc is not None
+            assert d.proc.wait(60) == 1
+        assert f"cannot receive traps on 127.0.0.1:{port}: Address already in use" in d.log()
+
+
+def test_traps_listen_address_forms() -> None:
+    import argparse
+
+    import pytest
+
+    from monitor.cli.run import _traps_listen
+
+    assert _traps_listen("0.0.0.0") == ("0.0.0.0", 162)  # the standard port when left out
+    assert _traps_listen("127.0.0.1:1162") == ("127.0.0.1", 1162)
+    assert _traps_listen("[::1]:1162") == ("::1", 1162)
+    assert _traps_listen("[::]") == ("::", 162)
+    assert _traps_listen("off") is None
+    with pytest.raises(argparse.ArgumentTypeError):
+        _traps_listen("127.0.0.1:http")

@@ -148,7 +148,8 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
         await hall.stop()
         return 1
     except OSError as exc:  # the trap receiver's address: taken, or privileged without the cap
-        print(f"hallmon: cannot receive traps on {options.traps_listen}: {exc.strerror or exc}"
+        host, port = options.traps_listen or ("?", 0)
+        print(f"hallmon: cannot receive traps on {host}:{port}: {exc.strerror or exc}"
               " (use a free address, or grant CAP_NET_BIND_SERVICE for ports below 1024)",
               file=sys.stderr)
         await hall.stop()
