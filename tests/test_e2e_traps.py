@@ -31,6 +31,9 @@ PUSH_TOKEN = "queue-display-7c9e2a41b5d3"
 
 def _hall(faults: list[dict[str, Any]] | None = None, interval: str = "1s") -> str:
     devices = [
+        node("ups-1", "127.34.0.40", cls="ups_plain"),
+        node("nvr-1", "127.34.0.50", cls="led_controller"),
+        node("cam-1", "127.34.0.60", cls="led_controller"),
         node("led-1", "127.34.0.11", cls="led_controller"),
         node("sw-1", "127.34.0.1", floor=2),
         *(node(f"n-{i}", f"127.34.1.{i + 1}") for i in range(20)),
@@ -43,16 +46,31 @@ def _hall(faults: list[dict[str, Any]] | None = None, interval: str = "1s") -> s
         "routes": [{"name": "it", "channels": ["hook"], "group_wait": "200ms"}],
         "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
     }
+    # a UPS with the built-in UPS trap rules but no SNMP polling (no credential needed)
+    ups = {"label": "UPS", "checks": [{"name": "ping", "kind": "icmp", "role": "reachability"}],
+           "trap_rules": [{"name": "on-battery", "oid": "1.3.6.1.2.1.33.2.0.1",
+                           "action": "degraded", "message": "UPS市电中断，电池供电中",
+                           "hold": "3m"}]}
     text = small_inventory(devices, interval=interval, timeout="500ms", thresholds=2,
-                           faults=faults or [], notifications=notifications)
+                           faults=faults or [], notifications=notifications,
+                           classes={"ups_plain": ups})
     doc = yaml.safe_load(text)
-    doc["credentials"] = {"traps": {"version": "2c", "community": "${TRAP_COMMUNITY}"}}
+    doc["credentials"] = {
+        "traps": {"version": "2c", "community": "${TRAP_COMMUNITY}"},
+        "hall-v3": {"version": 3, "user": "monitor", "auth": "sha256",
+                    "auth_key": "${V3_AUTH}", "priv": "aes", "priv_key": "${V3_PRIV}"},
+    }
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
+ENV = {"TRAP_COMMUNITY": COMMUNITY, "PUSH_TOKEN": PUSH_TOKEN, "V3_AUTH": "auth-pass-e2e",
+       "V3_PRIV": "priv-pass-e2e"}
+V3 = ["-v", "3", "-u", "monitor", "-l", "authPriv", "-a", "SHA-256", "-A", ENV["V3_AUTH"], "-x",
+      "AES", "-X", ENV["V3_PRIV"]]
+
+
 def _daemon(tmp_path: Path, text: str, trap_port: int, hook: str) -> HallmonProcess:
-    return HallmonProcess(tmp_path, text, env={"TRAP_COMMUNITY": COMMUNITY,
-                                               "PUSH_TOKEN": PUSH_TOKEN, "HOOK_URL": hook},
+    return HallmonProcess(tmp_path, text, env={**ENV, "HOOK_URL": hook},
                           args=(f"--traps.listen-address=127.0.0.1:{trap_port}",))
 
 
@@ -99,6 +117,35 @@ def test_trap_then_failed_ping_one_incident_one_message(tmp_path: Path) -> None:
                         outcome="matched") == 1
         assert d.sample("hallmon_checks_overdue_total") is not None
         assert COMMUNITY not in d.log()
+
+
+def _net_snmp(tool: str, source: str, port: int, *args: str) -> int:
+    return subprocess.run([require_tool(tool), f"--clientaddr={source}", *args[:-1],
+                           f"127.0.0.1:{port}", *shlex.split(args[-1])],
+                          timeout=30, capture_output=True).returncode
+
+
+def test_v1_v3_and_inform_each_change_a_device_and_tell_it_once(tmp_path: Path) -> None:
+    port = free_port()
+    with WebhookReceiver() as hook, _daemon(tmp_path, _hall(), port, hook.url) as d:
+        # v1 upsTrapOnBattery (enterprise upsTraps, specific 1) from the UPS
+        assert _net_snmp("snmptrap", "127.34.0.40", port, "-v", "1", "-c", COMMUNITY,
+                         "1.3.6.1.2.1.33.2 127.34.0.40 6 1 ''") == 0
+        # v3 authPriv linkDown from one controller, a v2c inform from another (acked: rc 0)
+        assert _net_snmp("snmptrap", "127.34.0.60", port, *V3, "-e", "0x8000000001023460",
+                         f"'' {LINK_DOWN} 1.3.6.1.2.1.2.2.1.1.1 i 1") == 0
+        assert _net_snmp("snmpinform", "127.34.0.50", port, "-v", "2c", "-c", COMMUNITY,
+                         "-r", "0", "-t", "5", f"'' {LINK_DOWN} 1.3.6.1.2.1.2.2.1.1.1 i 1") == 0
+        expected = {"ups-1": "degraded", "cam-1": "down", "nvr-1": "down"}
+        for device, status in expected.items():
+            d.wait_for(lambda dev=device, st=status: d.status(dev) == st, 20,
+                       f"{device} {status}")
+        names = {"degraded": "HallDeviceDegraded", "down": "HallDeviceDown"}
+        for device in expected:
+            d.wait_for(lambda dev=device: len(_statuses(hook, dev)) >= 1, 20, f"{device} told")
+        time.sleep(1.0)
+        for device, status in expected.items():
+            assert _statuses(hook, device) == [f"{names[status]}:firing"], hook.bodies()
 
 
 def test_flood_from_an_unknown_sender_leaves_polling_on_time(tmp_path: Path) -> None:
@@ -154,8 +201,7 @@ def test_a_taken_trap_address_is_a_clear_start_up_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         d = HallmonProcess(tmp_path, _hall(), autostart=False,
-                           env={"TRAP_COMMUNITY": COMMUNITY, "PUSH_TOKEN": PUSH_TOKEN,
-                                "HOOK_URL": "http://127.0.0.1:9/hook"},
+                           env={**ENV, "HOOK_URL": "http://127.0.0.1:9/hook"},
                            args=(f"--traps.listen-address=127.0.0.1:{port}",))
         with d:
             d.spawn()
