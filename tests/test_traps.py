@@ -83,6 +83,14 @@ def test_link_down_holds_until_link_up_of_the_same_port() -> None:
     assert book.apply("sw-1f", sw, *port(LINK_UP, 5), T0 + 4).results["traps"].ok
 
 
+def test_a_restart_ends_every_link_condition() -> None:
+    book, sw = TrapBook(), rules("sw-1f")
+    book.apply("sw-1f", sw, *port(LINK_DOWN, 3), T0)
+    book.apply("sw-1f", sw, *port(LINK_DOWN, 4), T0)
+    out = book.apply("sw-1f", sw, COLD_START, (), T0 + 1)
+    assert out.results["traps"].ok and out.events and book.holds == {}
+
+
 def test_kiosk_link_down_is_down_not_degraded() -> None:
     out = TrapBook().apply("kiosk-1", rules("kiosk-1"), *port(LINK_DOWN, 1), T0)
     assert set(out.results) == {"traps-down"} and not out.results["traps-down"].ok

@@ -94,16 +94,20 @@ _RESTART_RULES = [
 ]
 # A switch or router port going down degrades the device until linkUp of the same ifIndex (or an
 # hour without news); a port coming up asks for a fresh poll of the device.
+# A restart (coldStart/warmStart carry no ifIndex) ends every link condition: the device counts
+# its links afresh and sends linkDown again for those still down.
+_LINK_CLEARED_BY = [LINK_UP, COLD_START, WARM_START]
 _PORT_RULES = [
     {"name": "link-down", "oid": LINK_DOWN, "action": "degraded", "message": "端口断开",
-     "instance": IF_INDEX, "cleared_by": [LINK_UP], "hold": "1h", "also_recheck": True},
+     "instance": IF_INDEX, "cleared_by": _LINK_CLEARED_BY, "hold": "1h", "also_recheck": True},
     *_RESTART_RULES,
 ]
 # An end device that reports its own link down is cut off (it told us over another path, or
 # just before going quiet): DOWN, told once together with the ping that fails after it.
 _OWN_LINK_RULES = [
     {"name": "link-down", "oid": LINK_DOWN, "action": "down", "message": "设备网络链路断开",
-     "instance": IF_INDEX, "cleared_by": [LINK_UP], "hold": "10m", "also_recheck": True},
+     "instance": IF_INDEX, "cleared_by": _LINK_CLEARED_BY, "hold": "10m",
+     "also_recheck": True},
     *_RESTART_RULES,
 ]
 # UPS-MIB (RFC 1628): upsTrapOnBattery is repeated each minute while on battery, so the hold is
