@@ -188,6 +188,8 @@ class TrapReceiver(asyncio.DatagramProtocol):
         keep = {d.id for d in inventory.devices}
         self.book.forget(keep)
         self.received = {k: v for k, v in self.received.items() if k[0] in keep}
+        self._device_buckets = {k: v for k, v in self._device_buckets.items() if k in keep}
+        self._last_recheck = {k: v for k, v in self._last_recheck.items() if k in keep}
         if self._transport is not None and self.known.v3_users != old_users:
             self._build_v3()
 
