@@ -223,3 +223,17 @@ async def test_a_timed_out_hold_recovers_the_device(store: AsyncStore) -> None:
     for device, name, result in book.expire(clock()):
         await p.handle(check(p.inventory, device, name), result)
     assert alerts.statuses() == [("ups-1", "degraded"), ("ups-1", "up")]
+
+
+def test_rollup_down_checks_outrank_degraded_but_not_a_bad_parent() -> None:
+    from monitor.state import CheckState, CheckStatus, rollup
+
+    up, down = CheckState(hard=CheckStatus.UP), CheckState(hard=CheckStatus.DOWN)
+    health = {"traps-down": down, "snmp": down}
+    assert rollup(up, health, None, False)[0] is DeviceStatus.DEGRADED  # not marked: degraded
+    assert rollup(up, health, None, False, down_checks=frozenset({"traps-down"}))[0] is (
+        DeviceStatus.DOWN)
+    assert rollup(up, {"traps-down": up}, None, False,
+                  down_checks=frozenset({"traps-down"}))[0] is DeviceStatus.UP
+    assert rollup(up, health, None, True, down_checks=frozenset({"traps-down"}))[0] is (
+        DeviceStatus.MAINTENANCE)
