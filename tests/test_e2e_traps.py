@@ -99,6 +99,9 @@ def test_trap_then_failed_ping_one_incident_one_message(tmp_path: Path) -> None:
     with WebhookReceiver() as hook, _daemon(tmp_path, _hall(faults), port, hook.url) as d:
         _trap(port, "127.34.0.11", LINK_DOWN, 1)
         d.wait_for(lambda: d.status("led-1") == "down", 20, "led-1 down by trap")
+        checks = {c["name"]: c for c in d.device("led-1")["checks"]}
+        assert checks["traps-down"]["kind"] == "trap" and checks["traps-down"]["hard"] == "down"
+        assert checks["traps-down"]["last"]["error"] == "设备网络链路断开 (ifIndex=1)"
         d.wait_for(lambda: len(_statuses(hook, "led-1")) == 1, 20, "one message")
         _trap(port, "127.34.0.11", LINK_DOWN, 1)  # devices repeat themselves
         d.wait_for(lambda: d.sample("hallmon_check_up", device="led-1", check="ping") == 0, 30,
