@@ -155,7 +155,9 @@ def test_v1_v3_and_inform_each_change_a_device_and_tell_it_once(tmp_path: Path) 
 def test_flood_from_an_unknown_sender_leaves_polling_on_time(tmp_path: Path) -> None:
     port = free_port()
     with WebhookReceiver() as hook, _daemon(tmp_path, _hall(interval="5s"), port, hook.url) as d:
-        d.wait_for(lambda: (d.sample("hallmon_checks_overdue_total") or 0) == 0, 5, "on time")
+        time.sleep(1.0)  # past start-up
+        before = d.sample("hallmon_checks_overdue_total")
+        assert before is not None
         flood = _v2_trap([("1.3.6.1.2.1.2.2.1.1.3", 0x02, 3)], COMMUNITY.encode())
         sent = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -170,7 +172,7 @@ def test_flood_from_an_unknown_sender_leaves_polling_on_time(tmp_path: Path) -> 
             d.sample("hallmon_traps_dropped_total", reason="rate_limited") or 0)
         assert seen > 1000, (sent, seen)
         time.sleep(5.5)  # one more cycle after the flood
-        assert d.sample("hallmon_checks_overdue_total") == 0, d.log_tail()
+        assert d.sample("hallmon_checks_overdue_total") == before, d.log_tail()  # none late
         assert d.status("sw-1") == "up"
         log_lines = [x for x in d.log().splitlines() if "no device has this address" in x]
         assert 1 <= len(log_lines) <= 2  # once a minute, not once a trap
