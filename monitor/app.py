@@ -36,6 +36,8 @@ from monitor.metrics import (
     device_rows,
 )
 from monitor.pipeline import Pipeline
+from monitor.push import Heartbeats
+from monitor.receiver import TrapReceiver, passive
 from monitor.report_delivery import ReportSender
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
@@ -61,6 +63,7 @@ class Options:
     watch_interval: float = 5.0
     shard: tuple[int, int] | None = None  # (i, n): poll only devices hashed to shard i of n
     pace: float | None = None  # the demo: poll every check at least this often (seconds)
+    traps_listen: tuple[str, int] | None = None  # the trap receiver's UDP address (None: off)
 
 
 def default_storage_url(state_dir: Path | None) -> str:
@@ -153,6 +156,8 @@ class Hall:
         self.engine: Engine | None = None
         self.delivery: Delivery | None = None
         self.reports: ReportSender | None = None
+        self.traps: TrapReceiver | None = None  # inputs beside polling (docs/architecture.md)
+        self.heartbeats: Heartbeats | None = None
         self._http: httpx.AsyncClient | None = None
         self._labels: tuple[dict[str, DeviceInfo], dict[tuple[str, str], str],
                             dict[str, ValueSpec]] = ({}, {}, {})
@@ -171,6 +176,8 @@ class Hall:
             if not in_shard(device.id, self.options.shard):
                 continue
             for check in inventory.checks_for(device):
+                if passive(check):
+                    continue  # push and trap checks: the device speaks first
                 call = probe_call(
                     inventory,
                     device,
@@ -252,7 +259,18 @@ class Hall:
             probe_errors=dict(stats.probe_errors),
             reload_successful=self.holder.last_reload_successful,
             reload_success_timestamp=self.holder.last_reload_success_time,
+            **self._input_metrics(),
         )
+
+    def _input_metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.traps is not None:
+            out.update(traps_received=dict(self.traps.received),
+                       traps_dropped=dict(self.traps.dropped),
+                       trap_unknown_senders=self.traps.unknown_senders)
+        if self.heartbeats is not None:
+            out["heartbeats"] = dict(self.heartbeats.beats)
+        return out
 
     async def render_metrics(self) -> bytes:
         return await self.renderer.render()
@@ -298,6 +316,7 @@ class Hall:
         self._expected = set(self.scheduler.checks)
         self.scheduler.start()
         gc.freeze()  # the scheduler's slots and tasks join the frozen objects (no collection)
+        await self._start_inputs(inventory)
         self.holder.subscribe(self._apply_inventory)
         self._spawn(self._refresh_maintenance())
         self._spawn(self.holder.watch(self.options.watch_interval))
@@ -311,6 +330,16 @@ class Hall:
             len(inventory.devices),
             "mock" if self.options.mock else "live",
         )
+
+    async def _start_inputs(self, inventory: Inventory) -> None:
+        """Push heartbeats and (when an address is given) the trap receiver: their results
+        enter through Pipeline.handle like polled ones."""
+        handle = self.pipeline.handle
+        self.heartbeats = Heartbeats(inventory, handle)
+        self.heartbeats.start()
+        if self.options.traps_listen is not None:
+            self.traps = TrapReceiver(inventory, handle, self.recheck)
+            await self.traps.start(*self.options.traps_listen)
 
     def _start_alerts(self, inventory: Inventory) -> None:
         assert self.store is not None
@@ -347,6 +376,10 @@ class Hall:
         """A good reload: swap the state's devices and the scheduler's checks."""
         self._labels = self.metric_labels(inventory)
         self.pipeline.use(inventory)
+        if self.heartbeats is not None:
+            self.heartbeats.use(inventory)
+        if self.traps is not None:
+            self.traps.use(inventory)
         if self.options.mock:
             simulate.install(inventory)
         self.scheduler.first_window = self._pace(inventory.defaults.interval)
@@ -406,6 +439,10 @@ class Hall:
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             self.holder.uninstall_sighup(asyncio.get_running_loop())
+        if self.traps is not None:
+            await self.traps.stop()
+        if self.heartbeats is not None:
+            await self.heartbeats.stop()
         if hasattr(self, "scheduler"):
             await self.scheduler.stop()
         for task in self._tasks:

@@ -112,6 +112,12 @@ class Snapshot:
     probe_errors: Mapping[str, int] = field(default_factory=dict)  # by kind
     reload_successful: bool = True
     reload_success_timestamp: float | None = None
+    # Inputs beside polling: traps by (device, trap OID or "other", matched|unmatched), traps
+    # dropped by reason, traps from addresses of no device, push beats by (device, check).
+    traps_received: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    traps_dropped: Mapping[str, int] = field(default_factory=dict)
+    trap_unknown_senders: int = 0
+    heartbeats: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class MetricsSource(Protocol):
@@ -158,6 +164,16 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "hallmon_config_last_reload_success_timestamp_seconds": (
         "gauge", "When the inventory was last loaded successfully."),
     "hallmon_build_info": ("gauge", "hallmon's version and Python."),
+    "hallmon_traps_received_total": ("counter", "SNMP notifications from inventory devices, by "
+                                     "device, trap OID (\"other\" when no rule names it) and "
+                                     "outcome (matched a rule or not)."),
+    "hallmon_traps_dropped_total": ("counter", "SNMP notifications dropped, by reason "
+                                    "(malformed, bad_community, rate_limited, queue_full, "
+                                    "v3_rejected, no_v3_user)."),
+    "hallmon_trap_unknown_senders_total": ("counter", "SNMP notifications from addresses of no "
+                                           "inventory device."),
+    "hallmon_push_heartbeats_total": ("counter", "Push heartbeats received, by device and "
+                                      "check."),
 }
 _ONE, _ZERO, _NAN = "1", "0", "NaN"
 # Per status: the six one-hot line endings, built once.
@@ -324,9 +340,26 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
     _head("hallmon_config_last_reload_success_timestamp_seconds", out)
     out.append("hallmon_config_last_reload_success_timestamp_seconds "
                f"{_num(snap.reload_success_timestamp)}\n")
+    _inputs(snap, out)
     _head("hallmon_build_info", out)
     out.append(f'hallmon_build_info{{version="{_esc(version)}",'
                f'python="{platform.python_version()}"}} 1\n')
+
+
+def _inputs(snap: Snapshot, out: list[str]) -> None:
+    name = "hallmon_traps_received_total"
+    _head(name, out)
+    out += [f'{name}{{device="{_esc(d)}",oid="{_esc(o)}",outcome="{_esc(r)}"}} {n}\n'
+            for (d, o, r), n in sorted(snap.traps_received.items())]
+    name = "hallmon_traps_dropped_total"
+    _head(name, out)
+    out += [f'{name}{{reason="{_esc(r)}"}} {n}\n' for r, n in sorted(snap.traps_dropped.items())]
+    _head("hallmon_trap_unknown_senders_total", out)
+    out.append(f"hallmon_trap_unknown_senders_total {snap.trap_unknown_senders}\n")
+    name = "hallmon_push_heartbeats_total"
+    _head(name, out)
+    out += [f'{name}{{device="{_esc(d)}",check="{_esc(c)}"}} {n}\n'
+            for (d, c), n in sorted(snap.heartbeats.items())]
 
 
 # --- the prometheus_client side -------------------------------------------------------------------

@@ -70,8 +70,10 @@ def device_specs(inventory: Inventory) -> list[DeviceSpec]:
                 )
                 for c in checks
             }
+        down = frozenset(c.name for c in checks if getattr(c.spec, "marks", None) == "down")
         specs.append(
-            DeviceSpec(id=device.id, parent=device.parent, reachability=reach, checks=policies)
+            DeviceSpec(id=device.id, parent=device.parent, reachability=reach, checks=policies,
+                       down_checks=down)
         )
     return specs
 

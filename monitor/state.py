@@ -274,6 +274,7 @@ def rollup(
     parent: DeviceStatus | None,
     in_maintenance: bool,
     parent_suspect: bool = False,
+    down_checks: frozenset[str] = frozenset(),
 ) -> tuple[DeviceStatus, str]:
     """One device's status and its cause.
 
@@ -298,6 +299,10 @@ def rollup(
         return DeviceStatus.UNKNOWN, "awaiting first hard state"
     if reachability.hard is CheckStatus.DOWN:
         return DeviceStatus.DOWN, reachability.cause or "not responding"
+    for name in sorted(down_checks):  # a device's own word that it is down (trap rules)
+        st = health.get(name)
+        if st is not None and st.hard is CheckStatus.DOWN:
+            return DeviceStatus.DOWN, f"{name}: {st.cause or 'failed'}"
     for name in sorted(health) if health else ():
         st = health[name]
         if st.hard is CheckStatus.DOWN:
@@ -330,6 +335,9 @@ class DeviceSpec:
     checks: Mapping[str, CheckPolicy] = field(
         default_factory=lambda: {"reachability": CheckPolicy()}
     )
+    # Health checks whose hard failure makes the device DOWN rather than DEGRADED (a held trap
+    # condition "down"): the same status as a failed ping, so the two are one incident.
+    down_checks: frozenset[str] = frozenset()
 
 
 class DeviceTransition(NamedTuple):
@@ -529,7 +537,8 @@ class HallState:
         names = self._health[dev]
         health = {c: self.checks[(dev, c)] for c in names} if names else _NO_HEALTH
         parent, suspect = self._paths[spec.parent] if spec.parent is not None else (None, False)
-        status, cause = rollup(reach, health, parent, dev in self.maintenance, suspect)
+        status, cause = rollup(reach, health, parent, dev in self.maintenance, suspect,
+                               spec.down_checks)
         if suspect and status is DeviceStatus.UNREACHABLE and spec.parent is not None:
             recheck.add(spec.parent)  # is the path really gone? ask now, not in a cycle
         old = self.statuses[dev][0]

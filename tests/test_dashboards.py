@@ -274,8 +274,10 @@ def unit_settings(text: str) -> dict[str, list[str]]:
 def test_systemd_unit_is_hardened_and_not_root() -> None:
     unit = unit_settings((DEPLOY / "hallmon.service").read_text())
     assert unit["DynamicUser"] == ["yes"] or unit.get("User", ["root"]) != ["root"]
-    assert unit["AmbientCapabilities"] == ["CAP_NET_RAW"]
-    assert unit["CapabilityBoundingSet"] == ["CAP_NET_RAW"]
+    # raw ICMP, and UDP 162 for traps (issue 16): nothing more
+    assert unit["AmbientCapabilities"] == ["CAP_NET_RAW CAP_NET_BIND_SERVICE"]
+    assert unit["CapabilityBoundingSet"] == ["CAP_NET_RAW CAP_NET_BIND_SERVICE"]
+    assert "--traps.listen-address" in unit["ExecStart"][0].split()
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                        ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
                        ("StateDirectory", "hallmon"), ("RestrictSUIDSGID", "yes")]:

@@ -42,7 +42,7 @@ def test_every_rule_has_a_bad_file() -> None:
         "parent-cycle", "timeout-defaults", "timeout-check", "thresholds", "snmp-v3",
         "unsafe-id", "yaml11-traps", "tabs", "empty", "not-mapping", "not-utf8", "syntax",
         "selectors", "missing-credential", "missing-keys", "secrets", "calendar", "reports",
-        "public",
+        "public", "trap-rules",
     }  # fmt: skip
     assert {p.stem.removeprefix("bad-") for p in BAD} >= rules
 
@@ -126,7 +126,7 @@ def test_all_problems_are_reported_at_once() -> None:
         "t.yaml:4:46: devices[1].address: duplicate address '127.20.0.1' (also devices[0] 'a')",
         "t.yaml:4:58: devices[1]: unknown key 'extra'"
         " (known keys: address, checks, class, credential, extra_checks, id, location,"
-        " maintenance, name, owner, parent, public, public_name, snmp_port, tags)",
+        " maintenance, name, owner, parent, public, public_name, snmp_port, tags, trap_rules)",
     ]
 
 

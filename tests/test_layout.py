@@ -26,6 +26,7 @@ LEVELS: dict[str, int] = {
     "monitor.state": 2,
     "monitor.conditions": 2,
     "monitor.checks": 2,
+    "monitor.traps": 2,  # pure: trap rules -> check results and events (like conditions)
     "monitor.simulate": 2,
     "monitor.workdays": 2,  # pure date logic over the inventory's site; tally and reports use it
     "monitor.store": 3,
@@ -36,6 +37,8 @@ LEVELS: dict[str, int] = {
     "monitor.tally": 4,
     "monitor.pipeline": 4,
     "monitor.reports": 5,
+    "monitor.receiver": 5,  # the trap receiver: feeds Pipeline.handle, so above the pipeline
+    "monitor.push": 5,  # push heartbeats: the same
     "monitor.api": 6,
     "monitor.report_delivery": 6,  # reports (5) through the alert outbox; the daemon runs it
     "monitor.pages": 6,  # beside the API: reads the hall and the store as it does; web mounts it

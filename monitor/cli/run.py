@@ -39,6 +39,22 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _traps_listen(value: str) -> tuple[str, int] | None:
+    """``HOST[:PORT]`` (port 162 when left out), ``[::]:162`` for IPv6, or ``off``."""
+    if value.strip().lower() in ("", "off"):
+        return None
+    if value.startswith("[") and "]" in value:
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":") or "162"
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, "162"
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] or 'off', got {value!r}")
+    return host, int(port)
+
+
 def _shard(value: str) -> tuple[int, int]:
     i, _, n = value.partition("/")
     if not (i.isdigit() and n.isdigit()) or not 0 <= int(i) < int(n):
@@ -73,6 +89,10 @@ def add_run_commands(sub: Any) -> None:
                      help="reads need a viewer token too (default: reads are open)")
     run.add_argument("--shard", type=_shard, default=None,
                      help="poll only shard i of n (stable hash of the device id)")
+    run.add_argument("--traps.listen-address", dest="traps_listen", type=_traps_listen,
+                     default=None, metavar="HOST[:PORT]",
+                     help="receive SNMP traps/informs on this UDP address (port 162 when left "
+                          "out; below 1024 needs CAP_NET_BIND_SERVICE). Default: off")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the daemon on the shipped hall, with a scripted day")
@@ -126,6 +146,13 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
     except (InventoryError, StoreError, IcmpPermissionError) as exc:
         # inventory problems stay FILE:LINE:COL lines (editors jump to them)
         print(exc if isinstance(exc, InventoryError) else f"hallmon: {exc}", file=sys.stderr)
+        await hall.stop()
+        return 1
+    except OSError as exc:  # the trap receiver's address: taken, or privileged without the cap
+        host, port = options.traps_listen or ("?", 0)
+        print(f"hallmon: cannot receive traps on {host}:{port}: {exc.strerror or exc}"
+              " (use a free address, or grant CAP_NET_BIND_SERVICE for ports below 1024)",
+              file=sys.stderr)
         await hall.stop()
         return 1
     try:
@@ -185,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tokens_file=Path(args.tokens_file) if args.tokens_file else None,
         open_reads=args.open_reads,
         shard=args.shard,
+        traps_listen=args.traps_listen,
     )
     return asyncio.run(serve(options, args.listen))
 
@@ -272,6 +300,8 @@ async def _probe_device(inventory_path: str, device_id: str) -> list[tuple[str, 
     out = []
     try:
         for check in inventory.checks_for(device):
+            if check.kind in ("push", "trap"):
+                continue  # nothing to ask: these devices speak first
             call = probe_call(inventory, device, check)
             start = time.monotonic()
             try:

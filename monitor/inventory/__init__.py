@@ -37,6 +37,18 @@ from monitor.inventory.models import (
     DEFAULT_REPORTS as DEFAULT_REPORTS,
 )
 from monitor.inventory.models import (
+    PASSIVE_KINDS as PASSIVE_KINDS,
+)
+from monitor.inventory.models import (
+    TRAP_CHECK as TRAP_CHECK,
+)
+from monitor.inventory.models import (
+    TRAP_CHECKS as TRAP_CHECKS,
+)
+from monitor.inventory.models import (
+    TRAP_DOWN_CHECK as TRAP_DOWN_CHECK,
+)
+from monitor.inventory.models import (
     Address as Address,
 )
 from monitor.inventory.models import (
@@ -115,6 +127,9 @@ from monitor.inventory.models import (
     ProbeKind as ProbeKind,
 )
 from monitor.inventory.models import (
+    PushCheck as PushCheck,
+)
+from monitor.inventory.models import (
     Ratio as Ratio,
 )
 from monitor.inventory.models import (
@@ -161,6 +176,18 @@ from monitor.inventory.models import (
 )
 from monitor.inventory.models import (
     TicketPolicy as TicketPolicy,
+)
+from monitor.inventory.models import (
+    TrapCheck as TrapCheck,
+)
+from monitor.inventory.models import (
+    TrapMatch as TrapMatch,
+)
+from monitor.inventory.models import (
+    TrapRule as TrapRule,
+)
+from monitor.inventory.models import (
+    VarBindCondition as VarBindCondition,
 )
 from monitor.inventory.models import (
     _check_address as _check_address,

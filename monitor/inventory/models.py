@@ -452,8 +452,130 @@ class MockCheck(CheckBase):
     values: dict[MetricName, float] = {}
 
 
+# --------------------------------------------------------------------------------------------
+# Trap rules and push checks: what a device's own words mean
+
+
+_NUMERIC_OID = re.compile(r"^[0-2](\.\d+)+$")
+
+
+def _check_oid(value: str) -> str:
+    value = value.lstrip(".")
+    if not _NUMERIC_OID.match(value):
+        raise ValueError(f"expected a numeric OID like 1.3.6.1.6.3.1.1.5.3, got {value!r} "
+                         "(MIB names are not loaded)")
+    return value
+
+
+TrapOid = Annotated[
+    str, AfterValidator(_check_oid),
+    WithJsonSchema({"type": "string", "pattern": r"^\.?[0-2](\.\d+)+$"}),
+]
+TRAP_CHECK = "traps"  # the health check that degraded trap rules hold
+TRAP_DOWN_CHECK = "traps-down"  # the check that down trap rules hold (counts like reachability)
+
+
+class VarBindCondition(StrictModel):
+    """A var-bind of the trap (at ``oid`` or a row below it) compared with ``value``: numbers
+    with any operator, text (and OID values) with ``==``/``!=``. A missing var-bind fails."""
+
+    oid: TrapOid
+    op: Literal["<", "<=", ">", ">=", "==", "!="] = "=="
+    value: Annotated[float | str, Field(union_mode="left_to_right")]
+
+    @model_validator(mode="after")
+    def _text_ops(self) -> VarBindCondition:
+        if isinstance(self.value, str) and self.op not in ("==", "!="):
+            raise ValueError("text values compare with '==' or '!=' only")
+        return self
+
+
+class TrapMatch(StrictModel):
+    oid: TrapOid
+    when: list[VarBindCondition] = []
+
+
+TrapMatchEntry = Annotated[TrapMatch, BeforeValidator(_oid_shorthand)]
+
+
+class TrapRule(StrictModel):
+    """Trap OID (+ var-bind conditions) -> what it means for the device that sent it.
+
+    ``recheck``: poll the device now; ``event``: an event in its history; ``degraded``/``down``:
+    the device is DEGRADED/DOWN until a ``cleared_by`` trap (same ``instance``) or until ``hold``
+    passes without the trap again. ``also_recheck`` polls the device now as well."""
+
+    name: Id
+    oid: TrapOid
+    when: list[VarBindCondition] = []
+    action: Literal["recheck", "event", "degraded", "down"]
+    message: str
+    instance: TrapOid | None = Field(
+        None, description="var-bind telling occurrences apart (e.g. ifIndex)"
+    )
+    cleared_by: list[TrapMatchEntry] = []
+    hold: Duration = 3600.0
+    also_recheck: bool = False
+
+    @model_validator(mode="after")
+    def _holds_only(self) -> TrapRule:
+        if self.action in ("recheck", "event") and (self.cleared_by or self.instance):
+            raise ValueError(f"'cleared_by' and 'instance' belong to degraded/down rules, "
+                             f"not {self.action!r}")
+        return self
+
+
+def _check_token(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("a push token needs at least 16 characters (it is the only key to the "
+                         "URL): `python3 -c 'import secrets; print(secrets.token_urlsafe())'`")
+    return value
+
+
+class PushCheck(CheckBase):
+    """The device calls ``/api/v1/push/{token}`` (GET or POST, optional ``status``/``msg``) at
+    least every ``expect_every``; a beat missing for ``expect_every + grace`` fails the check."""
+
+    kind: Literal["push"]
+    expect_every: Duration
+    # One missed deadline is the failure (grace is the tolerance); one beat is the recovery.
+    failure_threshold: Threshold | None = 1
+    success_threshold: Threshold | None = 1
+    grace: Duration = 30.0
+    token: Annotated[Secret, AfterValidator(_check_token)] | None = None
+    token_file: Annotated[SecretFile, AfterValidator(_check_token)] | None = None
+
+    @model_validator(mode="after")
+    def _one_token(self) -> PushCheck:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("a push check needs exactly one of 'token' or 'token_file'")
+        return self
+
+    @property
+    def token_secret(self) -> SecretStr:
+        secret = _pick_secret(self, "token")
+        assert secret is not None
+        return secret
+
+
+class TrapCheck(CheckBase):
+    """Internal (never written in the inventory): the check that trap conditions hold."""
+
+    kind: Literal["trap"]
+    marks: Literal["degraded", "down"] = "degraded"
+
+
+TRAP_CHECKS = {
+    "degraded": TrapCheck(name=TRAP_CHECK, kind="trap", marks="degraded",
+                          failure_threshold=1, success_threshold=1),
+    "down": TrapCheck(name=TRAP_DOWN_CHECK, kind="trap", marks="down",
+                      failure_threshold=1, success_threshold=1),
+}
+PASSIVE_KINDS = frozenset({"push", "trap"})  # checks no scheduler polls: the device speaks
+
 Check = Annotated[
-    IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck, Field(discriminator="kind")
+    IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck | PushCheck,
+    Field(discriminator="kind"),
 ]
 
 
@@ -482,6 +604,7 @@ class DeviceClass(StrictModel):
     @property
     def counts_all_day(self) -> bool:
         return self.line if self.all_day is None else self.all_day
+    trap_rules: list[TrapRule] = []
 
     @model_validator(mode="after")
     def _one_reachability(self) -> DeviceClass:
@@ -631,6 +754,7 @@ class Device(StrictModel):
     public_name: str | None = Field(
         None, min_length=1, max_length=64,
         description="Name on the public board (default: name), e.g. '自助终端 3 号'")
+    trap_rules: list[TrapRule] = Field([], description="added to the class's; same name replaces")
 
     @field_validator("maintenance")
     @classmethod
@@ -646,7 +770,7 @@ class ResolvedCheck:
     """A check with class profile, device overrides and defaults applied."""
 
     device_id: str
-    spec: IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck
+    spec: IcmpCheck | SnmpCheck | TcpCheck | HttpCheck | MockCheck | PushCheck | TrapCheck
     interval: float
     timeout: float
     failure_threshold: int
@@ -754,7 +878,8 @@ class Inventory(StrictModel):
                 ResolvedCheck(
                     device_id=device.id,
                     spec=spec,
-                    interval=o.interval or spec.interval or self.defaults.interval,
+                    interval=spec.expect_every if isinstance(spec, PushCheck)
+                    else o.interval or spec.interval or self.defaults.interval,
                     timeout=o.timeout or spec.timeout or self.defaults.timeout,
                     failure_threshold=o.failure_threshold
                     or spec.failure_threshold
@@ -766,7 +891,29 @@ class Inventory(StrictModel):
                     port=port,
                 )
             )
+        if self._has_traps(device):
+            resolved.extend(self._trap_checks(device))
         return resolved
+
+    def _has_traps(self, device: Device) -> bool:
+        return bool(device.trap_rules) or bool(self.device_classes()[device.class_].trap_rules)
+
+    def traps_for(self, device: Device) -> list[TrapRule]:
+        """The device's trap rules: its class's, then its own (same name replaces)."""
+        cls = self.device_classes()[device.class_]
+        if not device.trap_rules:
+            return cls.trap_rules
+        own = {r.name for r in device.trap_rules}
+        return [*(r for r in cls.trap_rules if r.name not in own), *device.trap_rules]
+
+    def _trap_checks(self, device: Device) -> list[ResolvedCheck]:
+        """One extra check per kind of held trap condition the device's rules can set."""
+        marks = {r.action for r in self.traps_for(device)} & {"degraded", "down"}
+        return [
+            ResolvedCheck(device.id, TRAP_CHECKS[m], self.defaults.interval,
+                          self.defaults.timeout, 1, 1, (), None)
+            for m in ("degraded", "down") if m in marks
+        ]
 
     def all_checks(self) -> Iterator[ResolvedCheck]:
         for device in self.devices:

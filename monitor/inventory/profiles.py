@@ -72,9 +72,69 @@ _PORTS = {
     },
 }
 
+# ---- trap rules (what a device's own notifications mean; see TrapRule) ---------------------
+LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"  # IF-MIB::linkDown (v1: generic-trap 2)
+LINK_UP = "1.3.6.1.6.3.1.1.5.4"  # IF-MIB::linkUp (v1: generic-trap 3)
+IF_INDEX = "1.3.6.1.2.1.2.2.1.1"  # IF-MIB::ifIndex, a var-bind of both
+UPS_TRAP_ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # UPS-MIB::upsTrapOnBattery (repeated every minute)
+UPS_TRAP_ALARM_ADDED = "1.3.6.1.2.1.33.2.0.3"  # UPS-MIB::upsTrapAlarmEntryAdded
+UPS_TRAP_ALARM_REMOVED = "1.3.6.1.2.1.33.2.0.4"  # UPS-MIB::upsTrapAlarmEntryRemoved
+UPS_ALARM_DESCR = "1.3.6.1.2.1.33.1.6.2.1.2"  # UPS-MIB::upsAlarmDescr (var-bind of both)
+UPS_ALARM_ON_BATTERY = "1.3.6.1.2.1.33.1.6.3.2"  # UPS-MIB::upsAlarmOnBattery
+UPS_ALARM_LOW_BATTERY = "1.3.6.1.2.1.33.1.6.3.3"  # UPS-MIB::upsAlarmLowBattery
+COLD_START = "1.3.6.1.6.3.1.1.5.1"  # SNMPv2-MIB::coldStart (v1: generic-trap 0)
+WARM_START = "1.3.6.1.6.3.1.1.5.2"  # SNMPv2-MIB::warmStart (v1: generic-trap 1)
+
+# A restart is news, not a fault: an event in the device's history and a fresh look at it.
+_RESTART_RULES = [
+    {"name": "cold-start", "oid": COLD_START, "action": "event",
+     "message": "设备重新启动（冷启动）", "also_recheck": True},
+    {"name": "warm-start", "oid": WARM_START, "action": "event",
+     "message": "设备重新启动（热启动）", "also_recheck": True},
+]
+# A switch or router port going down degrades the device until linkUp of the same ifIndex (or an
+# hour without news); a port coming up asks for a fresh poll of the device.
+# A restart (coldStart/warmStart carry no ifIndex) ends every link condition: the device counts
+# its links afresh and sends linkDown again for those still down.
+_LINK_CLEARED_BY = [LINK_UP, COLD_START, WARM_START]
+_PORT_RULES = [
+    {"name": "link-down", "oid": LINK_DOWN, "action": "degraded", "message": "端口断开",
+     "instance": IF_INDEX, "cleared_by": _LINK_CLEARED_BY, "hold": "1h", "also_recheck": True},
+    *_RESTART_RULES,
+]
+# An end device that reports its own link down is cut off (it told us over another path, or
+# just before going quiet): DOWN, told once together with the ping that fails after it.
+_OWN_LINK_RULES = [
+    {"name": "link-down", "oid": LINK_DOWN, "action": "down", "message": "设备网络链路断开",
+     "instance": IF_INDEX, "cleared_by": _LINK_CLEARED_BY, "hold": "10m",
+     "also_recheck": True},
+    *_RESTART_RULES,
+]
+# UPS-MIB (RFC 1628): upsTrapOnBattery is repeated each minute while on battery, so the hold is
+# short and the condition ends by itself a few minutes after utility power returns; the alarm
+# table traps add and remove upsAlarmOnBattery / upsAlarmLowBattery explicitly.
+_UPS_RULES = [
+    {"name": "on-battery", "oid": UPS_TRAP_ON_BATTERY, "action": "degraded",
+     "message": "UPS市电中断，电池供电中", "hold": "3m",
+     "cleared_by": [{"oid": UPS_TRAP_ALARM_REMOVED,
+                     "when": [{"oid": UPS_ALARM_DESCR, "value": UPS_ALARM_ON_BATTERY}]}]},
+    {"name": "on-battery-alarm", "oid": UPS_TRAP_ALARM_ADDED, "action": "degraded",
+     "when": [{"oid": UPS_ALARM_DESCR, "value": UPS_ALARM_ON_BATTERY}],
+     "message": "UPS市电中断，电池供电中", "hold": "4h",
+     "cleared_by": [{"oid": UPS_TRAP_ALARM_REMOVED,
+                     "when": [{"oid": UPS_ALARM_DESCR, "value": UPS_ALARM_ON_BATTERY}]}]},
+    {"name": "battery-low", "oid": UPS_TRAP_ALARM_ADDED, "action": "degraded",
+     "when": [{"oid": UPS_ALARM_DESCR, "value": UPS_ALARM_LOW_BATTERY}],
+     "message": "UPS电池电量低，即将断电", "hold": "4h", "also_recheck": True,
+     "cleared_by": [{"oid": UPS_TRAP_ALARM_REMOVED,
+                     "when": [{"oid": UPS_ALARM_DESCR, "value": UPS_ALARM_LOW_BATTERY}]}]},
+    *_RESTART_RULES,
+]
+
 PROFILES: dict[str, dict[str, Any]] = {
     "switch": {
         "label": "交换机",
+        "trap_rules": _PORT_RULES,
         "checks": [
             _ping(),
             {
@@ -101,6 +161,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "router": {
         "label": "路由器",
+        "trap_rules": _PORT_RULES,
         "checks": [
             _ping(),
             {"name": "snmp", "kind": "snmp", "oids": {"sys_uptime_seconds": _UPTIME}},
@@ -124,6 +185,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "firewall": {"label": "上网行为管理", "checks": [_ping(), _tcp("https", 443)]},
     "kiosk": {
         "label": "自助终端",
+        "trap_rules": _OWN_LINK_RULES,
         "checks": [
             _ping(),
             {
@@ -139,11 +201,15 @@ PROFILES: dict[str, dict[str, Any]] = {
             },
         ],
     },
-    "led_controller": {"label": "LED屏控制器", "checks": [_ping(), _tcp("control", 5200)]},
-    "queue_display": {"label": "排队叫号屏", "checks": [_ping(), _tcp("service", 8000)]},
-    "camera": {"label": "摄像机", "checks": [_ping(), _tcp("rtsp", 554)]},
+    "led_controller": {"label": "LED屏控制器", "checks": [_ping(), _tcp("control", 5200)],
+                      "trap_rules": _OWN_LINK_RULES},
+    "queue_display": {"label": "排队叫号屏", "checks": [_ping(), _tcp("service", 8000)],
+                     "trap_rules": _OWN_LINK_RULES},
+    "camera": {"label": "摄像机", "checks": [_ping(), _tcp("rtsp", 554)],
+              "trap_rules": _OWN_LINK_RULES},
     "nvr": {
         "label": "硬盘录像机",
+        "trap_rules": _OWN_LINK_RULES,
         "checks": [
             _ping(),
             _tcp("rtsp", 554),
@@ -184,6 +250,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "ups": {
         "label": "UPS电源",
+        "trap_rules": _UPS_RULES,
         "checks": [
             _ping(),
             {
@@ -223,4 +290,5 @@ HIKVISION_CAMERA_SNMP: dict[str, Any] = {
 PROFILES["camera_hikvision"] = {
     "label": "摄像机（海康）",
     "checks": [*PROFILES["camera"]["checks"], HIKVISION_CAMERA_SNMP],
+    "trap_rules": _OWN_LINK_RULES,
 }

@@ -1,0 +1,364 @@
+"""The trap receiver: one UDP socket, notifications in, check results into ``Pipeline.handle``.
+
+Per datagram, in the protocol callback (cheap and bounded, never awaits):
+
+1. the global budget (``max_per_second``, a token bucket): beyond it datagrams are dropped and
+   counted before any decoding, so a flood costs a dict lookup each; v3 (pysnmp, ~1 ms each)
+   has its own smaller budget and is taken only from device addresses;
+2. v1/v2c: strict BER decoding (probes/snmp_trap.py), the community checked against the
+   inventory's v1/v2c credentials; an inform with a good community is acknowledged at once;
+   v3: pysnmp's USM (probes/snmp_trap_v3.py), authPriv users of the inventory's v3 credentials;
+3. the sender named: the source address, else (v1) the agent-addr; an unknown sender is counted
+   and logged at most once a minute, never more;
+4. a per-device budget (``per_device_per_second``), then the device's trap rules
+   (monitor/traps.py); the resulting check results are queued (bounded) for one worker task that
+   awaits ``Pipeline.handle`` — the same way in as a polled result.
+
+Holds that time out are ended by :meth:`TrapReceiver.expire` (a 1 s loop in the daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.checks import snmp_auth
+from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
+from monitor.traps import Event, TrapBook
+from probes.result import ProbeResult
+from probes.snmp_ber import BerError, VarBind
+from probes.snmp_trap import (
+    VERSION_3,
+    decode_notification,
+    inform_response,
+    message_version,
+)
+
+log = logging.getLogger("hallmon.traps")
+
+Handle = Callable[[ResolvedCheck, ProbeResult], Awaitable[None]]
+LOG_EVERY_SECONDS = 60.0  # unknown senders, malformed datagrams: one log line per kind and minute
+RECHECK_EVERY_SECONDS = 5.0  # a chatty device gets at most one re-check per this, from traps
+RECHECKS_PER_SECOND = 50.0  # re-checks asked by traps, all devices together
+EVENTS_KEPT = 1000
+RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
+
+
+class Bucket:
+    """Token bucket: ``rate`` per second, bursts up to ``burst``."""
+
+    __slots__ = ("burst", "level", "rate", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.level, self.stamp = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1.0:
+            self.level -= 1.0
+            return True
+        return False
+
+
+def normal_address(address: str) -> str:
+    """``::ffff:127.0.0.1`` (a dual-stack socket) and ``127.0.0.1`` are one sender."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the receiver knows of the inventory (rebuilt on reload)."""
+
+    by_address: dict[str, str]
+    rules: dict[str, list[TrapRule]]
+    checks: dict[tuple[str, str], ResolvedCheck]
+    rule_oids: dict[str, frozenset[str]]
+    communities: frozenset[bytes]
+    v3_users: tuple[Any, ...]
+
+
+def _known(inventory: Inventory) -> _Known:
+    by_address: dict[str, str] = {}
+    rules: dict[str, list[TrapRule]] = {}
+    checks: dict[tuple[str, str], ResolvedCheck] = {}
+    oids: dict[str, frozenset[str]] = {}
+    for device in inventory.devices:
+        by_address.setdefault(normal_address(device.address), device.id)
+        device_rules = inventory.traps_for(device)
+        if device_rules:
+            rules[device.id] = device_rules
+            oids[device.id] = frozenset(r.oid for r in device_rules) | frozenset(
+                m.oid for r in device_rules for m in r.cleared_by)
+            for c in inventory.checks_for(device):
+                if c.kind == "trap":
+                    checks[c.key] = c
+    communities = frozenset(
+        c.community_secret.get_secret_value().encode()
+        for c in inventory.credentials.values()
+        if c.version in ("1", "2c") and c.community_secret is not None
+    )
+    users = tuple(snmp_auth(c) for c in inventory.credentials.values() if c.version == "3")
+    return _Known(by_address, rules, checks, oids, communities, users)
+
+
+class TrapReceiver(asyncio.DatagramProtocol):
+    def __init__(
+        self,
+        inventory: Inventory,
+        handle: Handle,
+        recheck: Callable[[str], object],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_per_second: float = 2000.0,
+        per_device_per_second: float = 20.0,
+        v3_per_second: float = 200.0,
+        queue_size: int = 1000,
+    ) -> None:
+        self.handle = handle
+        self.recheck = recheck
+        self.clock = clock
+        self.book = TrapBook()
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self.received: dict[tuple[str, str, str], int] = {}  # (device, oid, outcome)
+        self.dropped: dict[str, int] = {}  # by reason
+        self.unknown_senders = 0
+        self.address: tuple[str, int] | None = None
+        self._budget = Bucket(max_per_second, max_per_second, clock())
+        self._v3_budget = Bucket(v3_per_second, v3_per_second, clock())
+        self._recheck_budget = Bucket(RECHECKS_PER_SECOND, 2 * RECHECKS_PER_SECOND, clock())
+        self._per_device_rate = per_device_per_second
+        self._device_buckets: dict[str, Bucket] = {}
+        self._last_recheck: dict[str, float] = {}
+        self._queue: deque[tuple[ResolvedCheck, ProbeResult]] = deque()
+        self._queue_size = queue_size
+        self._wake = asyncio.Event()
+        self._logged: dict[str, float] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._v3: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.known = _known(inventory)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind (raises OSError with the reason: port taken, or < 1024 without
+        CAP_NET_BIND_SERVICE) and start the worker and the expiry loop."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a burst (a switch reboot: dozens of linkUp) must not overflow it
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sockname = transport.get_extra_info("sockname")
+        self.address = (str(sockname[0]), int(sockname[1]))
+        self._build_v3()
+        self._tasks = [loop.create_task(self._work()), loop.create_task(self._expire_loop())]
+        log.info("receiving SNMP traps on %s:%d", *self.address)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._transport is not None:
+            self._transport.close()
+        if self._v3 is not None:
+            with contextlib.suppress(Exception):
+                self._v3.close()
+
+    def use(self, inventory: Inventory) -> None:
+        """A good reload: new devices, rules and credentials; removed devices forgotten."""
+        old_users = self.known.v3_users
+        self.known = _known(inventory)
+        keep = {d.id for d in inventory.devices}
+        self.book.forget(keep)
+        self.received = {k: v for k, v in self.received.items() if k[0] in keep}
+        self._device_buckets = {k: v for k, v in self._device_buckets.items() if k in keep}
+        self._last_recheck = {k: v for k, v in self._last_recheck.items() if k in keep}
+        if self._transport is not None and self.known.v3_users != old_users:
+            self._build_v3()
+
+    def _build_v3(self) -> None:
+        if self._v3 is not None:
+            with contextlib.suppress(Exception):
+                self._v3.close()
+            self._v3 = None
+        if self.known.v3_users:
+            from probes.snmp_trap_v3 import V3Receiver
+
+            self._v3 = V3Receiver(self.known.v3_users, self._send, self._deliver_v3)
+
+    # -- the datagram path -----------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            self._datagram(data, (str(addr[0]), int(addr[1])))
+        except Exception:  # never let one datagram end the receiver
+            self._drop("error")
+            log.exception("trap receiver: unexpected error (datagram dropped)")
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = self.clock()
+        if not self._budget.take(now):
+            self._drop("rate_limited")
+            return
+        source = normal_address(addr[0])
+        device = self.known.by_address.get(source)
+        try:
+            version = message_version(data)
+        except BerError:
+            self._drop("malformed")
+            self._log_limited("malformed", "malformed datagram from %s", source)
+            return
+        if version == VERSION_3:
+            if self._v3 is None:
+                self._drop("no_v3_user")
+                return
+            if device is None:  # v3 names no agent-addr: only the source address can map it
+                self._unknown(source, "(v3)")
+                return
+            if not self._v3_budget.take(now):  # pysnmp costs ~1 ms a message (bench/traps.py)
+                self._drop("rate_limited")
+                return
+            before = self._v3.rejected
+            self._v3.feed(data, addr, learn=device is not None)
+            if self._v3.rejected != before:
+                self._drop("v3_rejected")
+            return
+        try:
+            note = decode_notification(data)
+        except BerError:
+            self._drop("malformed")
+            self._log_limited("malformed", "malformed datagram from %s", source)
+            return
+        if note.community not in self.known.communities:
+            self._drop("bad_community")
+            self._log_limited("community", "trap from %s with an unknown community", source)
+            return
+        if note.is_inform:
+            self._send(inform_response(data, note), addr)
+        if device is None and note.agent_addr is not None:
+            device = self.known.by_address.get(note.agent_addr)
+        self._notification(device, source, note.trap_oid, note.varbinds, now)
+
+    def _deliver_v3(self, note: Any) -> None:
+        source = normal_address(note.address[0])
+        self._notification(self.known.by_address.get(source), source, note.trap_oid,
+                           note.varbinds, self.clock())
+
+    def _notification(self, device: str | None, source: str, trap_oid: str,
+                      varbinds: tuple[VarBind, ...], now: float) -> None:
+        if device is None:
+            self._unknown(source, trap_oid)
+            return
+        bucket = self._device_buckets.get(device)
+        if bucket is None:
+            rate = self._per_device_rate
+            bucket = self._device_buckets[device] = Bucket(rate, rate * 2, now)
+        if not bucket.take(now):
+            self._drop("rate_limited")
+            return
+        rules = self.known.rules.get(device, [])
+        outcome = self.book.apply(device, rules, trap_oid, varbinds, now)
+        label = trap_oid if trap_oid in self.known.rule_oids.get(device, ()) else "other"
+        result = "matched" if outcome.matched else "unmatched"
+        if not outcome.matched:  # the OIDs a rule could name: say them, once a minute at most
+            self._log_limited("unmatched", "device %s sent trap %s: no rule for it", device,
+                              trap_oid, level=logging.INFO)
+        key = (device, label, result)
+        self.received[key] = self.received.get(key, 0) + 1
+        for event in outcome.events:
+            self.events.append(event)
+            log.info("device %s: %s (trap %s)", device, event.message, trap_oid)
+        for name, res in outcome.results.items():
+            check = self.known.checks.get((device, name))
+            if check is not None:
+                self._enqueue(check, res)
+        if outcome.recheck and now - self._last_recheck.get(device, -1e18) >= (
+            RECHECK_EVERY_SECONDS
+        ) and self._recheck_budget.take(now):
+            # Bounded overall too: a core switch reboot makes every switch say coldStart, and
+            # finding a device's checks costs the scheduler a scan of its slots.
+            self._last_recheck[device] = now
+            self.recheck(device)
+
+    def _unknown(self, source: str, trap_oid: str) -> None:
+        self.unknown_senders += 1
+        self._log_limited("unknown", "trap %s from %s: no device has this address "
+                          "(%d from unknown senders so far)", trap_oid, source,
+                          self.unknown_senders)
+
+    def _enqueue(self, check: ResolvedCheck, result: ProbeResult) -> None:
+        if len(self._queue) >= self._queue_size:
+            self._drop("queue_full")
+            return
+        self._queue.append((check, result))
+        self._wake.set()
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _log_limited(self, kind: str, message: str, *args: object,
+                     level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(kind, -1e18) >= LOG_EVERY_SECONDS:
+            self._logged[kind] = now
+            log.log(level, message, *args)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Apply every queued result (the worker's body; tests call it directly)."""
+        while self._queue:
+            check, result = self._queue.popleft()
+            try:
+                await self.handle(check, result)
+            except Exception:
+                log.exception("trap result for %s/%s failed", *check.key)
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain()
+
+    def expire(self, now: float | None = None) -> int:
+        """End the holds that timed out; returns how many check results that queued."""
+        n = 0
+        for device, name, result in self.book.expire(self.clock() if now is None else now):
+            check = self.known.checks.get((device, name))
+            if check is not None:
+                self._enqueue(check, result)
+                n += 1
+        if self._v3 is not None:
+            self._v3.tick(time.time())
+        return n
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.expire()
+
+
+def passive(check: ResolvedCheck) -> bool:
+    """Checks no scheduler polls (push and trap checks): the device speaks first."""
+    return check.kind in PASSIVE_KINDS
