@@ -71,9 +71,10 @@ def device_specs(inventory: Inventory) -> list[DeviceSpec]:
                 for c in checks
             }
         down = frozenset(c.name for c in checks if getattr(c.spec, "marks", None) == "down")
+        held = frozenset(c.name for c in checks if c.kind == "trap")
         specs.append(
             DeviceSpec(id=device.id, parent=device.parent, reachability=reach, checks=policies,
-                       down_checks=down)
+                       down_checks=down, held_checks=held)
         )
     return specs
 

@@ -30,7 +30,9 @@ Decisions (and why):
   held UNREACHABLE, or while its parent's path is bad or suspect is dropped. When reachability
   comes back (hard DOWN -> UP) the health checks start afresh (UNKNOWN): a camera's slow RTSP
   check that failed during the outage must not roll the recovered camera up DEGRADED; it is UP
-  until a health check fails on its own.
+  until a health check fails on its own. Held checks (trap conditions: the device's own word,
+  held until a clearing trap or a timeout) are exempt from both: they count during the outage
+  and survive the recovery.
 - A hard DOWN check keeps the reason it failed (``CheckState.cause``); the rollup names it even
   while a success is settling the recovery or after a restart (``restored(cause=...)``): a
   status cause is never ``None`` nor a generic stand-in for the one recorded.
@@ -338,6 +340,10 @@ class DeviceSpec:
     # Health checks whose hard failure makes the device DOWN rather than DEGRADED (a held trap
     # condition "down"): the same status as a failed ping, so the two are one incident.
     down_checks: frozenset[str] = frozenset()
+    # Checks whose state is held by their own source, not polled (a trap condition holds until
+    # its clearing trap or its timeout): they count while the device's ping fails and are not
+    # reset when it recovers (a link reported down stays down after the ping comes back).
+    held_checks: frozenset[str] = frozenset()
 
 
 class DeviceTransition(NamedTuple):
@@ -449,7 +455,8 @@ class HallState:
         """Apply one probe result; return the transitions to record/notify and who to re-check."""
         key = (device, check)
         spec = self._specs[device]
-        if check != spec.reachability and not self._health_counts(device, spec):
+        if (check != spec.reachability and check not in spec.held_checks
+                and not self._health_counts(device, spec)):
             return _NOTHING  # taken while the device or its path was failing: not its own
         old = self.checks[key]
         new, transition = advance(old, ok, error, spec.checks[check], now, values)
@@ -457,7 +464,8 @@ class HallState:
         if (transition is not None and check == spec.reachability
                 and transition.from_ is CheckStatus.DOWN and transition.to is CheckStatus.UP):
             for name in self._health[device]:  # the outage's health failures end with it
-                self.checks[(device, name)] = CheckState()
+                if name not in spec.held_checks:
+                    self.checks[(device, name)] = CheckState()
         recheck: set[str] = set()
         settled: str | None = None
         if device in self.pending and check == spec.reachability:

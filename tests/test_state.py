@@ -395,3 +395,21 @@ def test_restore_keeps_the_recorded_cause_and_since() -> None:
     assert h.since["cam"] == 50.0
     h.apply("cam", "ping", True, None, 101)  # settling: the cause stays the device's own
     assert h.statuses["cam"] == (DeviceStatus.DOWN, "no reply")
+
+
+def test_a_held_trap_condition_outlives_a_ping_outage() -> None:
+    """A linkDown trap (held until linkUp) and a failed ping are one outage; when the ping comes
+    back while the link is still reported down, the device stays DOWN (seen in the end-to-end
+    trap test once health checks started afresh after a recovery)."""
+    one = CheckPolicy(failure_threshold=1, success_threshold=1)
+    h = HallState([
+        DeviceSpec("sw", None, "ping", {"ping": DEFAULT}),
+        DeviceSpec("led", "sw", "ping", {"ping": DEFAULT, "traps-down": one},
+                   down_checks=frozenset({"traps-down"}), held_checks=frozenset({"traps-down"})),
+    ])
+    feed(h, ["sw.ping S", "led.ping S"], 100)
+    assert feed(h, ["led.traps-down F"], 200) == ["led up->down (traps-down: refused)"]
+    feed(h, ["led.ping F"] * 3 + ["led.traps-down F"], 300)  # the trap repeats during the outage
+    assert feed(h, ["led.ping S", "led.ping S"], 400) == []  # ping back, link still down
+    assert h.status("led") is DeviceStatus.DOWN
+    assert feed(h, ["led.traps-down S"], 500) == ["led down->up (ok)"]
