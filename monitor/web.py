@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__
-from monitor.api import auth, devices, reports, tickets
+from monitor.api import auth, devices, limits, reports, tickets
 from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -155,7 +155,7 @@ def create_app(
         version=__version__,
         description="Device status, maintenance tickets and tallies of the service hall.",
     )
-    app.add_middleware(auth.BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    limits.install(app, max_body_bytes=MAX_BODY_BYTES)
     app.state.hall = hall
     app.state.site_name = site_name
     app.state.store = store

@@ -18,9 +18,10 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks as oa_checks
 
+from monitor.api import limits
 from monitor.api import reports as reports_api
 from monitor.api import tickets as tickets_api
-from monitor.api.auth import AUTH_RESPONSES, Auth, AuthError, BodySizeLimit, Principal, require
+from monitor.api.auth import AUTH_RESPONSES, Auth, AuthError, Principal, require
 from monitor.store import AsyncStore, Store
 
 TOKENS = {"viewer": "v" * 20, "technician": "t" * 20, "admin": "a" * 20}
@@ -33,7 +34,7 @@ def auth_header(role: str) -> dict[str, str]:
 def make_app(db: Path | None, open_reads: bool = False) -> FastAPI:
     """The routers as the lead mounts them; ``db=None`` builds the app for its OpenAPI only."""
     app = FastAPI(title="hallmon-test")
-    app.add_middleware(BodySizeLimit, max_bytes=tickets_api.MAX_BODY)
+    limits.install(app, max_body_bytes=tickets_api.MAX_BODY)
     if db is not None:
         app.state.store = AsyncStore(Store(f"sqlite:///{db}", timezone="Asia/Shanghai"))
     app.state.auth = Auth([(f"{r}-user", r, tok) for r, tok in TOKENS.items()],

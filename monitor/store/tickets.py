@@ -256,6 +256,8 @@ class TicketsMixin(StoreBase):
             raise InvalidValue(f"not editable: {', '.join(sorted(unknown))}")
         if "category" in changes:
             self._check_category(changes["category"])
+        if "summary" in changes and not (changes["summary"] or "").strip():
+            raise InvalidValue("summary must not be empty")  # as on creation
         when = self._now(at)
         with self.tx() as conn:
             row = self._row(conn, ticket_id, lock=True)
