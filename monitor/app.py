@@ -57,6 +57,7 @@ class Options:
     mock: bool = False
     tokens_file: Path | None = None
     open_reads: bool = True
+    local_trust: bool = True  # without tokens: operations from 127.0.0.1/::1 are trusted
     watch_interval: float = 5.0
     shard: tuple[int, int] | None = None  # (i, n): poll only devices hashed to shard i of n
     pace: float | None = None  # the demo: poll every check at least this often (seconds)

@@ -147,9 +147,11 @@ def create_app(
     store: Any = None,
     auth_: Auth | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    local_trust: bool = True,
 ) -> FastAPI:
     """``store``: the AsyncStore the ticket routes use; ``auth_``: tokens and roles (None: the
-    API is read-only and open, and ``/-/reload`` is accepted from this machine only)."""
+    API is read-only and open, and ``/-/reload`` is accepted from this machine only, or from
+    nobody with ``local_trust=False``)."""
     app = FastAPI(
         title="hallmon",
         version=__version__,
@@ -161,6 +163,7 @@ def create_app(
     app.state.store = store
     app.state.auth = auth_ or Auth(open_reads=True)
     app.state.auth_configured = auth_ is not None
+    app.state.local_trust = local_trust
     app.include_router(lifecycle)
     for router in (
         devices.router,

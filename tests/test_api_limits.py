@@ -196,3 +196,35 @@ def test_schema_documents_the_refusals(tmp_path: Path) -> None:
         for method, op in ops.items():
             if "requestBody" in op:
                 assert "413" in op["responses"], (method, path)
+
+
+class _ReloadHall(_Hall):
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    async def reload(self) -> Any:
+        from types import SimpleNamespace
+        self.reloads += 1
+        return SimpleNamespace(ok=True, changed=False, problems=[])
+
+
+@pytest.mark.parametrize(("local_trust", "status"), [(True, 200), (False, 403)])
+async def test_loopback_trust_can_be_turned_off(local_trust: bool, status: int) -> None:
+    """Found: without a tokens file, /-/reload trusts any caller from 127.0.0.1 — which is
+    every client of a reverse proxy on the same machine. --auth.no-local-trust refuses it."""
+    hall = _ReloadHall()
+    app = create_app(hall, site_name="x", local_trust=local_trust)
+    proxied = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))  # as nginx connects
+    async with httpx.AsyncClient(transport=proxied, base_url="http://h") as c:
+        r = await c.post("/-/reload")
+    assert r.status_code == status, r.text
+    assert hall.reloads == (1 if local_trust else 0)
+    if not local_trust:
+        assert "--auth.tokens-file" in r.json()["detail"]
+
+
+def test_no_local_trust_flag_reaches_the_options() -> None:
+    from monitor.cli import build_parser
+    args = build_parser().parse_args(["run", "--auth.no-local-trust"])
+    assert args.local_trust is False
+    assert build_parser().parse_args(["run"]).local_trust is True

@@ -155,6 +155,7 @@ async def test_windows_and_reports(client: httpx.AsyncClient) -> None:
 def test_tokens_file_errors_never_echo_tokens(tmp_path: Path) -> None:
     f = tmp_path / "tokens.yaml"
     f.write_text("tokens:\n  - {name: a, role: root, token: supersecretvalue123}\n")
+    f.chmod(0o600)
     with pytest.raises(AuthError) as err:
         Auth.from_file(f)
     assert "supersecretvalue123" not in str(err.value) and "tokens.0.role" in str(err.value)
@@ -162,6 +163,53 @@ def test_tokens_file_errors_never_echo_tokens(tmp_path: Path) -> None:
     auth = Auth.from_file(f)
     assert "supersecret" not in repr(auth)
     assert auth.identify("supersecretvalue123") == Principal("a", "admin")
+
+
+SECRET = "s3cret-token-value-0123"
+
+
+@pytest.mark.parametrize(("text", "mode", "why"), [
+    (f"tokens:\n  - {{name: a, role: admin, token: {SECRET}}}\n", 0o644,
+     "readable or writable by other users (mode 644): chmod 600"),
+    (f"tokens:\n  - {{name: a, role: admin, token: {SECRET}}}\n", 0o622, "chmod 600"),
+    ("", 0o600, "empty: no tokens"),
+    ("# nobody yet\n", 0o600, "empty: no tokens"),
+    ("tokens: []\n", 0o600, "tokens: List should have at least 1 item"),
+    (f"tokens:\n  - {{name: a, role: viewer, token: {SECRET}}}\n"
+     f"  - {{name: b, role: admin, token: {SECRET}}}\n", 0o600,
+     "tokens.1 ('b') has the same token as tokens.0 ('a')"),
+    (f"tokens:\n  - {{name: a, role: admin, token: ' {SECRET}'}}\n", 0o600,
+     "token of 'a' has spaces"),
+    (f"tokens:\n  - {{name: a, role: admin, token: '{SECRET} '}}\n", 0o600,
+     "token of 'a' has spaces"),
+    (f"tokens:\n  - {{name: a, role: admin, token: '{SECRET[:8]} {SECRET[8:]}'}}\n", 0o600,
+     "token of 'a' has spaces"),
+    (f"tokens:\n  - {{name: a, role: admin, token: '{SECRET}令牌'}}\n", 0o600,
+     "outside printable ASCII"),
+])
+def test_tokens_file_refused_as_sshd_refuses_keys(tmp_path: Path, text: str, mode: int,
+                                                  why: str) -> None:
+    """Found: each of these was accepted silently (a padded token could never match)."""
+    f = tmp_path / "tokens.yaml"
+    f.write_text(text, encoding="utf-8")
+    f.chmod(mode)
+    with pytest.raises(AuthError) as err:
+        Auth.from_file(f)
+    assert why in str(err.value) and str(f) in str(err.value)
+    assert SECRET not in str(err.value) and SECRET[:8] not in str(err.value)
+
+
+def test_a_token_file_must_be_private_too(tmp_path: Path) -> None:
+    secret = tmp_path / "admin.token"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o644)
+    f = tmp_path / "tokens.yaml"
+    f.write_text(f"tokens:\n  - {{name: ops, role: admin, token_file: {secret}}}\n")
+    f.chmod(0o600)
+    with pytest.raises(AuthError, match="admin.token is readable or writable by other users"):
+        Auth.from_file(f)
+    secret.chmod(0o400)
+    assert Auth.from_file(f).identify(SECRET) == Principal("ops", "admin")
 
 
 # ---- schemathesis against a live server on 127.0.0.1 --------------------------------------------
