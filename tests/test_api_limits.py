@@ -228,3 +228,20 @@ def test_no_local_trust_flag_reaches_the_options() -> None:
     args = build_parser().parse_args(["run", "--auth.no-local-trust"])
     assert args.local_trust is False
     assert build_parser().parse_args(["run"]).local_trust is True
+
+
+def test_chinese_category_labels_in_the_api(live: tuple[str, int]) -> None:
+    """Category labels as the hall says them (故障维修) wherever the API takes a category."""
+    r = httpx.post(url(live, "/api/v1/tickets"), headers=TECH,
+                   json={"category": "巡检", "summary": "二楼弱电间巡检"})
+    assert r.status_code == 201 and r.json()["category"] == "inspection"
+    tid = r.json()["id"]
+    r = httpx.patch(url(live, f"/api/v1/tickets/{tid}"), headers=TECH,
+                    json={"category": "预防性维护"})
+    assert r.status_code == 200 and r.json()["category"] == "preventive"
+    page = httpx.get(url(live, "/api/v1/tickets"), headers=TECH,
+                     params={"category": "预防性维护"}).json()
+    assert [t["id"] for t in page["items"]] == [tid]
+    tally = httpx.get(url(live, "/api/v1/tickets/tally"), headers=TECH,
+                      params={"category": "预防性维护", "period": "year"}).json()
+    assert tally["total"] == 1

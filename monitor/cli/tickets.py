@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.store import NewTicket, Store, StoreError, Ticket, sqlite_url
-from monitor.store.csvio import parse_tickets_csv
+from monitor.store.csvio import decode_csv, parse_tickets_csv
 
 DEFAULT_DB = sqlite_url()  # the daemon's default log (state/hallmon.db)
 
@@ -147,9 +147,10 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
         store.comment(args.id, actor, args.text)
         print(f"#{args.id}: comment added", file=out)
     elif cmd == "import":
-        rows = parse_tickets_csv(args.file.read_bytes(), store.tz, store.categories, actor)
+        text, encoding = decode_csv(args.file.read_bytes())
+        rows = parse_tickets_csv(text, store.tz, store.categories, actor)
         ids = store.import_tickets(rows, actor=actor)
-        print(f"imported {len(ids)} tickets from {args.file}", file=out)
+        print(f"imported {len(ids)} tickets from {args.file} (read as {encoding})", file=out)
     return 0
 
 

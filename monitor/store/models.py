@@ -27,6 +27,16 @@ CATEGORY_ZH: dict[str, str] = {
     "other": "其他",
 }
 
+_CATEGORY_BY_LABEL = {label: key for key, label in CATEGORY_ZH.items()}
+
+
+def category_key(value: str) -> str:
+    """The category key of a key or of its Chinese label ("故障维修" -> "fault"); anything else
+    unchanged (the store then refuses it, naming the known keys). Used wherever a category is
+    accepted: the API, the CLI and CSV imports all go through the store."""
+    return _CATEGORY_BY_LABEL.get(value.strip(), value) if isinstance(value, str) else value
+
+
 # Allowed ticket transitions. open -> closed covers duplicates and mistaken tickets; resolved and
 # closed tickets are reopened to "open" (the audit trail keeps the earlier resolution).
 TRANSITIONS: dict[str, frozenset[str]] = {
