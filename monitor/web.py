@@ -140,6 +140,43 @@ def landing(request: Request) -> str:
     )
 
 
+_ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}},
+                 "required": ["detail"]}
+# Operations on the daemon itself (auth.require_or_local): without a tokens file, a caller on this
+# machine needs no token.
+LOCAL_OPERATIONS = frozenset({("/-/reload", "post"),
+                              ("/api/v1/devices/{device_id}/recheck", "post")})
+
+
+def _document_app_wide(app: FastAPI) -> None:
+    """What the OpenAPI document cannot learn from the routes: the refusals of the request
+    limits in front of every route (414, 431; 413 where a body is taken), and when a bearer
+    token is optional: reads with open reads (every GET route needs the viewer role, which
+    anyone has then), and the local operations without a tokens file. (FastAPI documents every
+    HTTPBearer dependency as required.)"""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generate()
+        open_reads = app.state.auth.open_reads
+        local = not app.state.auth_configured and app.state.local_trust
+        for path, operations in doc.get("paths", {}).items():
+            for method, op in operations.items():
+                responses = op.setdefault("responses", {})
+                for code, why in limits.REFUSALS.items():
+                    if code != 413 or "requestBody" in op:
+                        responses.setdefault(str(code), {"description": why, "content": {
+                            "application/json": {"schema": _ERROR_SCHEMA}}})
+                if "security" in op and ((method == "get" and open_reads)
+                                         or (local and (path, method) in LOCAL_OPERATIONS)):
+                    op["security"] = [*op["security"], {}]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     hall: Any,
     *,
@@ -164,6 +201,7 @@ def create_app(
     app.state.auth = auth_ or Auth(open_reads=True)
     app.state.auth_configured = auth_ is not None
     app.state.local_trust = local_trust
+    _document_app_wide(app)
     app.include_router(lifecycle)
     for router in (
         devices.router,

@@ -1,22 +1,14 @@
-"""Ticket API: real FastAPI app over a SQLite file store; auth, validation, 409s, tally, reports,
-and schemathesis against the live OpenAPI of a uvicorn server on 127.0.0.1."""
+"""Ticket API: real FastAPI app over a SQLite file store; auth, validation, 409s, tally, reports
+(schemathesis over the whole document: tests/test_api_contract.py)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import schemathesis
-import uvicorn
 from fastapi import Depends, FastAPI
-from hypothesis import HealthCheck, settings
-from schemathesis import checks
-from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi import checks as oa_checks
 
 from monitor.api import limits
 from monitor.api import reports as reports_api
@@ -212,62 +204,8 @@ def test_a_token_file_must_be_private_too(tmp_path: Path) -> None:
     assert Auth.from_file(f).identify(SECRET) == Principal("ops", "admin")
 
 
-# ---- schemathesis against a live server on 127.0.0.1 --------------------------------------------
-@pytest.fixture(scope="module")
-def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    app = make_app(tmp_path_factory.mktemp("live") / "live.db", open_reads=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
-    store: AsyncStore = app.state.store
-    store._pool.submit(store.store.close).result(timeout=20)
-    store._pool.shutdown(wait=True)
-
-
-# The document the live server serves at /openapi.json (same code; loaded at collection time,
-# when the server does not exist yet); every case is then sent to the live server.
-# Budget (< 60 s on 2 busy cores): the examples and fuzzing phases with a few examples each and
-# one deterministic seed; the exhaustive "coverage" phase alone took over a minute.
-schema = schemathesis.openapi.from_dict(
-    make_app(None).openapi(),
-    config=SchemathesisConfig.from_dict({
-        "seed": 5,
-        "phases": {"coverage": {"enabled": False}},
-        # schemathesis sends the admin token itself, and leaves it out or mangles it on purpose
-        # in negative cases (which must then answer 401).
-        "auth": {"openapi": {"HTTPBearer": {"bearer": TOKENS["admin"]}}},
-    }),
-)
-# The issue's contract: no 5xx, responses as documented, invalid input refused. Not checked:
-# "schema-valid input accepted" (business rules answer documented 422s: unknown category,
-# from > to) and OPTIONS/Allow headers (the framework's, not ours).
-CHECKS = [
-    checks.not_a_server_error,
-    oa_checks.status_code_conformance,
-    oa_checks.content_type_conformance,
-    oa_checks.response_headers_conformance,
-    oa_checks.response_schema_conformance,
-    oa_checks.negative_data_rejection,
-]
-
-
-@schema.parametrize()
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                 HealthCheck.function_scoped_fixture])
-def test_openapi_contract(case, live_url: str) -> None:  # type: ignore[no-untyped-def]
-    """No 5xx, every response matches its documented schema, invalid input refused."""
-    assert httpx.get(f"{live_url}/openapi.json").json() == schema.raw_schema
-    case.call_and_validate(base_url=live_url, checks=CHECKS)
+# The schemathesis run over the whole OpenAPI document (these routes included, with and without
+# tokens) is tests/test_api_contract.py.
 
 
 async def test_a_plain_store_is_wrapped_once(tmp_path: Path) -> None:

@@ -38,6 +38,11 @@ MAX_QUERY_KEYS = 64  # the widest route has 13 parameters
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024  # tickets and windows are small
+REFUSALS = {
+    413: "Request body too large",
+    414: "Query string too long or too many query parameters",
+    431: "Too many or too large request headers",
+}
 
 
 def install(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
