@@ -532,3 +532,16 @@ async def test_flood_from_a_foreign_address_delays_no_check(snmpd: Agent) -> Non
     assert scheduler.stats.overdue_total == 0
     assert client.stray >= 1000, (sent, client.stray)  # dropped before decoding
     assert len(results) >= 20 * 4 and all(r.ok for r in results), results[:3]
+
+
+@pytest.mark.parametrize(("family", "host", "loopback"), [
+    (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "127.21.0.9", True),
+    (socket.AF_INET6, "::1", True), (socket.AF_INET, "10.20.0.1", False),
+    (socket.AF_INET6, "fe80::1", False), (socket.AF_INET, "not-an-address", False)])
+def test_the_socket_binds_loopback_for_loopback_peers_only(family: int, host: str,
+                                                            loopback: bool) -> None:
+    """Found: the client listened on 0.0.0.0 even when it polled only loopback agents. Which
+    socket a peer gets is decided without sending anything (no traffic off loopback here)."""
+    from probes.snmp_udp import Peer, bind_of
+
+    assert bind_of(Peer(family, host, 161, 1, b"c")) == (family, loopback)
