@@ -210,3 +210,11 @@ def test_ime_slips_are_found_where_typed() -> None:
     assert list(ime.scan("site：\n  name: x\n")) == [(1, 5, "：")]
     assert list(ime.scan("a: [b， c]\nb: {x：1}\n")) == [(1, 6, "，"), (2, 6, "：")]
     assert list(ime.scan("devices:\n－ id: a\n\u3000 b: c\n")) == [(2, 1, "－"), (3, 1, "\u3000")]
+
+
+def test_ticket_rules_take_category_labels_in_chinese() -> None:
+    text = SITE + "tickets:\n  auto:\n    - {classes: [line], category: 线路网络}\n"
+    inventory = parse_inventory(text, "t.yaml")
+    assert inventory.tickets.auto[0].category == "line"
+    with pytest.raises(InventoryError, match="unknown ticket category '咖啡'"):
+        parse_inventory(text.replace("线路网络", "咖啡"), "t.yaml")

@@ -45,6 +45,7 @@ from monitor.inventory import (
     ime,
     schema,
 )
+from monitor.inventory.models import category_key
 
 log = logging.getLogger("hallmon.inventory")
 
@@ -1079,7 +1080,7 @@ class _CrossRefs:
         for i, rule in enumerate(_list(policy.get("auto"))):
             rule = _dict(rule)
             cat = rule.get("category")
-            if isinstance(cat, str) and cat not in categories:
+            if isinstance(cat, str) and category_key(cat) not in categories:
                 self.c.add(
                     ("tickets", "auto", i, "category"),
                     f"unknown ticket category '{cat}'" + _suggest(cat, categories, "categories"),
