@@ -16,7 +16,6 @@ import httpx
 import pytest
 import uvicorn
 
-from monitor.api import tickets as tickets_api
 from monitor.api.auth import Auth
 from monitor.store import AsyncStore, Store
 from monitor.web import create_app
@@ -78,13 +77,6 @@ def test_thirty_thousand_query_keys_refused_before_any_work(live: tuple[str, int
     assert [(d["loc"][1], d["msg"]) for d in r.json()["detail"]] == [
         ("b", "unknown query parameter"), ("colour", "unknown query parameter"),
         ("limit", "given more than once")]
-
-
-def test_forbid_unknown_query_is_linear() -> None:
-    """The check itself, without the front bound: one Counter pass (was keys.count per key)."""
-    import inspect
-    source = inspect.getsource(tickets_api.forbid_unknown_query)
-    assert ".count(" not in source and "Counter(" in source
 
 
 def test_too_many_headers_refused(live: tuple[str, int]) -> None:
