@@ -452,9 +452,10 @@ class Hall:
             self.holder.uninstall_sighup(asyncio.get_running_loop())
         if hasattr(self, "scheduler"):
             await self.scheduler.stop()
-        for task in [*self._tasks, *([self._settling] if self._settling else [])]:
+        settling = [self._settling] if self._settling is not None else []
+        for task in [*self._tasks, *settling]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *settling, return_exceptions=True)
         self._tasks.clear()
         if self._http is not None:
             await self._http.aclose()
