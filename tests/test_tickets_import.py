@@ -167,7 +167,8 @@ def test_the_same_file_in_each_encoding(tmp_path: Path, capsys: pytest.CaptureFi
     text = (DATA / "excel-gbk.csv").read_bytes().decode("gbk")
     f = tmp_path / "log.csv"
     f.write_bytes(prefix + text.encode(encoding))
-    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}") == 0
+    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}",
+               "--timezone", "Asia/Shanghai") == 0
     assert f"imported 3 tickets from {f} (read as {name})" in capsys.readouterr().out
 
 
@@ -176,7 +177,8 @@ def test_undecodable_bytes_name_the_line(tmp_path: Path,
     f = tmp_path / "log.csv"
     f.write_bytes("opened_at,category,summary\n2025-03-07,fault,叫号机\n".encode("gbk")
                   + b"2025-03-08,fault,\x80\xff\n")
-    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}") == 1
+    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}",
+               "--timezone", "Asia/Shanghai") == 1
     err = capsys.readouterr().err
     assert "line 3: byte 0x80 fits neither UTF-8 nor GB18030/GBK" in err
     assert "Traceback" not in err
