@@ -51,12 +51,17 @@ class _Daemon:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self._started.set()  # also when start-up failed: __enter__ says so at once
+
+    async def _serve(self) -> None:
         inv = self.state / "inventory.yaml"
         inv.write_text(yaml.safe_dump(HALL, allow_unicode=True), encoding="utf-8")
         hall = Hall(Options(inventory=inv, state_dir=self.state, mock=True, pace=0.5))
         await hall.start()
         app = create_app(hall, site_name="测试大厅", store=hall.astore, auth_=self.auth)
-        app.state.report_devices = hall.report_devices
         self.openapi = app.openapi()
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
                                                      log_level="error", lifespan="off"))

@@ -198,10 +198,8 @@ def test_ime_characters_in_text_are_not_slips() -> None:
     assert list(ime.scan(text)) == []
     with pytest.raises(InventoryError) as caught:
         parse_inventory(text, "t.yaml")
-    assert [str(p) for p in caught.value.problems] == [
-        "t.yaml:11:5: devices[0]: unknown key 'colour' (known keys: address, checks, class, "
-        "credential, extra_checks, id, location, maintenance, name, owner, parent, snmp_port, "
-        "tags)"]
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("t.yaml:11:5: devices[0]: unknown key 'colour' (known keys")
 
 
 def test_ime_slips_are_found_where_typed() -> None:
