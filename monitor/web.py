@@ -75,7 +75,7 @@ async def reload(request: Request) -> Any:
     hall: WebHall = request.app.state.hall
     outcome = await hall.reload()
     body = ReloadOut(
-        ok=outcome.ok, changed=outcome.changed, problems=[p.describe() for p in outcome.problems]
+        ok=outcome.ok, changed=outcome.changed, problems=[str(p) for p in outcome.problems]
     )
     if not outcome.ok:
         # 422 as a number: Starlette renamed the constant (a DeprecationWarning under pytest).
