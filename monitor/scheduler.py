@@ -315,14 +315,17 @@ class Scheduler:
         self._extra.clear()
         self._rechecking.clear()
 
-    def replace(self, checks: Iterable[ScheduledCheck]) -> None:
+    def replace(self, checks: Iterable[ScheduledCheck]) -> list[asyncio.Task[Any]]:
         """Reload: unchanged checks keep their timing, changed intervals re-phase, removed
-        checks stop (an in-flight probe of a removed check is cancelled)."""
+        checks stop (an in-flight probe of a removed check is cancelled). Returns the tasks it
+        cancelled (they finish on the loop's next turns)."""
+        cancelled: list[asyncio.Task[Any]] = []
         new = {c.key: c for c in checks}
         for key in [k for k in self._slots if k not in new]:
             gone = self._slots.pop(key)
             if gone.task:
                 gone.task.cancel()
+                cancelled.append(gone.task)
         for key, c in new.items():
             slot = self._slots.get(key)
             if slot is None:
@@ -332,11 +335,13 @@ class Scheduler:
             elif slot.check.interval != c.interval:
                 if slot.task:
                     slot.task.cancel()
+                    cancelled.append(slot.task)
                 slot.check, slot.due, slot.task = c, self._first_due(c), None
                 if self._running:
                     self._spawn(slot)
             else:
                 slot.check = c  # the loop picks the new call/timeout up on its next run
+        return cancelled
 
     async def run_once(self) -> dict[Key, ProbeResult]:
         """Run every check once now (tests, ``hallmon probe``, the first cycle)."""

@@ -50,7 +50,7 @@ from monitor.store.localtime import (
     local_midnight_utc,
     period_label,
 )
-from monitor.store.models import InvalidValue
+from monitor.store.models import InvalidValue, category_key
 from monitor.store.tickets import TALLY_DIMS
 from monitor.workdays import WorkCalendar
 from monitor.workdays import opening_intervals as working_hours
@@ -78,6 +78,8 @@ def tally(store: Store, period: str, start: date, end: date, group_by: str | Non
     """Tickets opened from ``start`` to ``end`` (local dates, inclusive), counted per period
     (and group), in period order then group order. Empty periods are left out."""
     _check(period, group_by)
+    if filters and "category" in filters:  # a Chinese label counts as its key
+        filters = {**filters, "category": category_key(filters["category"])}
     if not filters and period in _SQL_BUCKETS:
         return _tally_sql(store, period, start, end, group_by)
     days = _day_counts(store, start, end, group_by, filters or {})

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__, pages
-from monitor.api import auth, devices, inputs, reports, tickets
+from monitor.api import auth, devices, inputs, limits, reports, tickets
 from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,6 +142,43 @@ def landing(request: Request) -> str:
     )
 
 
+_ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}},
+                 "required": ["detail"]}
+# Operations on the daemon itself (auth.require_or_local): without a tokens file, a caller on this
+# machine needs no token.
+LOCAL_OPERATIONS = frozenset({("/-/reload", "post"),
+                              ("/api/v1/devices/{device_id}/recheck", "post")})
+
+
+def _document_app_wide(app: FastAPI) -> None:
+    """What the OpenAPI document cannot learn from the routes: the refusals of the request
+    limits in front of every route (414, 431; 413 where a body is taken), and when a bearer
+    token is optional: reads with open reads (every GET route needs the viewer role, which
+    anyone has then), and the local operations without a tokens file. (FastAPI documents every
+    HTTPBearer dependency as required.)"""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generate()
+        open_reads = app.state.auth.open_reads
+        local = not app.state.auth_configured and app.state.local_trust
+        for path, operations in doc.get("paths", {}).items():
+            for method, op in operations.items():
+                responses = op.setdefault("responses", {})
+                for code, why in limits.REFUSALS.items():
+                    if code != 413 or "requestBody" in op:
+                        responses.setdefault(str(code), {"description": why, "content": {
+                            "application/json": {"schema": _ERROR_SCHEMA}}})
+                if "security" in op and ((method == "get" and open_reads)
+                                         or (local and (path, method) in LOCAL_OPERATIONS)):
+                    op["security"] = [*op["security"], {}]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     hall: Any,
     *,
@@ -149,9 +186,11 @@ def create_app(
     store: Any = None,
     auth_: Auth | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    local_trust: bool = True,
 ) -> FastAPI:
     """``store``: the AsyncStore the ticket routes use; ``auth_``: tokens and roles (None: the
-    API is read-only and open, and ``/-/reload`` is accepted from this machine only)."""
+    API is read-only and open, and ``/-/reload`` is accepted from this machine only, or from
+    nobody with ``local_trust=False``)."""
     app = FastAPI(
         title="hallmon",
         version=__version__,
@@ -159,12 +198,14 @@ def create_app(
         docs_url=None,  # monitor/pages serves /docs from the package (FastAPI's loads a CDN)
         redoc_url=None,
     )
-    app.add_middleware(auth.BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    limits.install(app, max_body_bytes=MAX_BODY_BYTES)
     app.state.hall = hall
     app.state.site_name = site_name
     app.state.store = store
     app.state.auth = auth_ or Auth(open_reads=True)
     app.state.auth_configured = auth_ is not None
+    app.state.local_trust = local_trust
+    _document_app_wide(app)
     app.include_router(lifecycle)
     for router in (
         devices.router,

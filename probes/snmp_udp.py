@@ -1,20 +1,27 @@
 """The v1/v2c fast path's transport: one UDP socket per address family, shared by all requests.
 
-Replies are matched to requests by request-id *and* source address (a reply from anyone else
-is dropped and counted). Each request has its own timeout and retries (the same request-id is
-re-sent, so a late first reply still counts); ``probes.snmp`` sizes them to fit the scheduler's
-deadline. A semaphore caps requests in flight (default 100) and SO_RCVBUF is raised: beyond
-~100 in flight a default buffer drops replies silently (docs/field-notes.md, SNMP). A cancelled
-request gives back its slot and its request-id at once (``finally``), so a scheduler deadline
-never leaks capacity. A garbage datagram from a peer with a request pending turns that
-request's timeout into "malformed reply".
+Replies are matched to requests by request-id *and* source address:port, checked before any
+decoding (``snmp_ber.peek_request_id`` reads a few header bytes), so datagrams from anyone else
+cost a dict lookup and are counted in ``stray``, never decoded. The socket binds the family's
+loopback address for loopback peers and the wildcard only for the others (a daemon that polls
+only loopback agents listens on no outside interface).
+
+Each request has its own timeout and retries (the same request-id is re-sent, so a late first
+reply still counts); ``probes.snmp`` sizes them to fit the scheduler's deadline. A semaphore
+caps requests in flight (default 100) and SO_RCVBUF is raised: beyond ~100 in flight a default
+buffer drops replies silently (docs/field-notes.md, SNMP). A cancelled request gives back its
+slot and its request-id at once (``finally``), so a scheduler deadline never leaks capacity. A
+garbage datagram from a peer with a request pending turns that request's timeout into "malformed
+reply" (from anyone else it is dropped as stray).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import socket
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +40,7 @@ from probes.snmp_ber import (
     Request,
     VarBind,
     decode,
+    peek_request_id,
 )
 
 RCVBUF_BYTES = 8 * 1024 * 1024
@@ -65,8 +73,20 @@ class WalkResult:
     error_status: int = 0
 
 
+Bind = tuple[int, bool]  # (address family, loopback only)
+
+
+def bind_of(peer: Peer) -> Bind:
+    """Which socket asks ``peer``: the loopback one for loopback peers, else the wildcard."""
+    try:
+        loopback = ipaddress.ip_address(peer.host).is_loopback
+    except ValueError:
+        loopback = False
+    return peer.family, loopback
+
+
 class _Pending:
-    __slots__ = ("future", "host", "port", "version", "data", "family", "tries", "timeout",
+    __slots__ = ("future", "host", "port", "version", "data", "bind", "tries", "timeout",
                  "timer", "started")
 
     def __init__(self, future: asyncio.Future[Message | None], peer: Peer, data: bytes,
@@ -75,7 +95,7 @@ class _Pending:
         self.host = peer.host
         self.port = peer.port
         self.version = peer.version
-        self.family = peer.family
+        self.bind = bind_of(peer)
         self.data = data
         self.tries = peer.retries
         self.timeout = peer.timeout
@@ -101,35 +121,39 @@ class SnmpClient:
     def __init__(self, limit: asyncio.Semaphore | None = None, max_in_flight: int = 100) -> None:
         self.limit = limit if limit is not None else asyncio.Semaphore(max_in_flight)
         self._loop = asyncio.get_running_loop()
-        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._transports: dict[Bind, asyncio.DatagramTransport] = {}
         self._opening = asyncio.Lock()
         self._pending: dict[int, _Pending] = {}
+        self._asked: Counter[tuple[str, int]] = Counter()  # (host, port) of pending requests
         self._next_id = random.randint(1, _REQUEST_ID_MAX)
         self._malformed: dict[tuple[str, int], float] = {}  # peer -> when garbage came last
         self._requests: dict[tuple[int, bytes, tuple[str, ...]], Request] = {}
-        self.stray = 0  # replies matching no pending request (late, duplicate, spoofed)
+        self.stray = 0  # datagrams matching no pending request (late, duplicate, spoofed)
         self.send_errors = 0
 
     # ------------------------------------------------------------ sockets
-    async def _transport(self, family: int) -> asyncio.DatagramTransport:
-        transport = self._transports.get(family)
+    async def _transport(self, bind: Bind) -> asyncio.DatagramTransport:
+        transport = self._transports.get(bind)
         if transport is not None:
             return transport
         async with self._opening:  # two first requests must not open two sockets
-            transport = self._transports.get(family)
+            transport = self._transports.get(bind)
             if transport is None:
-                transport = await self._open(family)
-                self._transports[family] = transport
+                transport = await self._open(*bind)
+                self._transports[bind] = transport
         return transport
 
-    async def _open(self, family: int) -> asyncio.DatagramTransport:
+    async def _open(self, family: int, loopback: bool) -> asyncio.DatagramTransport:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF_BYTES)
             except OSError:  # not root: the kernel caps this at net.core.rmem_max
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+            if family == socket.AF_INET6:
+                sock.bind(("::1" if loopback else "::", 0))
+            else:
+                sock.bind(("127.0.0.1" if loopback else "0.0.0.0", 0))
             sock.setblocking(False)
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: _Protocol(self), sock=sock)
@@ -163,7 +187,7 @@ class SnmpClient:
         """Send ``request`` and wait for its reply: the Response message, or the reason there
         is none ("timeout", "malformed reply", "socket error: ...")."""
         try:
-            transport = await self._transport(peer.family)
+            transport = await self._transport(bind_of(peer))
         except OSError as exc:  # e.g. no IPv6 on this host
             return f"socket error: {exc.strerror or exc}"
         async with self.limit:
@@ -171,6 +195,8 @@ class SnmpClient:
             rid = self._request_id()
             pending = _Pending(loop.create_future(), peer, request.encode(rid), loop.time())
             self._pending[rid] = pending
+            asked = (peer.host, peer.port)
+            self._asked[asked] += 1
             try:
                 transport.sendto(pending.data, (peer.host, peer.port))
                 pending.timer = loop.call_later(peer.timeout, self._expire, rid)
@@ -179,6 +205,9 @@ class SnmpClient:
                 if pending.timer is not None:
                     pending.timer.cancel()
                 del self._pending[rid]
+                self._asked[asked] -= 1
+                if not self._asked[asked]:
+                    del self._asked[asked]
         if reply is None:
             seen = self._malformed.pop((peer.host, peer.port), None)
             return "malformed reply" if seen is not None and seen >= pending.started else "timeout"
@@ -190,7 +219,7 @@ class SnmpClient:
             return
         if pending.tries > 0:  # retry with the same request-id: a late reply still counts
             pending.tries -= 1
-            transport = self._transports.get(pending.family)
+            transport = self._transports.get(pending.bind)
             if transport is not None:
                 transport.sendto(pending.data, (pending.host, pending.port))
                 pending.timer = self._loop.call_later(pending.timeout, self._expire, rid)
@@ -198,6 +227,17 @@ class SnmpClient:
         pending.future.set_result(None)
 
     def _received(self, data: bytes, host: str, port: int) -> None:
+        """Cheap checks first: a polled address:port, then a pending request-id from it; only
+        then decode. A flood from elsewhere costs a dict lookup per datagram."""
+        if (host, port) not in self._asked:
+            self.stray += 1
+            return
+        rid = peek_request_id(data)
+        pending = self._pending.get(rid) if rid is not None else None
+        if rid is not None and (pending is None or pending.port != port or pending.host != host
+                                or pending.future.done()):
+            self.stray += 1
+            return
         try:
             message = decode(data)
         except BerError:
@@ -205,10 +245,8 @@ class SnmpClient:
                 self._malformed.clear()
             self._malformed[(host, port)] = self._loop.time()
             return
-        pending = self._pending.get(message.request_id)
-        if (pending is None or pending.port != port or pending.host != host
-                or pending.version != message.version or message.pdu_type != RESPONSE
-                or pending.future.done()):
+        if (pending is None or pending.version != message.version
+                or message.pdu_type != RESPONSE):
             self.stray += 1
             return
         pending.future.set_result(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,37 @@ def test_check_bad_file_prints_problems_and_exits_1(
     expected = path.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
     n = len(expected)
     assert out == ""
-    assert err.splitlines() == [*expected, f"{path.name}: {n} problem{'s' if n != 1 else ''}"]
+    # The .expected files hold the stable FILE:LINE:COL: PATH: MESSAGE form; the CLI also names
+    # each device by id after its index (devices[1] (kiosk-1f-03).address), for people.
+    shown = [DEVICE_NAME.sub(r"\1", line) for line in err.splitlines()]
+    assert shown == [*expected, f"{path.name}: {n} problem{'s' if n != 1 else ''}"]
+
+
+DEVICE_NAME = re.compile(r"(: devices\[\d+\]) \([a-z0-9][a-z0-9._-]*\)")
+
+
+def test_check_names_devices_by_id_and_speaks_chinese(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found: problems said devices[64] only (which one is that?), always in English."""
+    monkeypatch.chdir(DATA)
+    assert main(["check", "bad-device-named.yaml"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "bad-device-named.yaml:4:5: devices[1] (kiosk-1f-03): class 'kiosk' polls by SNMP "
+        "(check 'host'): set 'credential'",
+        "bad-device-named.yaml:4:90: devices[1] (kiosk-1f-03).location.floor: expected an "
+        "integer, got the text 'two'",
+        "bad-device-named.yaml: 2 problems"]
+    assert main(["check", "--lang", "zh", "bad-device-named.yaml"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[1] == ("bad-device-named.yaml:4:90: devices[1] (kiosk-1f-03).location.floor: "
+                      "应为整数，实际为文本 'two'")
+    assert err[-1] == "bad-device-named.yaml: 2 个问题"
+    assert main(["check", "--lang", "zh", "bad-ime-colon.yaml"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "bad-ime-colon.yaml:4:9: 全角冒号 '：' — 请改用半角 ':'")
+    assert main(["check", "--lang", "zh", "bad-unknown-key.yaml"]) == 1
+    assert "未知的键 'adress'（是否应为 'address'？）" in capsys.readouterr().err
 
 
 def test_check_defaults_to_inventory_yaml_in_the_current_directory(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,10 +19,11 @@ DATA = Path(__file__).parent / "data" / "inventory"
 SEED_FILES = [DATA / "good-realistic.yaml", *sorted(DATA.glob("bad-*.yaml"))]
 SEEDS = [p.read_bytes() for p in SEED_FILES]
 
-# Deterministic (CI must not flake on a new random example) and quick.
+# Deterministic (CI must not flake on a new random example) and quick. The deadline bounds the
+# time per input loosely ("never hangs"); the loader's speed is held by bench/memory.py.
 FUZZ = settings(
     max_examples=150,
-    deadline=None,
+    deadline=5000,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -34,6 +36,8 @@ YAML_TOKENS = [
     b"\xe6\x91", b"\xef\xbb\xbf", b"${X}", b"2026-02-30", b"devices:", b"id: ", b"parent: ",
     b"!!int", b"!!float", b"!!binary ", b"!!timestamp ", b"!!set ", b"!!omap ",
     b"class: ", b"- {id: a, name: b, class: camera, address: 127.0.0.1}",
+    # what a Chinese input method types instead of ':', ',', '-' and ' '
+    "：".encode(), "，".encode(), "－ ".encode(), "\u3000".encode(), "\u3000\u3000".encode(),
 ]  # fmt: skip
 
 
@@ -41,6 +45,10 @@ def check(data: bytes) -> None:
     try:
         result = parse_inventory(data, "fuzz.yaml", env={}, base_dir=DATA)
     except InventoryError as exc:
+        with pytest.raises(InventoryError) as zh:  # the same problems, in Chinese
+            parse_inventory(data, "fuzz.yaml", env={}, base_dir=DATA, lang="zh")
+        assert [(p.line, p.col) for p in zh.value.problems] == \
+            [(p.line, p.col) for p in exc.problems]
         assert exc.problems, "an InventoryError always names at least one problem"
         n_lines = data.count(b"\n") + 1
         for p in exc.problems:

@@ -43,6 +43,7 @@ def test_every_rule_has_a_bad_file() -> None:
         "unsafe-id", "yaml11-traps", "tabs", "empty", "not-mapping", "not-utf8", "syntax",
         "selectors", "missing-credential", "missing-keys", "secrets", "calendar", "reports",
         "public", "trap-rules",
+        "ime-colon", "ime-comma", "ime-space", "unknown-channel-type", "device-named",
     }  # fmt: skip
     assert {p.stem.removeprefix("bad-") for p in BAD} >= rules
 
@@ -178,3 +179,41 @@ def test_partial_data_still_gets_cross_reference_checks() -> None:
         line.startswith("t.yaml:2:22: defaults.interval: invalid duration") for line in lines
     )
     assert "t.yaml:5:46: devices[1].address: expected a string, got a list" in lines
+
+
+def test_ime_characters_in_text_are_not_slips() -> None:
+    """Full-width punctuation inside values, quotes, comments and block text is Chinese text:
+    a file that fails for another reason must still get its real problem."""
+    from monitor.inventory import ime
+
+    text = (SITE + "devices:\n"
+            "  - id: cam-1f-01  # 注意：一楼，东侧\n"
+            "    name: 一楼摄像机：东门\n"
+            "    class: camera\n"
+            "    address: 127.20.1.21\n"
+            "    tags: ['一楼，东侧']\n"
+            "    owner: |\n"
+            "      说明：镜头朝向门口，勿动\n"
+            "      负责人：张工\n"
+            "    colour: 红\n")
+    assert list(ime.scan(text)) == []
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory(text, "t.yaml")
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("t.yaml:11:5: devices[0]: unknown key 'colour' (known keys")
+
+
+def test_ime_slips_are_found_where_typed() -> None:
+    from monitor.inventory import ime
+
+    assert list(ime.scan("site：\n  name: x\n")) == [(1, 5, "：")]
+    assert list(ime.scan("a: [b， c]\nb: {x：1}\n")) == [(1, 6, "，"), (2, 6, "：")]
+    assert list(ime.scan("devices:\n－ id: a\n\u3000 b: c\n")) == [(2, 1, "－"), (3, 1, "\u3000")]
+
+
+def test_ticket_rules_take_category_labels_in_chinese() -> None:
+    text = SITE + "tickets:\n  auto:\n    - {classes: [line], category: 线路网络}\n"
+    inventory = parse_inventory(text, "t.yaml")
+    assert inventory.tickets.auto[0].category == "line"
+    with pytest.raises(InventoryError, match="unknown ticket category '咖啡'"):
+        parse_inventory(text.replace("线路网络", "咖啡"), "t.yaml")

@@ -375,8 +375,8 @@ async def test_foreign_replies_are_dropped_and_the_request_times_out() -> None:
 
         async with scripted_agent(answer) as agent:
             engine = snmp._engine()
-            await engine.fast._transport(socket.AF_INET)
-            client_ports.append(engine.fast._transports[socket.AF_INET]
+            await engine.fast._transport((socket.AF_INET, True))
+            client_ports.append(engine.fast._transports[(socket.AF_INET, True)]
                                 .get_extra_info("sockname")[1])
             result = await snmp.probe("127.0.0.1", fast_config(port_of(agent), SYS_NAME,
                                                                timeout=0.3, retries=0))
@@ -558,3 +558,88 @@ def test_match_replies_pairs_by_oid_never_by_position() -> None:
     assert [(s.name, v) for s, _, v in matched] == [("sys_name", "who"),
                                                       ("sys_location", "where")]
     assert missing == [MISSING]
+
+
+# ---------------------------------------------------------------- hostile datagrams (issue 11)
+# A separate process floods the client's socket from a foreign loopback address with the worst
+# datagram found: a well-formed Response whose OID has one 60 KB arc (decoding it took 280 ms).
+_FLOOD = r"""
+import socket, sys, time
+port, count, rate = (int(a) for a in sys.argv[1:4])
+seconds = float(sys.argv[4])
+arc = b"\xff" * 60000 + b"\x01"
+oid = b"\x06\x83" + len(arc).to_bytes(3, "big") + arc
+def tlv(tag, body):
+    n = len(body)
+    return bytes([tag]) + (bytes([n]) if n < 128 else b"\x83" + n.to_bytes(3, "big")) + body
+vb = tlv(0x30, tlv(0x30, oid + b"\x05\x00"))
+pdu = tlv(0xA2, b"\x02\x01\x07\x02\x01\x00\x02\x01\x00" + vb)
+data = tlv(0x30, b"\x02\x01\x01" + tlv(4, b"public") + pdu)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.9", 0))
+sent, end = 0, time.monotonic() + seconds
+while sent < count and time.monotonic() < end:
+    try:
+        s.sendto(data, ("127.0.0.1", port)); sent += 1
+    except OSError:
+        pass
+    time.sleep(1 / rate)
+print(sent)
+"""
+
+
+async def test_flood_from_a_foreign_address_delays_no_check(snmpd: Agent) -> None:
+    """Found: every datagram was decoded before its source was checked, so anyone on the LAN
+    could stall the loop. Now a hall of SNMP checks polled against snmpd on its schedule while
+    a process floods the client's socket from 127.0.0.9: no check starts late."""
+    import subprocess
+    import sys
+
+    from monitor.scheduler import ScheduledCheck, Scheduler
+    from probes.result import ProbeResult
+
+    config = v2c(snmpd, SYS_NAME, SYS_UPTIME, timeout=1.0, retries=1)
+    first = await snmp.probe(snmpd.host, config)  # opens the client's loopback socket
+    assert first.ok, first
+    client = snmp._engines[asyncio.get_running_loop()].fast
+    sockname = client._transports[(socket.AF_INET, True)].get_extra_info("sockname")
+    assert sockname[0] == "127.0.0.1"  # loopback-only peers: no wildcard listener
+
+    results: list[ProbeResult] = []
+
+    async def call() -> ProbeResult:
+        return await snmp.probe(snmpd.host, config)
+
+    checks = [ScheduledCheck((f"dev-{i}", "snmp"), f"dev-{i}", "snmp", 1.0, 2.5, call)
+              for i in range(20)]
+    scheduler = Scheduler(checks, lambda c, r, s, f: results.append(r), late_grace=0.25)
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FLOOD, str(sockname[1]), "20000", "4000", "4.5",
+        stdout=subprocess.PIPE)
+    try:
+        scheduler.start()
+        await asyncio.sleep(4.5)
+        await scheduler.stop()
+        async with asyncio.timeout(30):
+            sent = int((await flood.communicate())[0])
+    finally:
+        if flood.returncode is None:
+            flood.kill()
+            await flood.wait()
+    assert sent > 1000
+    assert scheduler.stats.overdue_total == 0
+    assert client.stray >= 1000, (sent, client.stray)  # dropped before decoding
+    assert len(results) >= 20 * 4 and all(r.ok for r in results), results[:3]
+
+
+@pytest.mark.parametrize(("family", "host", "loopback"), [
+    (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "127.21.0.9", True),
+    (socket.AF_INET6, "::1", True), (socket.AF_INET, "10.20.0.1", False),
+    (socket.AF_INET6, "fe80::1", False), (socket.AF_INET, "not-an-address", False)])
+def test_the_socket_binds_loopback_for_loopback_peers_only(family: int, host: str,
+                                                            loopback: bool) -> None:
+    """Found: the client listened on 0.0.0.0 even when it polled only loopback agents. Which
+    socket a peer gets is decided without sending anything (no traffic off loopback here)."""
+    from probes.snmp_udp import Peer, bind_of
+
+    assert bind_of(Peer(family, host, 161, 1, b"c")) == (family, loopback)

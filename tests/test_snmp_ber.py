@@ -219,7 +219,77 @@ def test_encoder_refuses_what_it_cannot_say() -> None:
         Request(ber.VERSION_1, b"c", ber.GET_BULK_REQUEST, (NAME,), 0, 10)
 
 
+# ---------------------------------------------------------------- hostile input (issue 11)
+def _oid_tlv(content: bytes) -> bytes:
+    return b"\x06\x83" + len(content).to_bytes(3, "big") + content
+
+
+def _long(tag: int, body: bytes) -> bytes:
+    return bytes((tag,)) + b"\x83" + len(body).to_bytes(3, "big") + body
+
+
+def _reply_with_name(oid_tlv: bytes) -> bytes:
+    vb = _long(0x30, _long(0x30, oid_tlv + b"\x05\x00"))
+    return _long(0x30, b"\x02\x01\x01\x04\x06public"
+                 + _long(0xA2, b"\x02\x01\x07\x02\x01\x00\x02\x01\x00" + vb))
+
+
+def test_a_65_kb_oid_arc_is_refused_at_its_sixth_byte() -> None:
+    """Found: one OID arc of 65 KB took 280 ms (a big integer shifted byte by byte)."""
+    wire = _reply_with_name(_oid_tlv(b"\x2b" + b"\xff" * 65000 + b"\x01"))
+    with pytest.raises(BerError, match="OID too long"):
+        ber.decode(wire)
+    wire = _reply_with_name(_oid_tlv(b"\x2b" + b"\xff" * 600 + b"\x01"))
+    with pytest.raises(BerError, match="OID arc too long"):
+        ber.decode(wire)
+    # the longest legal arc (2**32 - 1, five bytes) still decodes
+    assert ber.decode(_reply_with(bytes.fromhex("0500"), bytes.fromhex("06062b8fffffff7f"))
+                      ).varbinds[0][0] == "1.3.4294967295"
+    with pytest.raises(BerError, match="unsupported length form"):
+        ber.decode(b"\x30\x84\x00\x00\x00\x03\x02\x01\x00")
+
+
+def test_peek_request_id_reads_the_headers_only() -> None:
+    assert ber.peek_request_id(GET_V2C_REPLY) == 0x338AB481
+    assert ber.peek_request_id(BULK_REPLY) == 0x4477B32E
+    assert ber.peek_request_id(GET_V1_NO_SUCH_NAME) == 0x2175F1B6
+    # a bad var-bind list is for decode() to find; the request-id is readable before it
+    broken = _reply_with_name(_oid_tlv(b"\x2b" + b"\xff" * 65000 + b"\x01"))
+    assert ber.peek_request_id(broken) == 7
+    for junk in (b"", b"\x30", b"\x30\x03\x02\x01\x05", GET_V2C_REPLY[:-1], b"\x04\x00"):
+        assert ber.peek_request_id(junk) is None
+
+
+def hostile_messages() -> st.SearchStrategy[bytes]:
+    """Big well-framed messages made of the expensive parts: long arcs, many arcs, long-form
+    lengths, many var-binds, long integers."""
+    arc = st.integers(1, 20000).map(lambda n: b"\xff" * n + b"\x01")
+    many = st.integers(1, 9000).map(lambda n: b"\x81\x01" * n)
+    oid = st.one_of(arc, many).map(lambda body: _oid_tlv(b"\x2b" + body))
+    integer = st.integers(1, 200).map(lambda n: b"\x02" + bytes((n,)) + b"\x01" * n)
+    part = st.one_of(oid, integer, st.binary(max_size=64))
+    return st.lists(part, min_size=1, max_size=6).map(
+        lambda parts: _reply_with_name(b"".join(parts)))
+
+
 # ---------------------------------------------------------------- properties
+# Time per input is bounded here only loosely (deadline: no input may take a second); the
+# budget itself (microseconds for a 64 KB datagram) is held by bench/ber_hostile.py.
+@settings(max_examples=300, deadline=1000,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hostile_messages(), st.integers(0, 2**16))
+def test_hostile_messages_raise_only_ber_error_in_bounded_time(wire: bytes, flip: int) -> None:
+    data = bytearray(wire)
+    data[flip % len(data)] ^= 0x40
+    for candidate in (wire, bytes(data)):
+        rid = ber.peek_request_id(candidate)
+        try:
+            message = ber.decode(candidate)
+        except BerError:
+            continue
+        assert rid == message.request_id
+
+
 @settings(max_examples=1500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_ber_error(data: bytes) -> None:
@@ -239,11 +309,13 @@ def test_mutated_real_messages_raise_only_ber_error(
     data = bytearray(wire)
     for pos, byte in flips:
         data[pos % len(data)] = byte
+    wire = bytes(data[: len(data) - cut % 8])
     try:
-        message = ber.decode(bytes(data[: len(data) - cut % 8]))
+        message = ber.decode(wire)
     except BerError:
         return
     assert ber.decode(ber.encode(message)) == message  # whatever decodes re-encodes
+    assert ber.peek_request_id(wire) == message.request_id
 
 
 def oids() -> st.SearchStrategy[str]:

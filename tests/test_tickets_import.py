@@ -190,3 +190,73 @@ def test_cli_add_checks_the_device_against_the_inventory(
     assert {r.group: r.count for r in tally(store, "year", date(2020, 1, 1), date(2030, 1, 1),
                                             "class")} == {"led_controller": 1}
     store.close()
+
+
+# ---- what Excel on Chinese Windows writes (issue 11) ----------------------------------------
+def test_excel_gbk_csv_imports_and_says_which_encoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: a CSV saved by Excel on Chinese Windows (GBK, Chinese headers, 2025/3/7 9:30,
+    Chinese category labels) crashed `tickets import` with a UnicodeDecodeError traceback."""
+    db = ("--db", f"sqlite:///{tmp_path / 'log.db'}", "--timezone", "Asia/Shanghai")
+    assert cli("tickets", "import", str(DATA / "excel-gbk.csv"), *db) == 0
+    assert "imported 3 tickets" in (out := capsys.readouterr().out)
+    assert "(read as GB18030/GBK)" in out
+    store = Store(db[1], timezone="Asia/Shanghai")
+    try:
+        page, _ = store.list_tickets()
+    finally:
+        store.close()
+    first = page[-1]
+    assert (first.category, first.summary, first.device_id, first.status) == (
+        "fault", "一楼叫号机黑屏", "kiosk-1f-03", "resolved")
+    assert first.opened_at == datetime(2025, 3, 7, 1, 30, tzinfo=UTC)  # 09:30 Shanghai
+    assert first.resolved_at == datetime(2025, 3, 7, 3, 5, tzinfo=UTC)
+    assert [t.category for t in page] == ["line", "inspection", "fault"]
+    assert page[0].opened_at == datetime(2025, 3, 11, 16, 0, tzinfo=UTC)  # local midnight
+
+
+@pytest.mark.parametrize(("prefix", "encoding", "name"), [
+    (b"\xef\xbb\xbf", "utf-8", "UTF-8 (BOM)"), (b"", "utf-8", "UTF-8"),
+    (b"", "gb18030", "GB18030/GBK")])
+def test_the_same_file_in_each_encoding(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        prefix: bytes, encoding: str, name: str) -> None:
+    text = (DATA / "excel-gbk.csv").read_bytes().decode("gbk")
+    f = tmp_path / "log.csv"
+    f.write_bytes(prefix + text.encode(encoding))
+    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}",
+               "--timezone", "Asia/Shanghai") == 0
+    assert f"imported 3 tickets from {f} (read as {name})" in capsys.readouterr().out
+
+
+def test_undecodable_bytes_name_the_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "log.csv"
+    f.write_bytes("opened_at,category,summary\n2025-03-07,fault,叫号机\n".encode("gbk")
+                  + b"2025-03-08,fault,\x80\xff\n")
+    assert cli("tickets", "import", str(f), "--db", f"sqlite:///{tmp_path / 'l.db'}",
+               "--timezone", "Asia/Shanghai") == 1
+    err = capsys.readouterr().err
+    assert "line 3: byte 0x80 fits neither UTF-8 nor GB18030/GBK" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["2025/3/7 9:30", "2025/03/07 09:30:00", "2025-3-7 9:30",
+                                  "2025-03-07T09:30:00+08:00", "2025-03-07 09:30"])
+def test_excel_date_forms(text: str) -> None:
+    csv_text = f"opened_at,category,summary\n{text},fault,x\n"
+    (row,) = parse_tickets_csv(csv_text, TZ, list(CATS))
+    assert row.opened_at == datetime(2025, 3, 7, 1, 30, tzinfo=UTC)
+    with pytest.raises(CsvErrors, match=r"line 2: opened_at: not a date/time: '2025/13/7'"):
+        parse_tickets_csv("opened_at,category,summary\n2025/13/7,fault,x\n", TZ, list(CATS))
+
+
+def test_chinese_category_labels_on_the_cli(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    db = ("--db", f"sqlite:///{tmp_path / 'log.db'}")
+    assert cli("tickets", "add", "--category", "故障维修", "--summary", "LED 黑屏", *db) == 0
+    assert cli("tickets", "list", "--category", "故障维修", "--json", *db) == 0
+    out = capsys.readouterr().out
+    assert '"total": 1' in out and '"category": "fault"' in out
+    assert cli("tickets", "add", "--category", "咖啡", "--summary", "x", *db) == 1
+    assert "unknown category '咖啡'" in capsys.readouterr().err

@@ -11,13 +11,21 @@ The app keeps an ``Auth`` at ``request.app.state.auth``. Routes depend on ``requ
 (``Auth(open_reads=True)``): then ``require("viewer")`` admits anonymous callers. Every presented
 token is compared with every known one in constant time (hmac.compare_digest over SHA-256
 digests, so neither content nor length leaks through timing); tokens print as ``<secret>``.
+
+The tokens file is refused, as sshd refuses an unprotected key, when it (or a ``token_file``)
+can be read or written by other users (``chmod 600``), when it lists no token, when one token
+appears under two names or roles (which would it be?), or when a token could never match: spaces
+around it or inside it, or characters outside printable ASCII (an Authorization header cannot
+carry them as typed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,15 +57,27 @@ class TokenEntry(BaseModel):
             value = self.token.get_secret_value()
         else:
             assert self.token_file is not None
+            check_private(self.token_file)
             value = self.token_file.read_text(encoding="utf-8").strip()
+        if value != value.strip() or any(not "!" <= c <= "~" for c in value):
+            raise ValueError(f"token of {self.name!r} has spaces or characters outside "
+                             "printable ASCII: no Authorization header can match it")
         if len(value) < 16:
             raise ValueError(f"token of {self.name!r} is shorter than 16 characters")
         return value
 
 
+def check_private(path: Path) -> None:
+    """Refuse a secrets file that other users may read or write (sshd's rule for keys)."""
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        raise ValueError(f"{path} is readable or writable by other users "
+                         f"(mode {stat.S_IMODE(mode):o}): chmod 600 {path}")
+
+
 class TokensFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tokens: list[TokenEntry]
+    tokens: list[TokenEntry] = Field(min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,15 @@ class Principal:
 
 class AuthError(Exception):
     """The tokens file is unreadable or invalid (message says where and why, never a token)."""
+
+
+def _one_role_per_token(triples: Sequence[tuple[str, str, str]]) -> None:
+    seen: dict[str, int] = {}
+    for i, (name, _, token) in enumerate(triples):
+        if token in seen:
+            raise ValueError(f"tokens.{i} ({name!r}) has the same token as tokens.{seen[token]} "
+                             f"({triples[seen[token]][0]!r}): one token, one name and role")
+        seen[token] = i
 
 
 def _digest(token: str) -> bytes:
@@ -87,9 +116,13 @@ class Auth:
     @classmethod
     def from_file(cls, path: str | Path, *, open_reads: bool = False) -> Auth:
         try:
+            check_private(Path(path))
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            if raw is None:
+                raise ValueError("empty: no tokens (list them under 'tokens:')")
             parsed = TokensFile.model_validate(raw)
             triples = [(e.name, e.role, e.secret()) for e in parsed.tokens]
+            _one_role_per_token(triples)
         except (OSError, yaml.YAMLError, ValueError) as exc:
             if isinstance(exc, ValidationError):  # never echo input (it holds tokens)
                 msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
@@ -143,15 +176,20 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 def require_or_local(role: Role) -> Callable[..., Awaitable[Principal]]:
     """For operations on the daemon itself (``/-/reload``, re-checks): with a tokens file,
     exactly ``require(role)``; without one, callers on this machine only (as Prometheus'
-    lifecycle endpoints on a loopback listener)."""
+    lifecycle endpoints on a loopback listener), unless ``app.state.local_trust`` is False
+    (``--auth.no-local-trust``): a reverse proxy on this machine makes every caller local."""
     inner = require(role)
 
     async def dependency(
         request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        if getattr(request.app.state, "auth_configured", True):
+        state = request.app.state
+        if getattr(state, "auth_configured", True):
             return await inner(request, creds)
+        if not getattr(state, "local_trust", True):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this needs a token: start with --auth.tokens-file")
         if request.client is not None and request.client.host in LOCAL_HOSTS:
             return Principal("local", role)
         raise HTTPException(status.HTTP_403_FORBIDDEN,
@@ -168,47 +206,3 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or unknown bearer token"},
     403: {"model": ErrorOut, "description": "The token's role is not allowed to do this"},
 }
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 once a request body passes ``max_bytes`` (declared or streamed),
-    before the application buffers it. ``app.add_middleware(BodySizeLimit, max_bytes=...)``."""
-
-    def __init__(self, app: Any, max_bytes: int = 64 * 1024) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Any) -> None:
-        body = b'{"detail":"request body too large"}'
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

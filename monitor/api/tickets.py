@@ -8,13 +8,22 @@ technician; deleting a maintenance window needs admin.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from monitor import tally as tally_mod
 from monitor.api.auth import AUTH_RESPONSES, ErrorOut, Principal, require
@@ -32,6 +41,9 @@ MAX_BODY = 64 * 1024
 # No NUL (PostgreSQL text refuses it) and bounded lengths everywhere.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")]
+EARLIEST, LATEST = date(1971, 1, 1), date(2999, 12, 31)
+
+
 def _iso_only(value: Any) -> Any:
     """Accept ISO 8601 text only (pydantic would also take 1700000000 as a timestamp)."""
     if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value):
@@ -41,7 +53,18 @@ def _iso_only(value: Any) -> Any:
     raise ValueError("expected an ISO 8601 date/time such as 2025-03-07T09:30:00+08:00")
 
 
-IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+def _sane_instant(value: datetime) -> datetime:
+    """Within the years of EARLIEST..LATEST (year 0001 at +08:00 overflowed converting to UTC)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc.date() <= LATEST:
+        raise ValueError(f"date/time must be within {EARLIEST}..{LATEST}")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_sane_instant)]
 IsoDate = Annotated[date, BeforeValidator(_iso_only)]
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Status = Literal["open", "in_progress", "resolved", "closed"]
@@ -67,7 +90,7 @@ def get_store(request: Request) -> AsyncStore:
 async def limit_body(request: Request) -> None:
     """413 for bodies over MAX_BODY, whether or not Content-Length was sent. (FastAPI reads the
     body before dependencies run; to refuse a huge chunked body before buffering it, the app
-    also mounts auth.BodySizeLimit.)"""
+    also mounts limits.RequestLimits.)"""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes")
@@ -76,9 +99,6 @@ async def limit_body(request: Request) -> None:
         size += len(chunk)
         if size > MAX_BODY:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes")
-
-
-EARLIEST, LATEST = date(1971, 1, 1), date(2999, 12, 31)
 
 
 def sane_date(d: date, field: str) -> date:
@@ -98,20 +118,21 @@ def _query_names(dependant: Any) -> Iterator[str]:
 
 async def forbid_unknown_query(request: Request) -> None:
     """Unknown or repeated query parameters are mistakes (a misspelt filter must not silently
-    list everything)."""
+    list everything). Linear in the number of keys (a count per key, one pass), and that number
+    is bounded before routing (limits.RequestLimits)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
     known = set(_query_names(dependant))
-    keys = [k for k, _ in request.query_params.multi_items()]
-    problems = [(k, "unknown query parameter") for k in sorted(set(keys) - known)]
+    counts = Counter(k for k, _ in request.query_params.multi_items())
+    problems = [(k, "unknown query parameter") for k in sorted(counts.keys() - known)]
     # Every parameter here is a single value: a repeated one would silently keep the last.
-    problems += [(k, "given more than once") for k in sorted(set(keys)) if keys.count(k) > 1]
+    problems += [(k, "given more than once") for k, n in sorted(counts.items()) if n > 1]
     if problems:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
             {"loc": ["query", name], "msg": msg, "type": "value_error"}
-            for name, msg in problems])
+            for name, msg in problems[:20]])
 
 
 StoreDep = Annotated[AsyncStore, Depends(get_store)]

@@ -35,6 +35,8 @@ def add_check_commands(subparsers: Subparsers) -> None:
         "FILE:LINE:COL: PATH: MESSAGE, and exit 1.",
     )
     check.add_argument("file", nargs="?", default=DEFAULT_INVENTORY, help="default: %(default)s")
+    check.add_argument("--lang", choices=["en", "zh"], default="en",
+                       help="language of the problems (the site's: zh for 中文)")
     check.set_defaults(func=run_check)
 
     schema = subparsers.add_parser(
@@ -51,12 +53,15 @@ def add_check_commands(subparsers: Subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        inventory = load_inventory(args.file)
+        inventory = load_inventory(args.file, lang=args.lang)
     except InventoryError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(problem.describe(), file=sys.stderr)
         n = len(exc.problems)
-        print(f"{args.file}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        if args.lang == "zh":
+            print(f"{args.file}: {n} 个问题", file=sys.stderr)
+        else:
+            print(f"{args.file}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
     print(f"{args.file}: OK")
     print(summary(inventory))

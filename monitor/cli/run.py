@@ -87,6 +87,10 @@ def add_run_commands(sub: Any) -> None:
                      help="API tokens with roles (viewer, technician, admin); see README")
     run.add_argument("--auth.closed-reads", dest="open_reads", action="store_false",
                      help="reads need a viewer token too (default: reads are open)")
+    run.add_argument("--auth.no-local-trust", dest="local_trust", action="store_false",
+                     help="without a tokens file, refuse /-/reload and re-checks to everyone "
+                          "(default: accepted from 127.0.0.1, which is anyone behind a reverse "
+                          "proxy on this machine)")
     run.add_argument("--shard", type=_shard, default=None,
                      help="poll only shard i of n (stable hash of the device id)")
     run.add_argument("--traps.listen-address", dest="traps_listen", type=_traps_listen,
@@ -164,7 +168,12 @@ async def serve(options: Options, listen: tuple[str, int], duration: float | Non
         return 1
     if auth is None:
         log.warning("no --auth.tokens-file: the API is read-only (tickets cannot be written)")
-    app = create_app(hall, site_name=hall.inventory.site.name, store=hall.astore, auth_=auth)
+        if options.local_trust:
+            log.warning("no --auth.tokens-file: /-/reload and re-checks are accepted from any "
+                        "connection from this machine; behind a reverse proxy here that is "
+                        "anyone: give --auth.tokens-file or --auth.no-local-trust")
+    app = create_app(hall, site_name=hall.inventory.site.name, store=hall.astore, auth_=auth,
+                     local_trust=options.local_trust)
     config = uvicorn.Config(app, host=listen[0], port=listen[1], log_config=None,
                             access_log=False, lifespan="off")
     server = _Server(config)
@@ -211,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mock=args.mock,
         tokens_file=Path(args.tokens_file) if args.tokens_file else None,
         open_reads=args.open_reads,
+        local_trust=args.local_trust,
         shard=args.shard,
         traps_listen=args.traps_listen,
     )

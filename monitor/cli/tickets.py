@@ -26,7 +26,7 @@ from monitor.cli import DEFAULT_INVENTORY
 from monitor.inventory import Inventory
 from monitor.inventory.load import InventoryError, load_inventory
 from monitor.store import NewTicket, Store, StoreError, Ticket, sqlite_url
-from monitor.store.csvio import parse_tickets_csv
+from monitor.store.csvio import decode_csv, parse_tickets_csv
 
 DEFAULT_DB = sqlite_url()  # the daemon's default log (state/hallmon.db)
 
@@ -205,9 +205,10 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str,
             print("hallmon: the site's timezone is unknown, and the CSV's times are site-local: "
                   "give --inventory (site.timezone) or --timezone", file=sys.stderr)
             return 1
-        rows = parse_tickets_csv(args.file.read_bytes(), store.tz, store.categories, actor)
+        text, encoding = decode_csv(args.file.read_bytes())
+        rows = parse_tickets_csv(text, store.tz, store.categories, actor)
         ids = store.import_tickets(rows, actor=actor)
-        print(f"imported {len(ids)} tickets from {args.file}", file=out)
+        print(f"imported {len(ids)} tickets from {args.file} (read as {encoding})", file=out)
     return 0
 
 

@@ -663,6 +663,24 @@ DEFAULT_CATEGORIES: tuple[str, ...] = (
     "inspection",
     "other",
 )
+CATEGORY_ZH: dict[str, str] = {
+    "fault": "故障维修",
+    "preventive": "预防性维护",
+    "line": "线路网络",
+    "enrolment": "门禁录入",
+    "installation": "安装",
+    "relocation": "迁移",
+    "inspection": "巡检",
+    "other": "其他",
+}
+_CATEGORY_BY_LABEL = {label: key for key, label in CATEGORY_ZH.items()}
+
+
+def category_key(value: str) -> str:
+    """The category key of a key or of its Chinese label ("故障维修" -> "fault"); anything else
+    unchanged (then refused, naming the known keys). Wherever a category is accepted: the
+    inventory's ticket rules, the API, the CLI and CSV imports (the last three via the store)."""
+    return _CATEGORY_BY_LABEL.get(value.strip(), value) if isinstance(value, str) else value
 
 
 class AutoTicketRule(StrictModel):
@@ -672,6 +690,11 @@ class AutoTicketRule(StrictModel):
     category: str = "fault"
     assignee: str | None = None
     auto_resolve: bool = True
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category_label(cls, value: Any) -> Any:
+        return category_key(value)
 
 
 _WHEN_RE = re.compile(r"^(closing|([01]\d|2[0-3]):[0-5]\d)$")

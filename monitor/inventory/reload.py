@@ -260,7 +260,7 @@ class InventoryHolder:
             "inventory reload failed, keeping the last good one (%d problem%s):\n%s",
             len(problems),
             "" if len(problems) == 1 else "s",
-            "\n".join(str(p) for p in problems),
+            "\n".join(p.describe() for p in problems),  # devices named by id too
         )
         return ReloadOutcome(ok=False, problems=problems, changed=False)
 

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from monitor.inventory import DEFAULT_CATEGORIES as DEFAULT_CATEGORIES  # one list
+from monitor.inventory.models import CATEGORY_ZH as CATEGORY_ZH
+from monitor.inventory.models import category_key as category_key
 
 TicketStatus = Literal["open", "in_progress", "resolved", "closed"]
 IncidentStatus = Literal["down", "degraded", "unreachable", "flapping"]
@@ -15,17 +17,6 @@ Selector = Literal["device", "class", "floor"]
 
 TICKET_STATUSES: tuple[str, ...] = ("open", "in_progress", "resolved", "closed")
 INCIDENT_STATUSES: tuple[str, ...] = ("down", "degraded", "unreachable", "flapping")
-
-CATEGORY_ZH: dict[str, str] = {
-    "fault": "故障维修",
-    "preventive": "预防性维护",
-    "line": "线路网络",
-    "enrolment": "门禁录入",
-    "installation": "安装",
-    "relocation": "迁移",
-    "inspection": "巡检",
-    "other": "其他",
-}
 
 # Allowed ticket transitions. open -> closed covers duplicates and mistaken tickets; resolved and
 # closed tickets are reopened to "open" (the audit trail keeps the earlier resolution).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ from monitor.store.models import (
     NotFound,
     Ticket,
     TicketEvent,
+    category_key,
 )
 
 T = schema.tickets
@@ -111,6 +112,7 @@ class TicketsMixin(StoreBase):
             )
 
     def _values(self, new: NewTicket, at: datetime) -> dict[str, Any]:
+        new = replace(new, category=category_key(new.category))
         self._check_category(new.category)
         if new.status not in TICKET_STATUSES:
             raise InvalidValue(f"unknown status {new.status!r}")
@@ -268,7 +270,10 @@ class TicketsMixin(StoreBase):
         if unknown:
             raise InvalidValue(f"not editable: {', '.join(sorted(unknown))}")
         if "category" in changes:
+            changes = {**changes, "category": category_key(changes["category"])}
             self._check_category(changes["category"])
+        if "summary" in changes and not (changes["summary"] or "").strip():
+            raise InvalidValue("summary must not be empty")  # as on creation
         when = self._now(at)
         with self.tx() as conn:
             row = self._row(conn, ticket_id, lock=True)
@@ -315,6 +320,8 @@ class TicketsMixin(StoreBase):
         unknown = set(filters) - set(FILTERS)
         if unknown:
             raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
+        if filters.get("category") is not None:
+            filters["category"] = category_key(filters["category"])  # type: ignore[arg-type]
         conds = [T.c[k] == v for k, v in filters.items() if v is not None]
         if opened_from is not None:
             conds.append(T.c.opened_at >= self._now(opened_from))
