@@ -297,8 +297,9 @@ class Pipeline:
             ),
             owner=device.owner,
             parent=device.parent,
-            incident_id=inc.id if inc else None,
+            incident_id=(inc.id or None) if inc else None,
             severity="critical" if status == "down" else "warning",
+            opened_at=_utc(inc.started_at) if inc else None,
         )
 
     # -- tickets -----------------------------------------------------------------------------
