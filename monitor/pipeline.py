@@ -4,7 +4,10 @@
            -> incidents (store) -> notifications (alert engine) -> tickets (store, per policy)
 
 The pipeline is the single writer of the hall state. It never blocks the event loop: the store is
-an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues.
+an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues. Its incident and
+ticket writes go through the store's write queue (``AsyncStore.queue``): an alert never waits
+for them and never depends on them succeeding; they land in order, retried while the database
+is locked (a long import) or away.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -109,7 +112,6 @@ class Pipeline:
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,11 +167,7 @@ class Pipeline:
         if pending is not None:
             pending.cancel()
         if self.store is not None:
-            task = asyncio.get_running_loop().create_task(
-                self.store.close_incident(inc.id, _utc(now))
-            )
-            self._closing.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._closing.discard)
+            self.store.queue(self._close_incident, inc, _utc(now))
 
     # -- the flow ----------------------------------------------------------------------------
 
@@ -230,23 +228,33 @@ class Pipeline:
     async def _incident(
         self, t: DeviceTransition, check: ResolvedCheck | None
     ) -> OpenIncident | None:
-        """Close the incident the device left, open the one it entered; return the closed."""
+        """Close the incident the device left, open the one it entered; return the closed.
+        The writes are queued (see the module's doc): the state and the alert go on at once."""
         old = self.incidents.get(t.device)
         if old is not None and old.status is not t.to:
             del self.incidents[t.device]
             if self.store is not None:
-                await self.store.close_incident(old.id, _utc(t.at))
+                self.store.queue(self._close_incident, old, _utc(t.at))
         else:
             old = None
         if t.to in INCIDENT_STATUSES and t.device not in self.incidents:
             cause_check = self._cause_check(t, check)
-            inc_id = 0
+            inc = self.incidents[t.device] = OpenIncident(0, t.to, cause_check, t.at)
             if self.store is not None:
-                inc_id = await self.store.open_incident(
-                    t.device, cause_check, t.to.value, t.cause, _utc(t.at)
-                )
-            self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+                self.store.queue(self._open_incident, t.device, inc, t.cause)
         return old
+
+    # Run on the store thread, in the order queued: an incident's id is known to every write
+    # queued after its opening (its close, its ticket).
+    def _open_incident(self, device: str, inc: OpenIncident, cause: str) -> None:
+        assert self.store is not None
+        inc.id = self.store.store.open_incident(device, inc.check, inc.status.value, cause,
+                                                _utc(inc.started_at))
+
+    def _close_incident(self, inc: OpenIncident, at: datetime) -> None:
+        assert self.store is not None
+        if inc.id:
+            self.store.store.close_incident(inc.id, at)
 
     def _cause_check(self, t: DeviceTransition, check: ResolvedCheck | None) -> str | None:
         """The check whose failure explains the status (restored as DOWN after a restart)."""
@@ -329,7 +337,6 @@ class Pipeline:
                 continue
             if t.to.value not in rule.when:
                 continue
-            key = self._ticket_key(t.device, inc)
             new = NewTicket(
                 category=rule.category,
                 summary=f"{device.name}（{device.id}）{_STATUS_ZH[t.to]}：{t.cause}",
@@ -340,38 +347,47 @@ class Pipeline:
                 owner=device.owner,
                 assignee=rule.assignee,
                 source="auto",
-                incident_id=inc.id or None,
-                incident_key=key,
             )
             task = asyncio.get_running_loop().create_task(
-                self._open_ticket_later(t.device, t.to, float(rule.delay), key, new)
+                self._open_ticket_later(t.device, t.to, float(rule.delay), inc, new)
             )
             self._ticket_tasks[t.device] = task
             return
 
     async def _open_ticket_later(
-        self, device: str, status: DeviceStatus, delay: float, key: str, new: NewTicket
+        self, device: str, status: DeviceStatus, delay: float, inc: OpenIncident, new: NewTicket
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
+        self._ticket_tasks.pop(device, None)
         if self.state.status(device) is not status or self.store is None:
             return
-        ticket, created = await self.store.auto_ticket(key, new)
+        self.store.queue(self._auto_ticket, device, inc, new)
+
+    def _auto_ticket(self, device: str, inc: OpenIncident, new: NewTicket) -> None:
+        """On the store thread, after the incident's own write (its id is known)."""
+        assert self.store is not None
+        key = self._ticket_key(device, inc)
+        ticket, created = self.store.store.auto_ticket(
+            key, replace(new, incident_id=inc.id or None, incident_key=key))
         if created:
             log.info("ticket #%d opened for %s (%s)", ticket.id, device, key)
-        self._ticket_tasks.pop(device, None)
 
     async def _resolve_ticket(
         self, device: Device, t: DeviceTransition, closed: OpenIncident
     ) -> None:
         assert self.store is not None
         minutes = (t.at - closed.started_at) / 60
-        ticket = await self.store.resolve_auto_ticket(
-            self._ticket_key(device.id, closed),
-            f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / recovered after {minutes:.1f} min",
-        )
+        resolution = (f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / "
+                      f"recovered after {minutes:.1f} min")
+        self.store.queue(self._resolve_auto_ticket, device.id, closed, resolution)
+
+    def _resolve_auto_ticket(self, device: str, closed: OpenIncident, resolution: str) -> None:
+        assert self.store is not None
+        ticket = self.store.store.resolve_auto_ticket(self._ticket_key(device, closed),
+                                                      resolution)
         if ticket is not None:
-            log.info("ticket #%d auto-resolved for %s", ticket.id, device.id)
+            log.info("ticket #%d auto-resolved for %s", ticket.id, device)
 
 
 _STATUS_ZH = {
