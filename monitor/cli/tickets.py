@@ -149,7 +149,9 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str) -> int:
     elif cmd == "import":
         rows = parse_tickets_csv(args.file.read_bytes(), store.tz, store.categories, actor)
         ids = store.import_tickets(rows, actor=actor)
-        print(f"imported {len(ids)} tickets from {args.file}", file=out)
+        lock = store.last_import_lock_seconds or 0.0
+        print(f"imported {len(ids)} tickets from {args.file} (write lock held {lock:.2f} s)",
+              file=out)
     return 0
 
 
