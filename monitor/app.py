@@ -346,8 +346,10 @@ class Hall:
             poll_interval=cfg.delivery.poll_interval,
             rate_limits=rate_limits(cfg),
         )
+        shard = self.options.shard
         self.engine = Engine(
-            cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake
+            cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake,
+            state_name="engine" if shard is None else f"engine/shard-{shard[0]}-of-{shard[1]}",
         )
         await self.engine.load()  # what the previous process had not yet sent
         self.engine.resume(self.pipeline.resumed_events(), now())

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.agents.daemon import ROOT, WebhookReceiver, node, small_inventory
 from tests.agents.netns import LINK_FAR, linked_namespaces, set_link
 from tests.conftest import require_root, require_tool
@@ -27,6 +29,7 @@ from tests.conftest import require_root, require_tool
 DOWN_S, CYCLE_S, CYCLES = 14.0, 40.0, 3
 
 
+@pytest.mark.timeout(300)  # three 40 s cycles of the hall's real rhythm
 def test_a_line_down_14s_every_40s_is_told_each_time_then_as_flapping(tmp_path: Path) -> None:
     require_tool("ip")
     require_root("network namespaces")

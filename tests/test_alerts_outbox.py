@@ -51,7 +51,7 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self.items: dict[int, OutboxItem] = {}
         self._lock = threading.Lock()
-        self.state: str | None = None  # the engine's snapshot (``commit``)
+        self.states: dict[str, str] = {}  # the engines' snapshots (``commit``), by name
         self.fail_commits = 0  # the next N commits fail, as a locked database would
 
     def enqueue(self, key: str, channel: str, payload: dict[str, Any]) -> bool:
@@ -63,16 +63,17 @@ class MemoryOutbox:
             self.items[new_id] = OutboxItem(new_id, key, channel, json.loads(json.dumps(payload)))
             return True
 
-    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str) -> int:
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = "engine") -> int:
         if self.fail_commits:
             self.fail_commits -= 1
             raise RuntimeError("database is locked")
         added = sum(self.enqueue(k, c, p) for k, c, p in rows)
-        self.state = state
+        self.states[name] = state
         return added
 
-    def alert_state(self) -> str | None:
-        return self.state
+    def alert_state(self, name: str = "engine") -> str | None:
+        return self.states.get(name)
 
     def due(self, now: datetime, limit: int) -> list[OutboxItem]:
         with self._lock:

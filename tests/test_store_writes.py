@@ -185,3 +185,13 @@ def test_an_outage_during_a_150k_row_import_into_the_daemons_store_is_recorded_a
         assert _rows(d.db, "SELECT count(*) FROM tickets WHERE source = 'import'") == [
             (150_000,)]
         print(f"150k-row import: write lock held {lock:.2f} s")
+
+
+def test_the_engine_state_lands_with_its_messages_one_per_poller(store: Store) -> None:
+    a, b = "engine/shard-0-of-2", "engine/shard-1-of-2"
+    assert store.alert_state(a) is None
+    assert store.commit([("k1/dt", "dt", {"n": 1}), ("k2/dt", "dt", {"n": 2})], '{"s": 1}', a) == 2
+    assert store.commit([("k3/dt", "dt", {"n": 3})], '{"s": "b"}', b) == 1
+    assert store.commit([("k1/dt", "dt", {"n": 1})], '{"s": 2}', a) == 0  # a retried write
+    assert (store.alert_state(a), store.alert_state(b)) == ('{"s": 2}', '{"s": "b"}')
+    assert [i.key for i in store.due(datetime.now(UTC))] == ["k1/dt", "k2/dt", "k3/dt"]

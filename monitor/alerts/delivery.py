@@ -42,12 +42,13 @@ class Outbox(Protocol):
     not due yet (a failed item waiting for its retry holds back the rest of its channel)."""
 
     def enqueue(self, key: str, channel: str, payload: dict[str, Any]) -> bool: ...
-    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str) -> int:
-        """Enqueue ``rows`` (key, channel, payload) in order and save the engine's ``state``,
-        all in one transaction; the number of rows new to the outbox."""
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = ...) -> int:
+        """Enqueue ``rows`` (key, channel, payload) in order and save the engine's ``state``
+        under ``name`` (one per poller), all in one transaction; the number of rows new."""
         ...
-    def alert_state(self) -> str | None:
-        """The engine state saved by the last ``commit``."""
+    def alert_state(self, name: str = ...) -> str | None:
+        """The engine state saved under ``name`` by the last ``commit``."""
         ...
     def due(self, now: datetime, limit: int) -> list[Any]: ...
     def mark_sent(self, id: int, at: datetime) -> None: ...

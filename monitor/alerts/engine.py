@@ -92,8 +92,10 @@ class Engine:
         clock: Callable[[], datetime],
         tz: tzinfo | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        state_name: str = "engine",
     ) -> None:
         self._config = config
+        self._state_name = state_name  # pollers sharing one database keep their own state
         self._outbox = outbox
         self._clock = clock
         self._style = Style(config.language, tz or ZoneInfo("Asia/Shanghai"), config.link_base)
@@ -135,7 +137,7 @@ class Engine:
 
     async def load(self) -> bool:
         """Resume the state written by the previous process; False if there is none."""
-        text = await asyncio.to_thread(self._outbox.alert_state)
+        text = await asyncio.to_thread(self._outbox.alert_state, self._state_name)
         if text:
             self.restore(json.loads(text))
             self._saved = text
@@ -359,7 +361,7 @@ class Engine:
                 return 0
             pairs = list(self._unwritten)
             rows = [(f"{m.key}/{channel}", channel, m.to_payload()) for channel, m in pairs]
-            await asyncio.to_thread(self._outbox.commit, rows, state)
+            await asyncio.to_thread(self._outbox.commit, rows, state, self._state_name)
             del self._unwritten[: len(pairs)]
             self._saved = state
         if pairs and self._on_enqueued:

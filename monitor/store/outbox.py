@@ -47,21 +47,22 @@ class OutboxMixin(StoreBase):
             return False
         return True
 
-    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str) -> int:
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = ENGINE_STATE) -> int:
         """The alert engine's write: its messages, in order, and its state, in one transaction
-        (a restart finds either both or neither)."""
+        (a restart finds either both or neither). ``name``: one per poller (shard)."""
         now = self._now(None)
         with self.tx() as conn:
             added = sum(self._enqueue(conn, k, c, p, now) for k, c, p in rows)
-            done = conn.execute(update(A).where(A.c.name == ENGINE_STATE)
+            done = conn.execute(update(A).where(A.c.name == name)
                                 .values(value=state, updated_at=now))
             if done.rowcount == 0:
-                conn.execute(A.insert().values(name=ENGINE_STATE, value=state, updated_at=now))
+                conn.execute(A.insert().values(name=name, value=state, updated_at=now))
             return added
 
-    def alert_state(self) -> str | None:
+    def alert_state(self, name: str = ENGINE_STATE) -> str | None:
         with self.read() as conn:
-            value = conn.execute(select(A.c.value).where(A.c.name == ENGINE_STATE)).scalar()
+            value = conn.execute(select(A.c.value).where(A.c.name == name)).scalar()
             return None if value is None else str(value)
 
     def due(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
