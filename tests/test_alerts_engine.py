@@ -309,3 +309,18 @@ async def test_a_failed_outbox_write_is_retried_in_order_and_nothing_is_lost() -
     assert await engine.tick() == 2
     kinds = [Message.from_payload(i.payload).status for i in outbox.items.values()]
     assert kinds == ["firing", "resolved"]
+
+
+async def test_an_idle_tick_writes_nothing() -> None:
+    outbox, clock = MemoryOutbox(), Clock()
+    engine = Engine(config(), outbox, clock=clock)
+    engine.submit(ev("cam-1", "down", T0, cls="camera"))
+    await engine.tick()  # the window opens: its event is written down
+    written = outbox.commits
+    assert written == 1 and outbox.items == {}
+    for _ in range(3):
+        clock.now += S
+        await engine.tick()
+    assert outbox.commits == written  # nothing changed, nothing rewritten
+    clock.now = T0 + 6 * S
+    assert await engine.tick() == 1 and outbox.commits == written + 1

@@ -53,6 +53,7 @@ class MemoryOutbox:
         self._lock = threading.Lock()
         self.states: dict[str, str] = {}  # the engines' snapshots (``commit``), by name
         self.fail_commits = 0  # the next N commits fail, as a locked database would
+        self.commits = 0
 
     def enqueue(self, key: str, channel: str, payload: dict[str, Any]) -> bool:
         with self._lock:
@@ -65,6 +66,7 @@ class MemoryOutbox:
 
     def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
                name: str = "engine") -> int:
+        self.commits += 1
         if self.fail_commits:
             self.fail_commits -= 1
             raise RuntimeError("database is locked")

@@ -108,6 +108,9 @@ class Engine:
         self._unwritten: list[tuple[str, Message]] = []  # planned, not yet in the outbox
         self._saved: str | None = None  # the snapshot last written
         self._loaded = False  # a snapshot was found by load()
+        # The state changed since the last snapshot: a snapshot is written only then (at 10k
+        # devices paging it is megabytes of JSON; an idle tick must not rebuild it).
+        self._dirty = True
         self._commit_lock = asyncio.Lock()
         # Machine receivers must be told again and again that an alert still fires.
         self._refresh = {
@@ -125,6 +128,7 @@ class Engine:
     # -- decisions (sync, no I/O) ------------------------------------------------------------
     def plan(self, now: datetime) -> list[tuple[str, Message]]:
         """Advance every route to ``now``; return (channel, message) pairs to enqueue."""
+        self._dirty |= bool(self._inbox)
         self._absorb()
         out: list[tuple[str, Message]] = []
         for route in self._config.routes:
@@ -133,6 +137,7 @@ class Engine:
                 out += self._gate(route, message, now, route.channels)
             out += self._refreshes(route, state, now)
             out += self._release(route, now)
+        self._dirty |= bool(out)
         return out
 
     async def load(self) -> bool:
@@ -201,6 +206,7 @@ class Engine:
             now >= state.opened_at + timedelta(seconds=route.group_wait)
         )
         if due:
+            self._dirty = True  # the window's events leave it, told or not
             events = [e for evs in state.pending.values() for e in evs]
             state.pending.clear()
             state.opened_at = None
@@ -210,6 +216,7 @@ class Engine:
                 messages.append(self._render(route, "notice", parts, group, now))
         repeats = self._repeats(route, state, now)
         if repeats:
+            self._dirty = True
             parts = [f"{event_identity(f.event)}@{state.paging[f.event.device_id].repeats}"
                      for f in repeats.repeats]
             messages.append(self._render(route, "repeat", parts, repeats, now))
@@ -356,12 +363,19 @@ class Engine:
         locked database delays messages but never loses or reorders them."""
         async with self._commit_lock:
             self._unwritten += self.plan(self._clock())
+            if not self._unwritten and not self._dirty:
+                return 0
+            self._dirty = False
             state = json.dumps(self.dump(), ensure_ascii=False, sort_keys=True)
             if not self._unwritten and state == self._saved:
                 return 0
             pairs = list(self._unwritten)
             rows = [(f"{m.key}/{channel}", channel, m.to_payload()) for channel, m in pairs]
-            await asyncio.to_thread(self._outbox.commit, rows, state, self._state_name)
+            try:
+                await asyncio.to_thread(self._outbox.commit, rows, state, self._state_name)
+            except BaseException:
+                self._dirty = True  # write it again next tick
+                raise
             del self._unwritten[: len(pairs)]
             self._saved = state
         if pairs and self._on_enqueued:
