@@ -312,7 +312,7 @@ class Hall:
             clock=time.time,
         )
         await self.pipeline.resume()
-        self._start_alerts(inventory)
+        await self._start_alerts(inventory)
         if self.options.mock:
             simulate.install(inventory)
         self._labels = self.metric_labels(inventory)
@@ -350,7 +350,7 @@ class Hall:
             self.traps = TrapReceiver(inventory, handle, self.recheck)
             await self.traps.start(*self.options.traps_listen)
 
-    def _start_alerts(self, inventory: Inventory) -> None:
+    async def _start_alerts(self, inventory: Inventory) -> None:
         assert self.store is not None
         cfg = inventory.notifications
         if not cfg.channels:
@@ -366,9 +366,12 @@ class Hall:
             poll_interval=cfg.delivery.poll_interval,
             rate_limits=rate_limits(cfg),
         )
+        shard = self.options.shard
         self.engine = Engine(
-            cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake
+            cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake,
+            state_name="engine" if shard is None else f"engine/shard-{shard[0]}-of-{shard[1]}",
         )
+        await self.engine.load()  # what the previous process had not yet sent
         self.engine.resume(self.pipeline.resumed_events(), now())
         self.pipeline.alerts = self.engine
         self._spawn(self.engine.run())
@@ -473,6 +476,10 @@ class Hall:
             task.cancel()
         await asyncio.gather(*self._tasks, *settling, return_exceptions=True)
         self._tasks.clear()
+        if self.engine is not None:
+            # Events inside their group window and held messages go to the store, so the next
+            # process tells them (a SIGTERM must not lose a page).
+            await self.engine.flush()
         if self._http is not None:
             await self._http.aclose()
         with contextlib.suppress(Exception):

@@ -4,7 +4,10 @@
            -> incidents (store) -> notifications (alert engine) -> tickets (store, per policy)
 
 The pipeline is the single writer of the hall state. It never blocks the event loop: the store is
-an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues.
+an AsyncStore (one writer thread) and the alert engine's ``submit`` only queues. Its incident and
+ticket writes go through the store's write queue (``AsyncStore.queue``): an alert never waits
+for them and never depends on them succeeding; they land in order, retried while the database
+is locked (a long import) or away.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -91,15 +94,25 @@ class OpenIncident:
     started_at: float
 
 
+def ticket_key(device: str, inc: OpenIncident) -> str:
+    # Unique per incident: two pollers sharing one database never open two tickets.
+    return f"incident:{inc.id}" if inc.id else f"{device}:{inc.started_at:.0f}"
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     """One device's time away from UP, across every status it passes (down -> degraded ->
     unreachable ...): its automatic ticket is keyed by the first incident and resolved only when
     the device is UP again, not when the incident it was opened for gives way to the next."""
 
-    ticket_key: str
+    first: OpenIncident  # the outage's first incident: its ticket is keyed by it
     started_at: float
     auto_resolve: bool = True  # the ticket rule's ``auto_resolve``: False leaves it to people
+    known_key: str | None = None  # after a restart: the open ticket's own key
+
+    def ticket_key(self, device: str) -> str:
+        """Read on the store thread, after the first incident's queued write gave it its id."""
+        return self.known_key or ticket_key(device, self.first)
 
 
 class Pipeline:
@@ -126,7 +139,6 @@ class Pipeline:
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,10 +170,10 @@ class Pipeline:
             )
             # The outage goes on: its ticket (opened for an earlier incident of it, maybe) is
             # the one to resolve when the device is back.
-            ticket_key, ticket_since = tickets.get(
-                inc.device_id, (self._ticket_key(inc.device_id, opened), since))
-            self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since),
-                                                 self._auto_resolve(inc.device_id))
+            known, ticket_since = tickets.get(
+                inc.device_id, (ticket_key(inc.device_id, opened), since))
+            self.outages[inc.device_id] = Outage(opened, min(since, ticket_since),
+                                                 self._auto_resolve(inc.device_id), known)
         self.state.restore(states, self.state.maintenance, self.clock())
         log.info("resumed %d open incidents from the store", len(self.incidents))
         return len(self.incidents)
@@ -198,11 +210,7 @@ class Pipeline:
         if pending is not None:
             pending.cancel()
         if self.store is not None:
-            task = asyncio.get_running_loop().create_task(
-                self.store.close_incident(inc.id, _utc(now))
-            )
-            self._closing.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._closing.discard)
+            self.store.queue(self._close_incident, inc, _utc(now))
 
     # -- the flow ----------------------------------------------------------------------------
 
@@ -263,25 +271,35 @@ class Pipeline:
     async def _incident(
         self, t: DeviceTransition, check: ResolvedCheck | None
     ) -> OpenIncident | None:
-        """Close the incident the device left, open the one it entered; return the closed."""
+        """Close the incident the device left, open the one it entered; return the closed.
+        The writes are queued (see the module's doc): the state and the alert go on at once."""
         old = self.incidents.get(t.device)
         if old is not None and old.status is not t.to:
             del self.incidents[t.device]
             if self.store is not None:
-                await self.store.close_incident(old.id, _utc(t.at))
+                self.store.queue(self._close_incident, old, _utc(t.at))
         else:
             old = None
         if t.to in INCIDENT_STATUSES and t.device not in self.incidents:
             cause_check = self._cause_check(t, check)
-            inc_id = 0
+            inc = self.incidents[t.device] = OpenIncident(0, t.to, cause_check, t.at)
             if self.store is not None:
-                inc_id = await self.store.open_incident(
-                    t.device, cause_check, t.to.value, t.cause, _utc(t.at)
-                )
-            opened = self.incidents[t.device] = OpenIncident(inc_id, t.to, cause_check, t.at)
+                self.store.queue(self._open_incident, t.device, inc, t.cause)
             if t.device not in self.outages:
-                self.outages[t.device] = Outage(self._ticket_key(t.device, opened), t.at)
+                self.outages[t.device] = Outage(inc, t.at)
         return old
+
+    # Run on the store thread, in the order queued: an incident's id is known to every write
+    # queued after its opening (its close, its ticket).
+    def _open_incident(self, device: str, inc: OpenIncident, cause: str) -> None:
+        assert self.store is not None
+        inc.id = self.store.store.open_incident(device, inc.check, inc.status.value, cause,
+                                                _utc(inc.started_at))
+
+    def _close_incident(self, inc: OpenIncident, at: datetime) -> None:
+        assert self.store is not None
+        if inc.id:
+            self.store.store.close_incident(inc.id, at)
 
     def _cause_check(self, t: DeviceTransition, check: ResolvedCheck | None) -> str | None:
         """The check whose failure explains the status (restored as DOWN after a restart)."""
@@ -332,16 +350,12 @@ class Pipeline:
             ),
             owner=device.owner,
             parent=device.parent,
-            incident_id=inc.id if inc else None,
+            incident_id=(inc.id or None) if inc else None,
             severity="critical" if status == "down" else "warning",
+            opened_at=_utc(inc.started_at) if inc else None,
         )
 
     # -- tickets -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _ticket_key(device: str, inc: OpenIncident) -> str:
-        # Unique per incident: two pollers sharing one database never open two tickets.
-        return f"incident:{inc.id}" if inc.id else f"{device}:{inc.started_at:.0f}"
 
     async def _ticket(self, t: DeviceTransition) -> None:
         if self.store is None:
@@ -366,8 +380,8 @@ class Pipeline:
                 continue
             if t.to.value not in rule.when:
                 continue
-            key = outage.ticket_key  # one ticket per outage, whatever status it passes
-            self.outages[t.device] = dataclasses.replace(outage, auto_resolve=rule.auto_resolve)
+            self.outages[t.device] = outage = dataclasses.replace(
+                outage, auto_resolve=rule.auto_resolve)
             new = NewTicket(
                 category=rule.category,
                 summary=f"{device.name}（{device.id}）{_STATUS_ZH[t.to]}：{t.cause}",
@@ -378,11 +392,9 @@ class Pipeline:
                 owner=device.owner,
                 assignee=rule.assignee,
                 source="auto",
-                incident_id=inc.id or None,
-                incident_key=key,
             )
             task = asyncio.get_running_loop().create_task(
-                self._open_ticket_later(t.device, t.to, float(rule.delay), key, new)
+                self._open_ticket_later(t.device, t.to, float(rule.delay), inc, outage, new)
             )
             self._ticket_tasks[t.device] = task
             return
@@ -394,26 +406,39 @@ class Pipeline:
         return next((r.auto_resolve for r in rules if not r.classes or cls in r.classes), True)
 
     async def _open_ticket_later(
-        self, device: str, status: DeviceStatus, delay: float, key: str, new: NewTicket
+        self, device: str, status: DeviceStatus, delay: float, inc: OpenIncident,
+        outage: Outage, new: NewTicket,
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
+        self._ticket_tasks.pop(device, None)
         if self.state.status(device) is not status or self.store is None:
             return
-        ticket, created = await self.store.auto_ticket(key, new)
+        self.store.queue(self._auto_ticket, device, inc, outage, new)
+
+    def _auto_ticket(self, device: str, inc: OpenIncident, outage: Outage,
+                     new: NewTicket) -> None:
+        """On the store thread, after the incidents' own writes (their ids are known): one
+        ticket per outage, whatever status it passes."""
+        assert self.store is not None
+        key = outage.ticket_key(device)
+        ticket, created = self.store.store.auto_ticket(
+            key, replace(new, incident_id=inc.id or None, incident_key=key))
         if created:
             log.info("ticket #%d opened for %s (%s)", ticket.id, device, key)
-        self._ticket_tasks.pop(device, None)
 
     async def _resolve_ticket(self, device: Device, t: DeviceTransition, outage: Outage) -> None:
         assert self.store is not None
         minutes = (t.at - outage.started_at) / 60
-        ticket = await self.store.resolve_auto_ticket(
-            outage.ticket_key,
-            f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / recovered after {minutes:.1f} min",
-        )
+        resolution = (f"设备已自动恢复，故障持续 {minutes:.1f} 分钟 / "
+                      f"recovered after {minutes:.1f} min")
+        self.store.queue(self._resolve_auto_ticket, device.id, outage, resolution)
+
+    def _resolve_auto_ticket(self, device: str, outage: Outage, resolution: str) -> None:
+        assert self.store is not None
+        ticket = self.store.store.resolve_auto_ticket(outage.ticket_key(device), resolution)
         if ticket is not None:
-            log.info("ticket #%d auto-resolved for %s", ticket.id, device.id)
+            log.info("ticket #%d auto-resolved for %s", ticket.id, device)
 
 
 _STATUS_ZH = {

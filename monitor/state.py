@@ -84,6 +84,10 @@ class CheckPolicy:
     flap_window: int = 21
     flap_high: float = 50.0
     flap_low: float = 25.0
+    # Short outages repeated (down 14 s every 40 s) change state too rarely for the percent to
+    # rise: this many hard DOWNs within the flap window are flapping as well (issue 10); it
+    # stops once at most one is left in the window (and the percent is below flap_low).
+    flap_downs: int = 3
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1 or self.success_threshold < 1:
@@ -116,6 +120,7 @@ class CheckState(NamedTuple):
     since: float | None = None  # time of the last hard change
     last_change: float | None = None  # time of the last soft change (result flipped)
     cause: str | None = None  # while hard DOWN: the latest failure's reason
+    downs: int = 0  # like ``history``: 1 where a result made the check hard DOWN
 
 
 class Transition(NamedTuple):
@@ -178,10 +183,13 @@ def advance(
     history = ((state.history << 1) | ok) & mask
     history_len = min(state.history_len + 1, policy.flap_window)
     percent = flap_percent(history, history_len, policy.flap_window)
+    went_down = hard is CheckStatus.DOWN and state.hard is not CheckStatus.DOWN
+    downs = ((state.downs << 1) | went_down) & mask
+    n_downs = downs.bit_count()
     flapping = state.flapping
-    if not flapping and percent > policy.flap_high:
+    if not flapping and (percent > policy.flap_high or n_downs >= policy.flap_downs):
         flapping = True
-    elif flapping and percent < policy.flap_low:
+    elif flapping and percent < policy.flap_low and n_downs <= 1:
         flapping = False
 
     new = CheckState(
@@ -197,6 +205,7 @@ def advance(
         since=now if hard is not state.hard else state.since,
         last_change=now if soft is not state.soft else state.last_change,
         cause=_down_cause(hard, ok, error, state.cause),
+        downs=downs,
     )
     if hard is state.hard and flapping == state.flapping:
         return new, None
@@ -204,7 +213,8 @@ def advance(
         from_=state.hard,
         to=hard,
         at=now,
-        cause=_cause(hard, state.hard, flapping, state.flapping, percent, error),
+        cause=_cause(hard, state.hard, flapping, state.flapping, percent, error,
+                     n_downs, policy),
         initial=state.hard is CheckStatus.UNKNOWN and hard is not CheckStatus.UNKNOWN,
         flapping=flapping or state.flapping,
         flap_started=flapping and not state.flapping,
@@ -242,9 +252,14 @@ def _cause(
     was_flapping: bool,
     percent: float,
     error: str | None,
+    downs: int = 0,
+    policy: CheckPolicy | None = None,
 ) -> str:
     if flapping != was_flapping:
         verb = "started" if flapping else "stopped"
+        if flapping and policy is not None and percent <= policy.flap_high:
+            return (f"flapping {verb}: {downs} outages in the last {policy.flap_window} "
+                    f"results ({percent:.0f}% state change)")
         return f"flapping {verb}: {percent:.0f}% state change"
     if hard is CheckStatus.DOWN:
         return error or "failed"

@@ -208,3 +208,22 @@ async def test_the_loops_deliver_on_real_time_with_a_tiny_window() -> None:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
     assert outbox.outbox_counts()["sent"] == 1  # woken at once: well before the 5 s poll
+
+
+async def test_a_recovery_waits_behind_its_failed_outage_notice_across_a_restart() -> None:
+    """Issue 10, point 4: the DOWN fails once; the RECOVERED, enqueued while the DOWN waits
+    for its retry, must not go first, not even from a new Delivery (a restarted process)."""
+    outbox, clock = MemoryOutbox(), Clock()
+    outbox.enqueue("down/dt", "dt", _payload("down"))
+    first = Scripted("dt", DeliveryResult.failure("HTTP 503"))
+    async with httpx.AsyncClient() as client:
+        await Delivery(outbox, {"dt": first}, client, clock).run_once()
+        outbox.enqueue("up/dt", "dt", _payload("up"))
+        clock.now += S
+        again = Scripted("dt")
+        restarted = Delivery(outbox, {"dt": again}, client, clock)
+        await restarted.run_once()
+        assert again.got == []  # the DOWN's retry is 2 s out: the RECOVERED waits too
+        clock.now += 2 * S
+        await restarted.run_once()
+    assert first.got == ["down"] and again.got == ["down", "up"]

@@ -236,3 +236,120 @@ def test_down_giving_way_to_degraded_resolves_the_down_alert() -> None:
     [(_, only)] = engine2.plan(T0 + 6 * S)
     assert [(a.labels["alertname"], a.status) for a in only.alerts] == [
         ("HallDeviceDegraded", "firing")]
+
+
+# ---- issue 10: short outages are told; nothing due is lost by a restart or a failed write ----
+
+
+def test_a_down_that_recovers_inside_the_group_window_is_still_told() -> None:
+    clock = Clock()
+    engine = Engine(config(), MemoryOutbox(), clock=clock)
+    engine.submit(ev("kiosk-1f-01", "down", T0))
+    clock.now = T0 + 4 * S
+    engine.submit(ev("kiosk-1f-01", "up", T0 + 4 * S, "down"))
+    sent = by_route(engine.plan(T0 + 6 * S))
+    [it] = sent["it"]
+    assert it.kind == "notice" and it.title == "[hallmon] 故障4秒，已恢复：设备kiosk-1f-01"
+    assert "3 次 ICMP 无响应" in it.text  # the cause of the short outage
+    [item] = it.alerts
+    assert (item.status, item.starts_at, item.ends_at) == (
+        "resolved", T0.isoformat(), (T0 + 4 * S).isoformat())
+    assert engine.firing("it") == {} and engine.plan(T0 + 3700 * S) == []
+
+
+def test_down_up_down_inside_one_window_tells_both_and_pages_the_second() -> None:
+    cfg = config().model_copy(update={"language": "en"})
+    clock = Clock()
+    engine = Engine(cfg, MemoryOutbox(), clock=clock)
+    for i, (status, prev) in enumerate([("down", "up"), ("up", "down"), ("down", "up")]):
+        engine.submit(ev("kiosk-1f-01", status, T0 + i * S, prev))
+    [(_, it), _] = engine.plan(T0 + 6 * S)
+    assert it.title.startswith("[hallmon] DOWN：")
+    assert "DOWN 1s, RECOVERED" in it.text
+    assert [a.status for a in it.alerts] == ["firing", "resolved"]
+    assert list(engine.firing("it")) == ["kiosk-1f-01"]
+
+
+def test_a_child_back_up_inside_the_window_is_not_listed_behind_its_parent() -> None:
+    engine = Engine(config(), MemoryOutbox(), clock=lambda: T0)
+    engine.submit(switch("down", T0))
+    engine.submit(ev("kiosk-1f-01", "unreachable", T0 + S))
+    engine.submit(ev("kiosk-1f-02", "unreachable", T0 + S))
+    engine.submit(ev("kiosk-1f-02", "up", T0 + 2 * S, "unreachable"))
+    [it] = by_route(engine.plan(T0 + 6 * S))["it"]
+    assert "设备kiosk-1f-01" in it.text and "设备kiosk-1f-02" not in it.text
+
+
+async def test_a_new_engine_resumes_the_window_the_held_messages_and_the_paging() -> None:
+    night = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai: quiet hours
+    cfg = config(quiet_hours={"start": "22:00", "end": "07:30"})
+    outbox, clock = MemoryOutbox(), Clock(night)
+    first = Engine(cfg, outbox, clock=clock)
+    first.submit(ev("cam-1", "down", night, cls="camera"))
+    clock.now = night + 10 * S
+    await first.tick()  # the notice is held (quiet hours)
+    first.submit(ev("cam-2", "down", clock.now, cls="camera"))
+    await first.tick()  # cam-2 waits in its group window
+    assert outbox.items == {}
+
+    second = Engine(cfg, outbox, clock=clock)  # a restart
+    assert await second.load() is True
+    clock.now = datetime(2026, 11, 25, 23, 30, tzinfo=UTC)  # 07:30: quiet hours end
+    assert await second.tick() == 1
+    [item] = outbox.items.values()
+    digest = Message.from_payload(item.payload)
+    assert {a.labels["device"] for a in digest.alerts} == {"cam-1", "cam-2"}
+    assert set(second.firing("it")) == {"cam-1", "cam-2"}
+    # The paging survived too: the recovery is told after yet another restart.
+    third = Engine(cfg, outbox, clock=clock)
+    await third.load()
+    third.submit(ev("cam-1", "up", clock.now, "down", cls="camera"))
+    clock.now += 6 * S
+    await third.tick()
+    last = Message.from_payload(list(outbox.items.values())[-1].payload)
+    assert last.status == "resolved" and last.alerts[0].labels["device"] == "cam-1"
+
+
+async def test_resume_pages_an_open_incident_the_snapshot_never_knew() -> None:
+    outbox, clock = MemoryOutbox(), Clock()
+    first = Engine(config(group_wait=0.0), outbox, clock=clock)
+    await first.tick()  # an (empty) snapshot exists
+    second = Engine(config(group_wait=0.0), outbox, clock=clock)
+    await second.load()
+    second.resume([ev("cam-9", "down", T0 - 60 * S, cls="camera")], T0)
+    assert await second.tick() == 1  # written but never told: told now
+    third = Engine(config(group_wait=0.0), outbox, clock=clock)
+    await third.load()
+    third.resume([ev("cam-9", "down", T0 - 60 * S, cls="camera")], T0)
+    assert await third.tick() == 0  # told once: not again
+
+
+async def test_a_failed_outbox_write_is_retried_in_order_and_nothing_is_lost() -> None:
+    outbox, clock = MemoryOutbox(), Clock()
+    engine = Engine(config(group_wait=0.0), outbox, clock=clock)
+    outbox.fail_commits = 2  # the database is locked for two ticks
+    engine.submit(ev("cam-1", "down", T0, cls="camera"))
+    with pytest.raises(RuntimeError):
+        await engine.tick()
+    clock.now += S
+    engine.submit(ev("cam-1", "up", clock.now, "down", cls="camera"))
+    with pytest.raises(RuntimeError):
+        await engine.tick()
+    assert await engine.tick() == 2
+    kinds = [Message.from_payload(i.payload).status for i in outbox.items.values()]
+    assert kinds == ["firing", "resolved"]
+
+
+async def test_an_idle_tick_writes_nothing() -> None:
+    outbox, clock = MemoryOutbox(), Clock()
+    engine = Engine(config(), outbox, clock=clock)
+    engine.submit(ev("cam-1", "down", T0, cls="camera"))
+    await engine.tick()  # the window opens: its event is written down
+    written = outbox.commits
+    assert written == 1 and outbox.items == {}
+    for _ in range(3):
+        clock.now += S
+        await engine.tick()
+    assert outbox.commits == written  # nothing changed, nothing rewritten
+    clock.now = T0 + 6 * S
+    assert await engine.tick() == 1 and outbox.commits == written + 1

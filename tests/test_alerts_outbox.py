@@ -32,10 +32,28 @@ class OutboxItem:
     error: str | None = None
 
 
+def _fifo_due(pending: list[OutboxItem], now: datetime, limit: int) -> list[OutboxItem]:
+    """The outbox's order rule (see monitor/store/outbox.py ``due``): per channel, items in id
+    order up to the first one not yet due."""
+    out: list[OutboxItem] = []
+    blocked: set[str] = set()
+    for item in pending:
+        if item.channel in blocked:
+            continue
+        if item.next_attempt_at > now:
+            blocked.add(item.channel)
+            continue
+        out.append(item)
+    return sorted(out, key=lambda i: i.id)[:limit]
+
+
 class MemoryOutbox:
     def __init__(self) -> None:
         self.items: dict[int, OutboxItem] = {}
         self._lock = threading.Lock()
+        self.states: dict[str, str] = {}  # the engines' snapshots (``commit``), by name
+        self.fail_commits = 0  # the next N commits fail, as a locked database would
+        self.commits = 0
 
     def enqueue(self, key: str, channel: str, payload: dict[str, Any]) -> bool:
         with self._lock:
@@ -46,11 +64,24 @@ class MemoryOutbox:
             self.items[new_id] = OutboxItem(new_id, key, channel, json.loads(json.dumps(payload)))
             return True
 
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = "engine") -> int:
+        self.commits += 1
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise RuntimeError("database is locked")
+        added = sum(self.enqueue(k, c, p) for k, c, p in rows)
+        self.states[name] = state
+        return added
+
+    def alert_state(self, name: str = "engine") -> str | None:
+        return self.states.get(name)
+
     def due(self, now: datetime, limit: int) -> list[OutboxItem]:
         with self._lock:
-            ready = [i for i in self.items.values()
-                     if i.state == "pending" and i.next_attempt_at <= now]
-            return sorted(ready, key=lambda i: i.id)[:limit]
+            pending = sorted((i for i in self.items.values() if i.state == "pending"),
+                             key=lambda i: i.id)
+            return _fifo_due(pending, now, limit)
 
     def mark_sent(self, id: int, at: datetime) -> None:
         with self._lock:
@@ -100,9 +131,11 @@ class SqliteOutbox:
     def due(self, now: datetime, limit: int) -> list[OutboxItem]:
         with closing(self._connect()) as db:
             rows = db.execute(
-                "SELECT id, key, channel, payload, attempts FROM outbox WHERE state='pending' "
-                "AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now.timestamp(), limit))
-            return [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+                "SELECT id, key, channel, payload, attempts, next_attempt_at FROM outbox "
+                "WHERE state='pending' ORDER BY id")
+            pending = [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4],
+                                  datetime.fromtimestamp(r[5], UTC)) for r in rows]
+            return _fifo_due(pending, now, limit)
 
     def mark_sent(self, id: int, at: datetime) -> None:
         with closing(self._connect()) as db, db:
@@ -146,10 +179,12 @@ def test_outbox_contract(outbox: Any) -> None:
     assert (first.key, first.channel, first.payload, first.attempts) == ("k1", "dt",
                                                                          {"title": "故障"}, 0)
     outbox.mark_failed(first.id, "HTTP 503", T0 + timedelta(seconds=2), dead=False)
+    assert outbox.enqueue("k3", "dt", {"title": "恢复"}) is True  # due now, but behind k1
     assert [i.key for i in outbox.due(T0, 10)] == ["k2"]
-    [again] = [i for i in outbox.due(T0 + timedelta(seconds=2), 10) if i.key == "k1"]
-    assert again.attempts == 1
+    again, third = [i for i in outbox.due(T0 + timedelta(seconds=2), 10) if i.channel == "dt"]
+    assert (again.key, again.attempts, third.key) == ("k1", 1, "k3")
     outbox.mark_sent(second.id, T0)
+    outbox.mark_sent(third.id, T0)
     outbox.mark_failed(first.id, "errcode 310000", T0, dead=True)
     assert outbox.due(T0 + timedelta(days=1), 10) == []
-    assert outbox.outbox_counts() == {"pending": 0, "sent": 1, "dead": 1}
+    assert outbox.outbox_counts() == {"pending": 0, "sent": 2, "dead": 1}

@@ -77,6 +77,8 @@ async def feed(p: Pipeline, clock: Clock, device: str, name: str, result: ProbeR
     for _ in range(times):
         clock.now += 30
         await p.handle(check(p.inventory, device, name), result)
+    if p.store is not None:
+        await p.store.drain()  # the pipeline's writes are queued (they never hold up a page)
 
 
 async def all_up(p: Pipeline, clock: Clock) -> None:
@@ -134,6 +136,7 @@ async def test_auto_ticket_once_per_incident_and_resolved_on_recovery(
     await feed(p, clock, "sw-1f-a", "ping", FAIL, times=6)
     for task in list(p._ticket_tasks.values()):
         await task
+    await store.drain()
     page, _total = await store.run(store.store.list_tickets)
     auto = [t for t in page if t.source == "auto"]
     assert len(auto) == 1

@@ -74,6 +74,8 @@ class Hallway:
     async def ping(self, device: str, result: ProbeResult, at: datetime) -> None:
         self.clock.now = at.timestamp()
         await self.p.handle(_check(self.inv, device), result)
+        assert self.p.store is not None
+        await self.p.store.drain()  # the pipeline queues its writes; the report reads them
 
     async def all_up(self, at: datetime) -> None:
         for dev in ("sw-1f", "kiosk-1f-01", "line-egov"):

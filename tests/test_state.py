@@ -61,9 +61,12 @@ def test_flapping_one_notice_then_quiet_then_stops() -> None:
     assert got[:2] == ["1 unknown->up initial", "2 up->down"]
     started = [g for g in got if "flap+" in g]
     stopped = [g for g in got if "flap-" in g]
-    assert started == ["10 up->down flapping flap+"]  # 9 weighted changes: just over 50%
+    # The third hard DOWN within the window (results 2, 4, 6) starts it before the percent does
+    # (it would at 10: 9 weighted changes, just over 50%).
+    assert started == ["6 up->down flapping flap+"]
     assert len(stopped) == 1
-    assert stopped == ["46 up->up flapping flap-"]  # 16 steady results: below 25%
+    # Below 25% after 16 steady results (46), and at most one hard DOWN left in the window.
+    assert stopped == ["49 up->up flapping flap-"]
     between = got[got.index(started[0]) + 1 : got.index(stopped[0])]
     assert between and all("flapping" in g and "flap+" not in g for g in between)
 
@@ -413,3 +416,16 @@ def test_a_held_trap_condition_outlives_a_ping_outage() -> None:
     assert feed(h, ["led.ping S", "led.ping S"], 400) == []  # ping back, link still down
     assert h.status("led") is DeviceStatus.DOWN
     assert feed(h, ["led.traps-down S"], 500) == ["led down->up (ok)"]
+
+
+def test_repeated_short_outages_count_toward_flapping() -> None:
+    """Issue 10: down ~14 s every 40 s, polled every 5 s (3 failures, 5 successes a cycle):
+    each outage is a hard DOWN, only ~25% state change. The third hard DOWN inside the window
+    starts flapping; it does not stop while the outages go on; it stops once they end."""
+    policy = CheckPolicy(failure_threshold=2, success_threshold=2)
+    got = story("SSSSS" + "FFFSSSSS" * 6 + "S" * 30, policy)
+    assert got[:3] == ["1 unknown->up initial", "7 up->down", "10 down->up"]
+    assert got[5] == "23 up->down flapping flap+"
+    starts, stops = [g for g in got if "flap+" in g], [g for g in got if "flap-" in g]
+    assert len(starts) == 1 and len(stops) == 1
+    assert int(stops[0].split()[0]) > 5 + 8 * 6  # only after the last outage

@@ -45,6 +45,9 @@ class AlertEvent:
     parent: str | None = None
     incident_id: int | None = None
     severity: Severity = "critical"
+    # When the incident this event belongs to began: its identity, known at once (the store's
+    # row id may land later, see Pipeline's write queue) and the same after a restart.
+    opened_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.since.tzinfo is None:

@@ -36,9 +36,20 @@ class OutboxItem(Protocol):
 
 
 class Outbox(Protocol):
-    """The store's outbox table (monitor/store); an in-memory one serves the tests."""
+    """The store's outbox table (monitor/store); an in-memory one serves the tests.
+
+    ``due`` keeps order: per channel, items in the order enqueued, up to the first one that is
+    not due yet (a failed item waiting for its retry holds back the rest of its channel)."""
 
     def enqueue(self, key: str, channel: str, payload: dict[str, Any]) -> bool: ...
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = ...) -> int:
+        """Enqueue ``rows`` (key, channel, payload) in order and save the engine's ``state``
+        under ``name`` (one per poller), all in one transaction; the number of rows new."""
+        ...
+    def alert_state(self, name: str = ...) -> str | None:
+        """The engine state saved under ``name`` by the last ``commit``."""
+        ...
     def due(self, now: datetime, limit: int) -> list[Any]: ...
     def mark_sent(self, id: int, at: datetime) -> None: ...
     def mark_failed(
@@ -97,9 +108,6 @@ class Delivery:
         # "sending too fast"; items over the pace simply stay due (no attempt is counted).
         self._limits = dict(rate_limits or {})
         self._recent: dict[str, deque[datetime]] = {}
-        # After a retryable failure the whole channel waits for the failed item's retry, so a
-        # later message (a recovery) never overtakes an earlier one (its outage notice).
-        self._blocked_until: dict[str, datetime] = {}
         # Read by metrics: hallmon_notifications_total / hallmon_notification_failures_total.
         self.stats: dict[str, ChannelStats] = {name: ChannelStats() for name in channels}
 
@@ -117,10 +125,10 @@ class Delivery:
         return len(items)
 
     async def _send_all(self, channel_name: str, items: list[Any]) -> None:
+        # ``due`` hands each channel's items in order, none past one that waits for its retry;
+        # after a retryable failure that item is the channel's head (its retry time is stored,
+        # so the hold outlives a restart) and the rest of the channel waits behind it.
         channel = self._channels.get(channel_name)
-        blocked = self._blocked_until.get(channel_name)
-        if blocked is not None and self._clock() < blocked:
-            return
         for item in items:
             if channel is None:
                 result = DeliveryResult.failure(f"channel {channel_name!r} is not configured",
@@ -158,7 +166,6 @@ class Delivery:
         stats = self.stats.setdefault(channel_name, ChannelStats())
         if result.ok:
             stats.sent += 1
-            self._blocked_until.pop(channel_name, None)
             await asyncio.to_thread(self._outbox.mark_sent, item.id, now)
             return
         stats.failures += 1
@@ -167,8 +174,6 @@ class Delivery:
         stats.dead += dead
         error = redact(result.error or "unknown error")
         retry_at = now + self._policy.backoff(attempts)
-        if not dead:
-            self._blocked_until[channel_name] = retry_at
         log.warning("notification %s via %s failed (attempt %d%s): %s", item.key,
                     channel_name, attempts, ", dead letter" if dead else "", error)
         await asyncio.to_thread(self._outbox.mark_failed, item.id, error, retry_at, dead)

@@ -5,6 +5,11 @@ happens in ``plan(now)``: a synchronous step over the engine's state that return
 write to the outbox; ``tick()`` writes them (off the event loop) and wakes the delivery worker;
 ``run()`` is a thin loop around ``tick()``. Tests call ``plan``/``tick`` with a driven clock.
 
+Nothing due lives only in memory: ``tick()`` writes the messages together with a snapshot of the
+engine's state (events inside their group window, held messages, what each route pages about) in
+one transaction, and ``load()`` resumes from it after a restart. A write that fails (a locked
+database) is kept and retried on the next tick, in order; the decisions already taken stand.
+
 Why the decisions are here and not in channels: grouping and rate limiting must see every
 message a route produces, and the outbox must hold a message before anything is sent.
 """
@@ -12,13 +17,16 @@ message a route produces, and the outbox must hold a message before anything is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from monitor.alerts import snapshot as snap
 from monitor.alerts.base import FIRING, AlertEvent, Message
 from monitor.alerts.delivery import Outbox
 from monitor.alerts.message import (
@@ -47,7 +55,9 @@ class _Paging:
 
 @dataclass
 class _RouteState:
-    pending: dict[str, AlertEvent] = field(default_factory=dict)
+    # Every event of the window, per device in the order they happened (a DOWN that recovers
+    # inside the window must still be told, so the latest status cannot simply win).
+    pending: dict[str, list[AlertEvent]] = field(default_factory=dict)
     opened_at: datetime | None = None
     paging: dict[str, _Paging] = field(default_factory=dict)
     orphans_told: dict[str, AlertEvent] = field(default_factory=dict)
@@ -82,8 +92,10 @@ class Engine:
         clock: Callable[[], datetime],
         tz: tzinfo | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        state_name: str = "engine",
     ) -> None:
         self._config = config
+        self._state_name = state_name  # pollers sharing one database keep their own state
         self._outbox = outbox
         self._clock = clock
         self._style = Style(config.language, tz or ZoneInfo("Asia/Shanghai"), config.link_base)
@@ -93,6 +105,13 @@ class Engine:
         self._held: dict[tuple[str, str], list[Message]] = {}
         self._sent: dict[str, deque[datetime]] = {c: deque() for c in config.channels}
         self._wake = asyncio.Event()
+        self._unwritten: list[tuple[str, Message]] = []  # planned, not yet in the outbox
+        self._saved: str | None = None  # the snapshot last written
+        self._loaded = False  # a snapshot was found by load()
+        # The state changed since the last snapshot: a snapshot is written only then (at 10k
+        # devices paging it is megabytes of JSON; an idle tick must not rebuild it).
+        self._dirty = True
+        self._commit_lock = asyncio.Lock()
         # Machine receivers must be told again and again that an alert still fires.
         self._refresh = {
             name: timedelta(seconds=ch.resend_interval)
@@ -109,6 +128,7 @@ class Engine:
     # -- decisions (sync, no I/O) ------------------------------------------------------------
     def plan(self, now: datetime) -> list[tuple[str, Message]]:
         """Advance every route to ``now``; return (channel, message) pairs to enqueue."""
+        self._dirty |= bool(self._inbox)
         self._absorb()
         out: list[tuple[str, Message]] = []
         for route in self._config.routes:
@@ -117,12 +137,29 @@ class Engine:
                 out += self._gate(route, message, now, route.channels)
             out += self._refreshes(route, state, now)
             out += self._release(route, now)
+        self._dirty |= bool(out)
         return out
 
+    async def load(self) -> bool:
+        """Resume the state written by the previous process; False if there is none."""
+        text = await asyncio.to_thread(self._outbox.alert_state, self._state_name)
+        if text:
+            self.restore(json.loads(text))
+            self._saved = text
+        return self._loaded
+
     def resume(self, events: Iterable[AlertEvent], now: datetime) -> None:
-        """After a restart: the incidents still open were paged by the previous process.
-        Page about them no more, but remember them, so their recovery is still told."""
+        """After a restart, with the incidents still open. With the previous process' snapshot
+        (``load``), an open incident it never knew of (the process died between the incident
+        and the snapshot) is paged now: at most one duplicate, never a loss. Without one (a
+        store from before snapshots) they are taken as paged, so their recovery is still told."""
         ordered = sorted(events, key=lambda e: e.status == "unreachable")  # parents first
+        if self._loaded:
+            for e in ordered:
+                if (e.status in FIRING or e.status == "unreachable") and not self._knows(e):
+                    log.info("open incident of %s was never told: paging it now", e.device_id)
+                    self._inbox.append((now, e))
+            return
         for route in self._config.routes:
             state = self._routes[route.name]
             firing = {}
@@ -137,6 +174,19 @@ class Engine:
                     children.append(e)
             self._attach(state, firing, children)
 
+    def _knows(self, e: AlertEvent) -> bool:
+        """Does any route that matches ``e`` hold it (pending, paging, a child, told orphan)?"""
+        for route in self._config.routes:
+            if not route_matches(route, e):
+                continue
+            state = self._routes[route.name]
+            dev = e.device_id
+            if dev in state.pending or dev in state.paging or dev in state.orphans_told:
+                return True
+            if any(c.device_id == dev for p in state.paging.values() for c in p.firing.children):
+                return True
+        return False
+
     def firing(self, route: str) -> dict[str, Firing]:
         """What a route currently pages about (device id -> Firing), for the API and tests."""
         return {d: p.firing for d, p in self._routes[route].paging.items()}
@@ -147,9 +197,7 @@ class Engine:
             for route in self._config.routes:
                 if route_matches(route, event):
                     state = self._routes[route.name]
-                    # Latest status per device wins inside the window (down then
-                    # unreachable = a child of a dead parent).
-                    state.pending[event.device_id] = event
+                    state.pending.setdefault(event.device_id, []).append(event)
                     state.opened_at = state.opened_at or submitted
 
     def _route_messages(self, route: Route, state: _RouteState, now: datetime) -> list[Message]:
@@ -158,7 +206,8 @@ class Engine:
             now >= state.opened_at + timedelta(seconds=route.group_wait)
         )
         if due:
-            events = list(state.pending.values())
+            self._dirty = True  # the window's events leave it, told or not
+            events = [e for evs in state.pending.values() for e in evs]
             state.pending.clear()
             state.opened_at = None
             group = self._group(route, state, events, now)
@@ -167,6 +216,7 @@ class Engine:
                 messages.append(self._render(route, "notice", parts, group, now))
         repeats = self._repeats(route, state, now)
         if repeats:
+            self._dirty = True
             parts = [f"{event_identity(f.event)}@{state.paging[f.event.device_id].repeats}"
                      for f in repeats.repeats]
             messages.append(self._render(route, "repeat", parts, repeats, now))
@@ -185,9 +235,12 @@ class Engine:
         firing: dict[str, Firing] = {}
         recoveries: list[Recovery] = []
         superseded: list[Recovery] = []
-        children: list[AlertEvent] = []
-        for e in sorted(events, key=lambda e: (e.since, e.device_id)):
+        children: dict[str, AlertEvent] = {}
+        # Stable sort: one device's events keep the order they happened in.
+        for e in sorted(events, key=lambda e: e.since):
             paging = state.paging.get(e.device_id)
+            if e.status != "unreachable":
+                children.pop(e.device_id, None)  # no longer behind a dead parent
             if e.status in FIRING:
                 if paging and event_identity(paging.firing.event) == event_identity(e):
                     continue  # the same incident again: one notice per incident
@@ -200,17 +253,19 @@ class Engine:
             elif e.status == "unreachable":
                 if paging:  # it was paging alone; now it is a child of a dead parent
                     del state.paging[e.device_id]
-                children.append(e)
+                firing.pop(e.device_id, None)  # not told yet: its parent's outage explains it
+                children[e.device_id] = e
             elif paging:  # up, maintenance, unknown: this incident is over
                 del state.paging[e.device_id]
-                if e.status == "up" and route.send_resolved:
-                    recoveries.append(Recovery(e, paging.firing))
+                untold = firing.pop(e.device_id, None) is not None
+                if e.status == "up" and (route.send_resolved or untold):
+                    recoveries.append(Recovery(e, paging.firing, untold=untold))
             elif e.device_id in state.orphans_told and e.status == "up" and route.send_resolved:
                 # Told "unreachable behind its parent" on this route: tell it is back too.
                 recoveries.append(Recovery(e, Firing(state.orphans_told[e.device_id])))
             if e.status != "unreachable":
                 state.orphans_told.pop(e.device_id, None)
-        orphans = self._attach(state, firing, children)
+        orphans = self._attach(state, firing, list(children.values()))
         return Group(tuple(firing.values()), tuple(orphans), (), tuple(recoveries),
                      tuple(superseded))
 
@@ -309,17 +364,87 @@ class Engine:
 
     # -- I/O --------------------------------------------------------------------------------
     async def tick(self) -> int:
-        """Plan at the clock's now and write the messages to the outbox (before delivery)."""
-        pairs = self.plan(self._clock())
-        if pairs:
-            await asyncio.to_thread(self._enqueue_all, pairs)
-            if self._on_enqueued:
-                self._on_enqueued()
+        """Plan at the clock's now; write the messages and the engine's state to the outbox in
+        one transaction (before delivery). A failed write is kept and retried next tick, so a
+        locked database delays messages but never loses or reorders them."""
+        async with self._commit_lock:
+            self._unwritten += self.plan(self._clock())
+            if not self._unwritten and not self._dirty:
+                return 0
+            self._dirty = False
+            state = json.dumps(self.dump(), ensure_ascii=False, sort_keys=True)
+            if not self._unwritten and state == self._saved:
+                return 0
+            pairs = list(self._unwritten)
+            rows = [(f"{m.key}/{channel}", channel, m.to_payload()) for channel, m in pairs]
+            try:
+                await asyncio.to_thread(self._outbox.commit, rows, state, self._state_name)
+            except BaseException:
+                self._dirty = True  # write it again next tick
+                raise
+            del self._unwritten[: len(pairs)]
+            self._saved = state
+        if pairs and self._on_enqueued:
+            self._on_enqueued()
         return len(pairs)
 
-    def _enqueue_all(self, pairs: list[tuple[str, Message]]) -> None:
-        for channel, message in pairs:
-            self._outbox.enqueue(f"{message.key}/{channel}", channel, message.to_payload())
+    async def flush(self) -> None:
+        """On a clean stop: take in what was submitted and write everything down."""
+        try:
+            await self.tick()
+        except Exception:
+            log.exception("notification engine: final write failed; %d message(s) unwritten",
+                          len(self._unwritten))
+
+    # -- the snapshot (see monitor/alerts/snapshot.py) ------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        """What the next process needs to go on where this one stops (JSON-ready)."""
+        routes = {}
+        for name, st in self._routes.items():
+            routes[name] = {
+                "pending": {d: [snap.event_out(e) for e in evs] for d, evs in st.pending.items()},
+                "opened_at": snap.time_out(st.opened_at),
+                "paging": {d: {"firing": snap.firing_out(p.firing),
+                               "notified_at": p.notified_at.isoformat(), "repeats": p.repeats}
+                           for d, p in st.paging.items()},
+                "orphans_told": {d: snap.event_out(e) for d, e in st.orphans_told.items()},
+                "refreshed_at": {c: t.isoformat() for c, t in st.refreshed_at.items()},
+            }
+        return {
+            "version": snap.VERSION,
+            "inbox": [[t.isoformat(), snap.event_out(e)] for t, e in self._inbox],
+            "routes": routes,
+            "held": [[r, c, [m.to_payload() for m in ms]] for (r, c), ms in self._held.items()],
+            "sent": {c: [t.isoformat() for t in ts] for c, ts in self._sent.items() if ts},
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """The inverse of ``dump``; routes and channels no longer configured are dropped."""
+        if data.get("version") != snap.VERSION:
+            log.warning("notification state of an unknown version ignored")
+            return
+        for t, e in data["inbox"]:
+            self._inbox.append((datetime.fromisoformat(t), snap.event_in(e)))
+        for name, st in data["routes"].items():
+            state = self._routes.get(name)
+            if state is None:
+                continue
+            state.pending = {d: [snap.event_in(e) for e in evs]
+                             for d, evs in st["pending"].items()}
+            state.opened_at = snap.time_in(st["opened_at"])
+            state.paging = {d: _Paging(snap.firing_in(p["firing"]),
+                                       datetime.fromisoformat(p["notified_at"]), p["repeats"])
+                            for d, p in st["paging"].items()}
+            state.orphans_told = {d: snap.event_in(e) for d, e in st["orphans_told"].items()}
+            state.refreshed_at = {c: datetime.fromisoformat(t)
+                                  for c, t in st["refreshed_at"].items()}
+        for route, channel, messages in data["held"]:
+            if route in self._routes and channel in self._config.channels:
+                self._held[(route, channel)] = [Message.from_payload(m) for m in messages]
+        for channel, times in data["sent"].items():
+            if channel in self._sent:
+                self._sent[channel].extend(datetime.fromisoformat(t) for t in times)
+        self._loaded = True
 
     def next_wait(self, now: datetime, cap: float = 1.0) -> float:
         """Seconds until the earliest group window closes, at most ``cap``."""

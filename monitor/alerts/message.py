@@ -39,6 +39,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "and_more": "等 {} 台设备",
         "test": "测试消息：通知通道 {} 工作正常",
         "digest": "汇总 {} 条通知",
+        "blip": "{}{}，已恢复",
     },
     "en": {
         "down": "DOWN",
@@ -62,6 +63,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "and_more": "and {} more",
         "test": "Test message: route {} works",
         "digest": "digest of {} notifications",
+        "blip": "{} {}, RECOVERED",
     },
 }
 
@@ -85,6 +87,9 @@ class Firing:
 class Recovery:
     event: AlertEvent  # the transition to up (or maintenance)
     fired: Firing  # what it ends
+    # The outage began and ended inside one group window: nobody was told it began, so the
+    # recovery tells both ("DOWN 14s, recovered"), whatever the route's send_resolved says.
+    untold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ def message_key(route: str, kind: str, parts: Iterable[str]) -> str:
 
 
 def event_identity(event: AlertEvent) -> str:
+    if event.opened_at is not None:
+        return f"{event.device_id}@{event.opened_at.isoformat()}"
     incident = event.incident_id if event.incident_id is not None else event.since.isoformat()
     return f"{event.device_id}#{incident}"
 
@@ -184,12 +191,22 @@ def _firing_lines(f: Firing, heading: str, style: Style, now: datetime) -> list[
     return _device_block(e, heading, style, now, extra)
 
 
+def _recovery_heading(r: Recovery, style: Style) -> str:
+    w = _WORDS[style.lang]
+    if not r.untold:
+        return w["up"]
+    lasted = (r.event.since - r.fired.event.since).total_seconds()
+    return w["blip"].format(w[r.fired.event.status], format_duration(lasted, style.lang))
+
+
 def _recovery_lines(r: Recovery, style: Style, now: datetime) -> list[str]:
     w = _WORDS[style.lang]
     start = r.fired.event.since
     lasted = format_duration((r.event.since - start).total_seconds(), style.lang)
     extra = [f"{w['since']}：{_clock(start, style)}　{w['lasted']}：{lasted}"]
-    return _device_block(r.event, w["up"], style, now, extra)
+    if r.untold and r.fired.event.cause:
+        extra.append(f"{w['cause']}：{r.fired.event.cause}")
+    return _device_block(r.event, _recovery_heading(r, style), style, now, extra)
 
 
 def _orphan_lines(orphans: tuple[AlertEvent, ...], style: Style) -> list[str]:
@@ -218,6 +235,8 @@ def _title(group: Group, style: Style, now: datetime) -> str:
     lasted = format_duration((first.event.since - first.fired.event.since).total_seconds(),
                              style.lang)
     more = f" {w['and_more'].format(len(group.recoveries))}" if len(group.recoveries) > 1 else ""
+    if first.untold:
+        return f"[hallmon] {_recovery_heading(first, style)}：{first.event.name}{more}"
     return f"[hallmon] {w['up']}：{first.event.name}{more}（{w['lasted']} {lasted}）"
 
 
@@ -230,7 +249,8 @@ def alert_items(group: Group, route: str, style: Style, now: datetime) -> tuple[
     w = _WORDS[style.lang]
     items: list[AlertItem] = []
 
-    def item(f: Firing, status: Literal["firing", "resolved"], ends: str | None) -> AlertItem:
+    def item(f: Firing, status: Literal["firing", "resolved"], ends: str | None,
+             summary: str | None = None) -> AlertItem:
         e = f.event
         labels = {
             "alertname": ALERTNAMES.get(e.status, "HallDeviceDown"),
@@ -241,7 +261,7 @@ def alert_items(group: Group, route: str, style: Style, now: datetime) -> tuple[
         }
         if e.location.floor is not None:
             labels["floor"] = str(e.location.floor)
-        annotations = {"summary": f"{e.name} {w[e.status]}", "description": e.cause}
+        annotations = {"summary": summary or f"{e.name} {w[e.status]}", "description": e.cause}
         if f.children:
             annotations["unreachable_children"] = ",".join(c.device_id for c in f.children)
         if style.link_base:
@@ -250,7 +270,10 @@ def alert_items(group: Group, route: str, style: Style, now: datetime) -> tuple[
 
     for f in (*group.firing, *group.repeats):
         items.append(item(f, "firing", None))
-    for r in (*group.recoveries, *group.superseded):
+    for r in group.recoveries:
+        told = f"{r.event.name} {_recovery_heading(r, style)}" if r.untold else None
+        items.append(item(r.fired, "resolved", _iso(r.event.since), told))
+    for r in group.superseded:  # told before under another alert name: that alert resolves
         items.append(item(r.fired, "resolved", _iso(r.event.since)))
     return tuple(items)
 

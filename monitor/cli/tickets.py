@@ -208,7 +208,9 @@ def _dispatch(store: Store, args: argparse.Namespace, actor: str,
         text, encoding = decode_csv(args.file.read_bytes())
         rows = parse_tickets_csv(text, store.tz, store.categories, actor)
         ids = store.import_tickets(rows, actor=actor)
-        print(f"imported {len(ids)} tickets from {args.file} (read as {encoding})", file=out)
+        lock = store.last_import_lock_seconds or 0.0
+        print(f"imported {len(ids)} tickets from {args.file} (read as {encoding}), write lock "
+              f"held {lock:.2f} s", file=out)
     return 0
 
 

@@ -3,16 +3,25 @@
 One thread means one writer (SQLite's own rule) and an event loop that never blocks on the
 database. Reads share the thread: they are short, and ordering them after earlier writes is what
 callers expect.
+
+``queue(fn, ...)`` is for writes nobody may wait on (the pipeline's incidents and tickets: a page
+must never wait for, or depend on, a store write). Queued writes run in order, one at a time; a
+write that fails for a reason of the database's (locked by a long import, connection lost) is
+retried until it lands, and the writes behind it wait, so they land in the order they happened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from monitor.store.models import (
     Incident,
@@ -28,12 +37,70 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between tries of a queued write that failed
 
 
 class AsyncStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
+        self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.write_retries = 0  # queued writes tried again after a database error
+
+    @property
+    def queued_writes(self) -> int:
+        return len(self._writes)
+
+    def queue(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
+        """Run ``fn`` on the store thread after every write queued before it, retrying it on a
+        database error until it lands. Returns at once; the future holds its result."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R] = loop.create_future()
+        self._writes.append((functools.partial(fn, *args, **kwargs), done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_all())
+        return done
+
+    async def drain(self, within: float | None = None) -> bool:
+        """Wait until every queued write has landed; False if ``within`` seconds passed first."""
+        async def landed() -> None:
+            while self._writes:
+                await asyncio.wait([self._writes[-1][1]])
+
+        try:
+            async with asyncio.timeout(within):
+                await landed()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _write_all(self) -> None:
+        delay = RETRY_FIRST
+        while self._writes:
+            fn, done = self._writes[0]
+            try:
+                result = await self.run(fn)
+            except DBAPIError as exc:  # locked, busy, connection lost: the write itself is fine
+                self.write_retries += 1
+                log.warning("store write failed (%s); retrying in %.1f s, %d queued",
+                            type(exc.orig).__name__, delay, len(self._writes))
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            except Exception as exc:  # a bug or a refused value: retrying cannot help
+                log.exception("store write dropped")
+                self._writes.popleft()
+                if not done.done():
+                    done.set_exception(exc)
+                    done.exception()  # retrieved: nobody has to await it
+                continue
+            delay = RETRY_FIRST
+            self._writes.popleft()
+            if not done.done():
+                done.set_result(result)
 
     def __repr__(self) -> str:
         return f"<AsyncStore {self.store!r}>"
@@ -43,8 +110,14 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def aclose(self) -> None:
-        """Finish queued work, then dispose of the engine."""
+    async def aclose(self, within: float = 5.0) -> None:
+        """Finish queued work (queued writes: at most ``within`` seconds), then dispose of the
+        engine."""
+        if not await self.drain(within):
+            log.error("%d store write(s) not landed at shutdown", len(self._writes))
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self.run(self.store.close)
         self._pool.shutdown(wait=True)
 

@@ -23,7 +23,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     """SQLite: WAL, synchronous=FULL (committed = on disk), foreign keys, busy timeout and
     BEGIN IMMEDIATE so two writers queue on the lock instead of failing half-way through.
     PostgreSQL: psycopg 3 whatever driver the URL named."""
@@ -31,7 +31,8 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False,
+                                               "timeout": busy_timeout}}
     if url in ("sqlite://", "sqlite:///:memory:"):
         kwargs["poolclass"] = StaticPool  # one shared in-memory database, not one per connection
     engine = create_engine(url, **kwargs)
@@ -41,7 +42,7 @@ def make_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-                       "busy_timeout=30000"):
+                       f"busy_timeout={int(busy_timeout * 1000)}"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
@@ -73,10 +74,11 @@ class StoreBase:
         categories: list[str] | tuple[str, ...] | None = None,
         clock: Clock | None = None,
         change_timezone: bool = False,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.url = url
         try:
-            self.engine = make_engine(url)
+            self.engine = make_engine(url, busy_timeout)
         except (ArgumentError, ImportError) as exc:  # a malformed URL or a missing driver
             raise StoreError(f"storage URL: {_redacted(url)}: {exc}") from None
         self.categories: tuple[str, ...] = tuple(categories or DEFAULT_CATEGORIES)

@@ -34,7 +34,14 @@ def _v2_pages_users(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.users])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_pages_users]
+def _v3_truth_alerts_alert_state(conn: Connection) -> None:
+    """The alert engine's state beside the outbox (issue 10: a restart must not lose pages)."""
+    schema.metadata.create_all(conn, tables=[schema.alert_state])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state,
+]
 LATEST = len(MIGRATIONS)
 _PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from monitor.store import schema
@@ -15,6 +15,8 @@ from monitor.store.engine import StoreBase
 from monitor.store.models import NotFound, OutboxItem
 
 O = schema.outbox  # noqa: E741 - the table, named like the others
+A = schema.alert_state
+ENGINE_STATE = "engine"
 
 
 def _item(row: Row[Any]) -> OutboxItem:
@@ -28,25 +30,64 @@ class OutboxMixin(StoreBase):
                 at: datetime | None = None) -> bool:
         """False if ``key`` was enqueued before (whatever its status)."""
         now = self._now(at)
-        body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         with self.tx() as conn:
-            if conn.execute(select(O.c.id).where(O.c.key == key)).first() is not None:
-                return False
-            try:
-                with conn.begin_nested():
-                    conn.execute(O.insert().values(key=key, channel=channel, payload=body,
-                                                   status="pending", attempts=0,
-                                                   next_attempt_at=now, created_at=now))
-            except IntegrityError:
-                return False
-            return True
+            return self._enqueue(conn, key, channel, payload, now)
+
+    def _enqueue(self, conn: Connection, key: str, channel: str, payload: dict[str, Any],
+                 now: datetime) -> bool:
+        body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        if conn.execute(select(O.c.id).where(O.c.key == key)).first() is not None:
+            return False
+        try:
+            with conn.begin_nested():
+                conn.execute(O.insert().values(key=key, channel=channel, payload=body,
+                                               status="pending", attempts=0,
+                                               next_attempt_at=now, created_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def commit(self, rows: list[tuple[str, str, dict[str, Any]]], state: str,
+               name: str = ENGINE_STATE) -> int:
+        """The alert engine's write: its messages, in order, and its state, in one transaction
+        (a restart finds either both or neither). ``name``: one per poller (shard)."""
+        now = self._now(None)
+        with self.tx() as conn:
+            added = sum(self._enqueue(conn, k, c, p, now) for k, c, p in rows)
+            done = conn.execute(update(A).where(A.c.name == name)
+                                .values(value=state, updated_at=now))
+            if done.rowcount == 0:
+                conn.execute(A.insert().values(name=name, value=state, updated_at=now))
+            return added
+
+    def alert_state(self, name: str = ENGINE_STATE) -> str | None:
+        with self.read() as conn:
+            value = conn.execute(select(A.c.value).where(A.c.name == name)).scalar()
+            return None if value is None else str(value)
 
     def due(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        """Per channel, the pending items in the order they were enqueued, up to the first one
+        not yet due: a message waiting for its retry holds back every later message of its
+        channel (a recovery never overtakes its outage notice), and that hold is in the table,
+        so it outlives a restart. Channels come oldest head first."""
+        at = self._now(now)
         with self.read() as conn:
-            rows = conn.execute(select(O).where(O.c.status == "pending",
-                                                O.c.next_attempt_at <= self._now(now))
-                                .order_by(O.c.next_attempt_at, O.c.id).limit(limit))
-            return [_item(r) for r in rows]
+            head = func.min(O.c.id)
+            heads = conn.execute(select(O.c.channel, head).where(O.c.status == "pending")
+                                 .group_by(O.c.channel).order_by(head)).all()
+            out: list[OutboxItem] = []
+            for channel, _head in heads:
+                if len(out) >= limit:
+                    break
+                rows = conn.execute(select(O).where(O.c.status == "pending",
+                                                    O.c.channel == channel)
+                                    .order_by(O.c.id).limit(limit - len(out)))
+                for row in rows:
+                    item = _item(row)
+                    if item.next_attempt_at > at:
+                        break
+                    out.append(item)
+            return out
 
     def mark_sent(self, item_id: int, at: datetime) -> None:
         self._mark(item_id, status="sent", sent_at=self._now(at),

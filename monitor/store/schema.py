@@ -182,3 +182,13 @@ outbox = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
+
+# The alert engine's state (events inside their group window, held messages, what each route
+# pages about), written with the outbox rows it goes with: a restart resumes from it.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON, see monitor/alerts/snapshot.py
+    Column("updated_at", UTCDateTime, nullable=False),
+)

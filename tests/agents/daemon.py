@@ -283,10 +283,15 @@ class HallmonProcess:
 
 @dataclass
 class WebhookReceiver:
-    """Collects JSON bodies POSTed to any path (127.0.0.1, port 0, a thread)."""
+    """Collects JSON bodies POSTed to any path (127.0.0.1, port 0, a thread).
+
+    ``refuse(body)`` returning True answers that request 503 (a receiver that is briefly out);
+    refused bodies are kept in ``refused``, never in ``received``."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
+    refuse: Callable[[dict[str, Any]], bool] | None = None
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -322,10 +327,15 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = json.loads(raw)
                 with receiver._lock:
-                    receiver.received.append(json.loads(raw))
-                    receiver.keys.append(self.headers.get("Idempotency-Key"))
-                self.send_response(200)
+                    refused = receiver.refuse is not None and receiver.refuse(body)
+                    if refused:
+                        receiver.refused.append(body)
+                    else:
+                        receiver.received.append(body)
+                        receiver.keys.append(self.headers.get("Idempotency-Key"))
+                self.send_response(503 if refused else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -76,3 +76,27 @@ def sparse_namespace(network: str, answering: Sequence[str]) -> Iterator[str]:
         ]
         _ip("netns", "exec", name, "sh", "-c", " && ".join(steps))
         yield name
+
+
+# A link between two of the test's namespaces, for outages made by taking a link down (the clean
+# outage, docs/field-notes.md). Link-local IPv4 (169.254.0.0/16): never routed anywhere, and
+# both ends live in namespaces the test created, so no packet can leave them.
+LINK_NEAR, LINK_FAR = "169.254.77.1", "169.254.77.2"
+
+
+@contextmanager
+def linked_namespaces() -> Iterator[tuple[str, str]]:
+    """Two fresh namespaces (near, far) joined by a veth pair ``hm-near`` <-> ``hm-far`` with
+    LINK_NEAR and LINK_FAR on a /30. Code runs in ``near``; ``far`` is the device."""
+    with namespace() as near, namespace() as far:
+        _ip("link", "add", "hm-near", "netns", near, "type", "veth", "peer", "name", "hm-far",
+            "netns", far)
+        for ns, dev, addr in ((near, "hm-near", LINK_NEAR), (far, "hm-far", LINK_FAR)):
+            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        yield near, far
+
+
+def set_link(ns: str, dev: str, up: bool) -> None:
+    """Take a namespace's interface down (an outage) or up again."""
+    _ip("-n", ns, "link", "set", dev, "up" if up else "down")
