@@ -35,6 +35,7 @@ LEVELS: dict[str, int] = {
     "monitor.discover": 3,  # reads the network with probes; proposes, never touches the daemon
     "monitor.tally": 4,
     "monitor.pipeline": 4,
+    "monitor.ha": 4,  # pollers' leases over the store (3) and the inventory's topology (1)
     "monitor.reports": 5,
     "monitor.api": 6,
     "monitor.report_delivery": 6,  # reports (5) through the alert outbox; the daemon runs it

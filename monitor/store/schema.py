@@ -165,5 +165,20 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # Held by one poller until then (issue 17: pollers sharing one PostgreSQL send a row once).
+    Column("claimed_until", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
+)
+
+# High availability (issue 17): one row per poller of the site, its lease on a share of the
+# devices. Times come from the database's own clock (see pollers.py), so pollers on machines whose
+# clocks disagree still agree on who is live.
+pollers = Table(
+    "pollers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("info", Text, nullable=False, default=""),  # host and pid, for people
 )
