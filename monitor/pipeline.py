@@ -241,6 +241,8 @@ class Pipeline:
         """Apply one probe result (the scheduler's ``on_result``)."""
         if check.device_id not in self._devices:
             return  # a result for a device removed by a reload while it was polled
+        if self.owned is not None and check.device_id not in self.owned:
+            return  # ... or handed over to another poller meanwhile (issue 17)
         result = evaluate(check, result)
         now = self.clock()
         update = self.state.apply(

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__
-from monitor.api import auth, devices, reports, tickets
+from monitor.api import auth, devices, pollers, reports, tickets
 from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -167,6 +167,7 @@ def create_app(
         tickets.router,
         tickets.windows_router,
         reports.router,
+        pollers.router,
         *extra_routers,
     ):
         app.include_router(router, prefix="/api/v1")

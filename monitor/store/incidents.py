@@ -44,7 +44,7 @@ class IncidentsMixin(StoreBase):
             except IntegrityError:  # another poller opened it between our select and insert
                 found = conn.execute(select(I.c.id).where(I.c.open_key == key)
                                      ).scalar_one_or_none()
-                if found is None and check is not None:
+                if found is None:
                     # ... or opened another one for this device (a hand-over between pollers:
                     # one open incident per device, ux_incidents_device_open): adopt it.
                     found = conn.execute(select(I.c.id).where(

@@ -1,0 +1,194 @@
+"""Pollers of one hall sharing one PostgreSQL (issue 17): leases, rendezvous shares, take-over.
+
+As found: a sharded pair (`--shard 0/2`, `1/2`) after kill -9 of one poller left its devices
+unwatched and a camera outage inside that gap was never paged; two pollers for one hall paged
+every outage two or three times. Here three real daemons (``hallmon run --mock``) share one real
+PostgreSQL: the work is split with no device polled twice; kill -9 one, and its devices are polled
+again by the others within two lease periods; an outage that starts during the take-over is paged
+exactly once (a webhook receiver on loopback counts the pages).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from monitor.ha import assignment, owner, units
+from monitor.inventory import Inventory
+from monitor.inventory.load import parse_inventory
+from tests.agents.daemon import (
+    HallmonProcess,
+    WebhookReceiver,
+    node,
+    parse_metrics,
+    small_inventory,
+    write_atomically,
+)
+
+LEASE, HEARTBEAT = 3.0, 1.0
+BOUND = 2 * LEASE  # a dead poller's devices are polled again within this (seconds)
+
+
+# ---- the assignment (pure) -------------------------------------------------------------------
+
+
+def _inventory(devices: list[dict[str, Any]]) -> Inventory:
+    return parse_inventory(small_inventory(devices))
+
+
+def _flat(n: int) -> Inventory:
+    return _inventory([node(f"d-{i:04d}", f"127.30.{i // 250}.{i % 250 + 1}") for i in range(n)])
+
+
+def test_a_dead_poller_moves_only_its_devices_and_a_new_one_takes_a_fair_share() -> None:
+    inv = _flat(1200)
+    three = assignment(inv, ["a", "b", "c"])
+    assert set(three.values()) == {"a", "b", "c"}
+    assert all(300 < n < 500 for n in Counter(three.values()).values())  # roughly even
+    two = assignment(inv, ["a", "c"])
+    moved = {d for d in three if three[d] != two[d]}
+    assert moved == {d for d, p in three.items() if p == "b"}  # only b's devices move
+    four = assignment(inv, ["a", "b", "c", "d"])
+    joined = {d for d in three if three[d] != four[d]}
+    assert all(four[d] == "d" for d in joined)  # what moves, moves to the newcomer
+    assert 200 < len(joined) < 400  # about a quarter
+    assert assignment(inv, []) == {}
+    assert owner("x", ["b", "a"]) == owner("x", ["a", "b"])  # order of the live set is no input
+
+
+def test_a_device_goes_with_its_parent_chain() -> None:
+    inv = _inventory([
+        node("core", "127.30.0.1"), node("sw-1", "127.30.0.2", parent="core"),
+        node("pc-1", "127.30.1.1", parent="sw-1"), node("lone", "127.30.2.1"),
+    ])
+    assert units(inv) == {"core": "core", "sw-1": "core", "pc-1": "core", "lone": "lone"}
+    for live in (["a"], ["a", "b"], ["a", "b", "c"], ["x", "y"]):
+        got = assignment(inv, live)
+        assert got["core"] == got["sw-1"] == got["pc-1"]
+
+
+# ---- three daemons on one PostgreSQL ---------------------------------------------------------
+
+DEVICES = [node(f"n-{i:02d}", f"127.30.0.{i + 1}") for i in range(12)]
+
+
+def _hall(faults: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+    notifications = {
+        "language": "en",
+        "channels": {"hook": {"type": "webhook", "url": "${HALLMON_TEST_WEBHOOK}"}},
+        "routes": [{"name": "it", "channels": ["hook"], "group_wait": "1s"}],
+        "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
+    }
+    return small_inventory(DEVICES, notifications=notifications, faults=faults)
+
+
+def _last_polls(d: HallmonProcess) -> dict[str, float]:
+    """device -> last poll (unix seconds), for the devices this poller exports (owns)."""
+    got = parse_metrics(d.metrics()).get("hallmon_device_last_poll_timestamp_seconds", [])
+    return {labels["device"]: v for labels, v in got if v == v}  # NaN: not yet polled
+
+
+def _owned(d: HallmonProcess) -> dict[str, float]:
+    got = parse_metrics(d.metrics()).get("hallmon_poller_devices_owned", [])
+    return {labels["poller"]: v for labels, v in got}
+
+
+def _firing(hook: WebhookReceiver, device: str) -> list[dict[str, Any]]:
+    return [a for b in hook.bodies() for a in b["alerts"]
+            if a["labels"].get("device") == device and a["status"] == "firing"]
+
+
+def test_three_pollers_share_the_hall_and_take_over_a_killed_one(
+    tmp_path: Path, pg_server: Any
+) -> None:
+    url = pg_server.new_database()
+    with WebhookReceiver() as hook:
+        pollers = [
+            HallmonProcess(tmp_path / f"p{i}", _hall(), autostart=False,
+                           env={"HALLMON_TEST_WEBHOOK": hook.url},
+                           args=(f"--storage.url={url}", f"--ha.lease={LEASE:g}",
+                                 f"--ha.heartbeat={HEARTBEAT:g}", f"--ha.poller-id=p{i}"))
+            for i in range(3)
+        ]
+        try:
+            for p in pollers:
+                p.__enter__()
+                p.spawn()
+            for p in pollers:
+                p.wait_ready()
+            _steady_state(pollers)
+            _take_over(pollers, hook)
+        finally:
+            for p in reversed(pollers):
+                p.__exit__()
+
+
+def _steady_state(pollers: list[HallmonProcess]) -> None:
+    """Each device owned by exactly one poller, and polled by that one only."""
+    a = pollers[0]
+    a.wait_for(lambda: all(p.sample("hallmon_poller_live") == 3 for p in pollers), 30,
+               "every poller to see three live leases")
+    views = [_owned(p) for p in pollers]
+    assert views[0] == views[1] == views[2], views  # all compute the same assignment
+    assert sum(views[0].values()) == len(DEVICES), views[0]
+    # Every poller exports (and polls) exactly its own share, and the shares partition the hall.
+    a.wait_for(lambda: all(len(_last_polls(p)) == views[0][f"p{i}"]
+                           for i, p in enumerate(pollers)), 30, "each poller's share polled")
+    before = [_last_polls(p) for p in pollers]
+    time.sleep(2.5)  # the checks run every second: each is polled about twice meanwhile
+    after = [_last_polls(p) for p in pollers]
+    polled_by: Counter[str] = Counter()
+    for b, f in zip(before, after, strict=True):
+        assert set(b) == set(f)
+        polled_by.update(dev for dev in f if f[dev] > b[dev])
+    assert polled_by == Counter({d["id"]: 1 for d in DEVICES}), polled_by
+    api = pollers[1].http.get("/api/v1/pollers").json()
+    assert api["live"] == 3 and api["poller"] == "p1"
+    assert {p["id"]: p["role"] for p in api["pollers"]} == {"p0": "peer", "p1": "self",
+                                                            "p2": "peer"}
+    assert sum(p["devices_owned"] for p in api["pollers"]) == len(DEVICES)
+
+
+def _take_over(pollers: list[HallmonProcess], hook: WebhookReceiver) -> None:
+    shares = [_last_polls(p) for p in pollers]
+    v = max(range(3), key=lambda i: len(shares[i]))
+    victim, survivors = pollers[v], [p for i, p in enumerate(pollers) if i != v]
+    orphans = sorted(shares[v])
+    assert orphans, shares
+    camera = orphans[0]  # goes down while nobody polls it
+    assert not _firing(hook, camera)
+
+    victim.kill()
+    killed_at = time.time()
+    # The outage starts now, during the take-over (faults count from the reload).
+    for p in survivors:
+        write_atomically(p.inventory, _hall([{"device": camera, "mode": "down", "at": 0}]))
+        assert p.http.post("/-/reload").status_code == 200
+
+    first_seen: dict[str, float] = {}
+
+    def all_taken() -> bool:
+        now = time.time()
+        for p in survivors:
+            for dev, at in _last_polls(p).items():
+                if dev in orphans and at > killed_at:
+                    first_seen.setdefault(dev, now)
+        return set(first_seen) == set(orphans)
+
+    survivors[0].wait_for(all_taken, 30, "the killed poller's devices to be polled again",
+                          every=0.1)
+    took = max(first_seen.values()) - killed_at
+    print(f"take-over of {len(orphans)} devices: {took:.2f} s after kill -9 (bound {BOUND:g})")
+    assert took <= BOUND, took
+    assert all(p.sample("hallmon_poller_live") == 2 for p in survivors)
+    assert sum(_owned(survivors[0]).values()) == len(DEVICES)
+
+    survivors[0].wait_for(lambda: _firing(hook, camera), 20, f"the page about {camera}")
+    time.sleep(3.0)  # room for a second (wrong) page: group_wait 1 s, delivery every 200 ms
+    pages = _firing(hook, camera)
+    assert len(pages) == 1, pages
+    assert Counter(a["labels"]["device"] for a in
+                   (a for b in hook.bodies() for a in b["alerts"])) == {camera: 1}
+
