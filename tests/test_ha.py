@@ -192,3 +192,56 @@ def _take_over(pollers: list[HallmonProcess], hook: WebhookReceiver) -> None:
     assert Counter(a["labels"]["device"] for a in
                    (a for b in hook.bodies() for a in b["alerts"])) == {camera: 1}
 
+
+
+# ---- the pipeline's hand-over (a real SQLite store, results fed in) ---------------------------
+
+
+async def test_a_poller_resumes_only_the_incidents_of_the_devices_it_owns(tmp_path: Path) -> None:
+    """As found: a restarted shard poller also resumed the other shard's open incidents, which
+    it never polls (so they were never resolved by anyone who watched them)."""
+    from monitor.pipeline import Pipeline
+    from monitor.state import DeviceStatus
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+    from tests.conftest import Clock
+    from tests.test_pipeline import FAIL, T0, Recorder, all_up, feed, inventory
+
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", timezone="Asia/Shanghai"))
+    try:
+        inv, clock = inventory(), Clock(T0)
+        first = Pipeline(inv, store=store, alerts=Recorder(), clock=clock)
+        await all_up(first, clock)
+        await feed(first, clock, "sw-1f-a", "ping", FAIL, times=3)
+        await feed(first, clock, "prn-1f-01", "ping", FAIL, times=3)
+        open_before = sorted(i.id for i in await store.open_incidents())
+        assert len(open_before) == 2
+
+        # This poller owns only the printer: the switch's incident is its owner's business.
+        alerts = Recorder()
+        mine = Pipeline(inv, store=store, alerts=alerts, clock=clock)
+        mine.owned = {"prn-1f-01"}
+        assert await mine.resume({"prn-1f-01"}) == 1
+        assert set(mine.incidents) == {"prn-1f-01"}
+        assert mine.state.status("sw-1f-a") is DeviceStatus.UNKNOWN
+        assert [e.device_id for e in mine.resumed_events({"prn-1f-01"})] == ["prn-1f-01"]
+        await mine.set_maintenance({"sw-1f-a"})  # not its device: no move, no record
+        assert mine.state.status("sw-1f-a") is DeviceStatus.UNKNOWN
+
+        # Hand the printer over: forgotten here, nothing resolved, its incident still open.
+        mine.release({"prn-1f-01"})
+        assert mine.incidents == {} and mine.outages == {}
+        assert mine.state.status("prn-1f-01") is DeviceStatus.UNKNOWN
+        assert [(e.device_id, e.status) for e in alerts.events] == [("prn-1f-01", "unknown")]
+        assert sorted(i.id for i in await store.open_incidents()) == open_before
+
+        # Take the switch over: resumed DOWN, still down is no news; back up is.
+        mine.owned = {"sw-1f-a"}
+        assert await mine.resume({"sw-1f-a"}) == 1
+        assert mine.state.status("sw-1f-a") is DeviceStatus.DOWN
+        await feed(mine, clock, "sw-1f-a", "ping", FAIL, times=3)
+        assert [e.status for e in alerts.events] == ["unknown"]
+        await feed(mine, clock, "prn-1f-01", "ping", FAIL, times=3)  # not its device: ignored
+        assert mine.state.status("prn-1f-01") is DeviceStatus.UNKNOWN
+    finally:
+        await store.aclose()

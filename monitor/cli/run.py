@@ -86,8 +86,8 @@ def add_run_commands(sub: Any) -> None:
                      "static assignment: no lease, no take-over (see --ha.lease)")
     run.add_argument("--ha.lease", dest="ha_lease", type=_seconds, default=15.0,
                      help="pollers sharing one PostgreSQL: seconds a poller's lease lasts "
-                     "without a heartbeat; a dead poller's devices move after at most "
-                     "lease + heartbeat (default 15)")
+                     "without a heartbeat; a dead poller's devices move after about "
+                     "the lease plus one poll interval (default 15)")
     run.add_argument("--ha.heartbeat", dest="ha_heartbeat", type=_seconds, default=5.0,
                      help="seconds between lease renewals (default 5; keep it under a third "
                      "of --ha.lease)")
