@@ -144,12 +144,19 @@ def add_discover_commands(subparsers: Subparsers) -> None:
     add(subparsers)
 
 
+def add_store_commands(subparsers: Subparsers) -> None:
+    from monitor.cli.store import add_store_commands as add
+
+    add(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
     add_tickets_commands,
     add_notify_commands,
     add_discover_commands,
+    add_store_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 
