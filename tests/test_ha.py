@@ -10,6 +10,7 @@ exactly once (a webhook receiver on loopback counts the pages).
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.agents.daemon import (
     small_inventory,
     write_atomically,
 )
+from tests.conftest import require_tool
 
 LEASE, HEARTBEAT = 3.0, 1.0
 BOUND = 2 * LEASE  # a dead poller's devices are polled again within this (seconds)
@@ -191,6 +193,24 @@ def _take_over(pollers: list[HallmonProcess], hook: WebhookReceiver) -> None:
     assert len(pages) == 1, pages
     assert Counter(a["labels"]["device"] for a in
                    (a for b in hook.bodies() for a in b["alerts"])) == {camera: 1}
+    roles = {p["id"]: p["role"] for p in survivors[0].http.get("/api/v1/pollers").json()["pollers"]}
+    assert sorted(roles.values()) == ["expired", "peer", "self"], roles
+    promtool = require_tool("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=survivors[0].metrics().encode(),
+                           capture_output=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # A clean stop gives the lease back: the last poller takes everything at its next
+    # heartbeat, without waiting for the lease to run out.
+    last, leaving = survivors
+    leaving.stop()
+    stopped_at = time.time()
+    last.wait_for(lambda: len([t for t in _last_polls(last).values() if t > stopped_at])
+                  == len(DEVICES), 30, "the last poller to poll the whole hall")
+    took = time.time() - stopped_at
+    print(f"after a clean stop the last poller polls all {len(DEVICES)} devices in {took:.2f} s")
+    assert took < LEASE + 1.0, took  # a heartbeat and a poll, not a lease
+    assert last.sample("hallmon_poller_live") == 1
 
 
 

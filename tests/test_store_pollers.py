@@ -105,3 +105,16 @@ def test_the_migration_closes_duplicate_open_incidents(pg_server) -> None:  # ty
             s.close()
     finally:
         engine.dispose()
+
+
+def test_pollers_starting_together_on_a_fresh_database_all_open_it(pg_server) -> None:  # type: ignore[no-untyped-def]
+    """As found with three pollers started at once: two inserted the site's timezone at the
+    same moment and one exited (UniqueViolation on store_meta)."""
+    url = pg_server.new_database()
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: Store(url, timezone="Asia/Shanghai"), range(4)))
+    try:
+        assert {str(s.tz) for s in stores} == {"Asia/Shanghai"}
+    finally:
+        for s in stores:
+            s.close()

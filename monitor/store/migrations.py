@@ -57,7 +57,7 @@ def _v2_ha_pollers(conn: Connection) -> None:
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_ha_pollers]
 LATEST = len(MIGRATIONS)
-_PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
+PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
 
 
 def current_version(conn: Connection) -> int:
@@ -70,7 +70,7 @@ def migrate(engine: Engine) -> int:
     """Bring the database to LATEST; returns the version found before migrating."""
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
         found = current_version(conn)
         if found > LATEST:
             raise RuntimeError(
