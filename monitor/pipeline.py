@@ -140,6 +140,7 @@ class Pipeline:
         only = None if devices is None else set(devices)
         before = len(self.incidents)
         states: dict[tuple[str, str], CheckState] = {}
+        unticketed: list[str] = []
         tickets = await self.store.open_auto_tickets()
         for inc in await self.store.open_incidents():
             if inc.device_id not in self._devices or inc.check is None:
@@ -164,11 +165,20 @@ class Pipeline:
             )
             # The outage goes on: its ticket (opened for an earlier incident of it, maybe) is
             # the one to resolve when the device is back.
+            if inc.device_id not in tickets:
+                unticketed.append(inc.device_id)
             ticket_key, ticket_since = tickets.get(
                 inc.device_id, (self._ticket_key(inc.device_id, opened), since))
             self.outages[inc.device_id] = Outage(ticket_key, min(since, ticket_since),
                                                  self._auto_resolve(inc.device_id))
         self.state.restore(states, self.state.maintenance, self.clock())
+        for dev in unticketed:
+            # Its automatic ticket was still waiting for the rule's delay when the poller that
+            # watched it stopped or handed it over: open it here, when the delay is over.
+            status = self.state.status(dev)
+            await self._ticket(DeviceTransition(dev, DeviceStatus.UNKNOWN, status,
+                                                self.outages[dev].started_at,
+                                                self.state.statuses[dev][1], notify=False))
         resumed = len(self.incidents) - before
         log.info("resumed %d open incidents from the store", resumed)
         return resumed
@@ -416,8 +426,11 @@ class Pipeline:
                 incident_id=inc.id or None,
                 incident_key=key,
             )
+            # Counted from the status change: a poller taking the device over (or restarted)
+            # waits only for what is left of the delay.
+            delay = max(0.0, t.at + float(rule.delay) - self.clock())
             task = asyncio.get_running_loop().create_task(
-                self._open_ticket_later(t.device, t.to, float(rule.delay), key, new)
+                self._open_ticket_later(t.device, t.to, delay, key, new)
             )
             self._ticket_tasks[t.device] = task
             return

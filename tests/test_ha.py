@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from monitor.ha import assignment, owner, units
 from monitor.inventory import Inventory
 from monitor.inventory.load import parse_inventory
@@ -263,5 +265,55 @@ async def test_a_poller_resumes_only_the_incidents_of_the_devices_it_owns(tmp_pa
         assert [e.status for e in alerts.events] == ["unknown"]
         await feed(mine, clock, "prn-1f-01", "ping", FAIL, times=3)  # not its device: ignored
         assert mine.state.status("prn-1f-01") is DeviceStatus.UNKNOWN
+    finally:
+        await store.aclose()
+
+
+def test_lease_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(small_inventory(DEVICES[:1]), encoding="utf-8")
+    with pytest.raises(SystemExit, match="--ha.heartbeat 2 must be under half of --ha.lease 3"):
+        main(["run", "--mock", f"--inventory={inv}", "--ha.lease=3", "--ha.heartbeat=2"])
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--mock", f"--inventory={inv}", "--ha.lease=soon"])
+    assert exc.value.code == 2
+    assert "--ha.lease: expected seconds in (0, 3600], got 'soon'" in capsys.readouterr().err
+
+
+async def test_a_ticket_waiting_for_its_delay_is_opened_by_the_poller_taking_over(
+    tmp_path: Path
+) -> None:
+    """The printer's rule waits 1 s before ticketing; its poller hands it over meanwhile. The
+    new owner resumes the incident and opens the ticket when the rest of the delay is over
+    (before: nobody did, the outage had no ticket)."""
+    from monitor.inventory import Inventory
+    from monitor.pipeline import Pipeline
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+    from tests.conftest import Clock
+    from tests.test_pipeline import FAIL, HALL, T0, Recorder, all_up, camera_tickets, feed, settle
+
+    hall = {**HALL, "tickets": {"auto": [{"classes": ["printer"], "when": ["down"],
+                                           "delay": "1s"}]}}
+    inv = Inventory.model_validate(hall, context={"env": {}})
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", timezone="Asia/Shanghai"))
+    try:
+        clock = Clock(T0)
+        old = Pipeline(inv, store=store, alerts=Recorder(), clock=clock)
+        await all_up(old, clock)
+        await feed(old, clock, "prn-1f-01", "ping", FAIL, times=3)
+        assert old._ticket_tasks  # waiting for the delay
+        old.release({"prn-1f-01"})
+        assert not old._ticket_tasks
+        new = Pipeline(inv, store=store, alerts=Recorder(), clock=clock)
+        new.owned = {"prn-1f-01"}
+        assert await new.resume({"prn-1f-01"}) == 1
+        await settle(new)
+        assert [s for s, _ in await camera_tickets(store)] == ["open"]
+        await new.resume({"prn-1f-01"})  # resumed again (say a restart): still one ticket
+        await settle(new)
+        assert len(await camera_tickets(store)) == 1
     finally:
         await store.aclose()
