@@ -368,6 +368,8 @@ class Hall:
         self.scheduler = Scheduler(checks, self._on_result, caps=self._caps(inventory),
                                    first_window=self._pace(inventory.defaults.interval))
         self._expected = set(self.scheduler.checks)
+        if not self._expected:  # a standby poller (the others own every device) is ready idle
+            self.ready = True
         self.scheduler.start()
         gc.freeze()  # the scheduler's slots and tasks join the frozen objects (no collection)
         self.holder.subscribe(self._apply_inventory)

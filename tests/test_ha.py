@@ -317,3 +317,40 @@ async def test_a_ticket_waiting_for_its_delay_is_opened_by_the_poller_taking_ove
         assert len(await camera_tickets(store)) == 1
     finally:
         await store.aclose()
+
+
+def test_a_hall_below_one_switch_runs_active_standby(tmp_path: Path, pg_server: Any) -> None:
+    """Every device hangs below one core switch: one poller polls all, the other stands by
+    (ready, owning nothing) and takes the whole hall over when the first is killed."""
+    url = pg_server.new_database()
+    devices = [node("core", "127.30.0.1")] + [
+        node(f"pc-{i}", f"127.30.1.{i + 1}", parent="core") for i in range(4)]
+    pollers = [HallmonProcess(tmp_path / f"s{i}", small_inventory(devices), autostart=False,
+                              args=(f"--storage.url={url}", f"--ha.lease={LEASE:g}",
+                                    f"--ha.heartbeat={HEARTBEAT:g}", f"--ha.poller-id=s{i}"))
+               for i in range(2)]
+    try:
+        for p in pollers:
+            p.__enter__()
+            p.start()  # one after the other: the second joins a live first
+        first = pollers[0]
+        first.wait_for(lambda: all(p.sample("hallmon_poller_live") == 2 for p in pollers), 30,
+                       "both pollers live")
+        owned = _owned(first)
+        active = pollers[0] if owned["s0"] == len(devices) else pollers[1]
+        standby = pollers[1] if active is pollers[0] else pollers[0]
+        assert sorted(owned.values()) == [0, len(devices)], owned
+        standby.wait_for(lambda: not _last_polls(standby) and len(_last_polls(active)) == 5,
+                         30, "the active poller polling the hall, the standby none")
+        active.kill()
+        killed_at = time.time()
+        standby.wait_for(lambda: len([t for t in _last_polls(standby).values()
+                                      if t > killed_at]) == len(devices), 30,
+                         "the standby to take the hall over")
+        took = time.time() - killed_at
+        print(f"standby took over {len(devices)} devices {took:.2f} s after kill -9")
+        assert took <= BOUND, took
+        assert standby.status("pc-0") == "up"  # judged with its parent: not "unreachable"
+    finally:
+        for p in reversed(pollers):
+            p.__exit__()
