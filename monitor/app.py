@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ import httpx
 from monitor import simulate
 from monitor.alerts import Delivery, Engine, build_channels, rate_limits, retry_policy
 from monitor.checks import probe_call
+from monitor.ha import DEFAULT_HEARTBEAT, DEFAULT_LEASE, Lease, assignment, default_poller_id
 from monitor.inventory import Inventory, ResolvedCheck, SnmpCheck
 from monitor.inventory.reload import InventoryHolder, ReloadOutcome
 from monitor.inventory.windows import active_window
 from monitor.metrics import (
     CachedRenderer,
     DeviceInfo,
+    PollerRow,
     Snapshot,
     ValueSpec,
     device_rows,
@@ -64,6 +66,12 @@ class Options:
     local_trust: bool = True  # without tokens: operations from 127.0.0.1/::1 are trusted
     watch_interval: float = 5.0
     shard: tuple[int, int] | None = None  # (i, n): poll only devices hashed to shard i of n
+    # Pollers sharing one PostgreSQL share the devices through leases (monitor/ha.py, issue 17).
+    # None: on for PostgreSQL without --shard (a pinned shard is static), off for SQLite.
+    ha: bool | None = None
+    ha_lease: float = DEFAULT_LEASE
+    ha_heartbeat: float = DEFAULT_HEARTBEAT
+    poller_id: str | None = None
     pace: float | None = None  # the demo: poll every check at least this often (seconds)
     traps_listen: tuple[str, int] | None = None  # the trap receiver's UDP address (None: off)
 
@@ -172,6 +180,11 @@ class Hall:
                             dict[str, ValueSpec]] = ({}, {}, {})
         self._tickets: dict[str, dict[str, int]] = {"open": {}, "total": {}}
         self.renderer = CachedRenderer(self)
+        self.lease: Lease | None = None  # pollers sharing the site (issue 17)
+        self.owned: set[str] | None = None  # the devices this poller polls (None: all)
+        self.poller_id = options.poller_id or default_poller_id(options.listen)
+        self._owners_cache: tuple[object, dict[str, int]] = (None, {})
+        self._rebalancing = asyncio.Lock()
 
     @property
     def inventory(self) -> Inventory:
@@ -183,6 +196,8 @@ class Hall:
         out = []
         for device in inventory.devices:
             if not in_shard(device.id, self.options.shard):
+                continue
+            if self.owned is not None and device.id not in self.owned:
                 continue
             for check in inventory.checks_for(device):
                 if passive(check):
@@ -254,8 +269,14 @@ class Hall:
         if self.delivery is not None:
             for name, st in self.delivery.stats.items():
                 sent[name], failed[name] = st.attempts, st.failures
+        owned = self.owned
+        if owned is not None:  # each device is exported by the one poller that polls it
+            info = {d: row for d, row in info.items() if d in owned}
+        pollers = self.pollers()
         return Snapshot(
             devices=device_rows(self.pipeline.state, info, kinds),
+            pollers=pollers,
+            pollers_live=sum(p.role in ("self", "peer", "standalone") for p in pollers),
             value_specs=specs,
             tickets_open=self._tickets["open"],
             tickets_total=self._tickets["total"],
@@ -280,6 +301,36 @@ class Hall:
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
         return out
+
+    def pollers(self) -> list[PollerRow]:
+        """The site's pollers as this one sees them now (metrics and ``/api/v1/pollers``).
+
+        Leases are judged at the database's clock, estimated as the time of the last heartbeat
+        read plus the time since: a poller cut off from its database sees its own lease run
+        out too."""
+        lease = self.lease
+        if lease is None or lease.membership is None or lease.last_ok is None:
+            n = len(self.inventory.devices) if self.owned is None else len(self.owned)
+            return [PollerRow(self.poller_id, "standalone", n, None)]
+        m = lease.membership
+        now = m.now + timedelta(seconds=max(0.0, time.time() - lease.last_ok))
+        owners = self._owner_counts(m.live)
+        out = []
+        for row in m.pollers:
+            live = row.expires_at > now
+            role = ("self" if row.id == self.poller_id else "peer") if live else "expired"
+            out.append(PollerRow(row.id, role, owners.get(row.id, 0) if live else None,
+                                 row.heartbeat_at.timestamp()))
+        return out
+
+    def _owner_counts(self, live: tuple[str, ...]) -> dict[str, int]:
+        key = (live, id(self.inventory))
+        if self._owners_cache[0] != key:
+            counts: dict[str, int] = {}
+            for p in assignment(self.inventory, live).values():
+                counts[p] = counts.get(p, 0) + 1
+            self._owners_cache = (key, counts)
+        return self._owners_cache[1]
 
     async def render_metrics(self) -> bytes:
         return await self.renderer.render()
@@ -311,7 +362,8 @@ class Hall:
             recheck=lambda dev: self.scheduler.request_recheck(dev),
             clock=time.time,
         )
-        await self.pipeline.resume()
+        await self._join(inventory)
+        await self.pipeline.resume(self.owned)
         await self._start_alerts(inventory)
         if self.options.mock:
             simulate.install(inventory)
@@ -323,10 +375,14 @@ class Hall:
         self.scheduler = Scheduler(checks, self._on_result, caps=self._caps(inventory),
                                    first_window=self._pace(inventory.defaults.interval))
         self._expected = set(self.scheduler.checks)
+        if not self._expected:  # a standby poller (the others own every device) is ready idle
+            self.ready = True
         self.scheduler.start()
         gc.freeze()  # the scheduler's slots and tasks join the frozen objects (no collection)
         await self._start_inputs(inventory)
         self.holder.subscribe(self._apply_inventory)
+        if self.lease is not None:
+            self._spawn(self.lease.run())
         self._spawn(self._refresh_maintenance())
         self._spawn(self.holder.watch(self.options.watch_interval))
         loop = asyncio.get_running_loop()
@@ -350,6 +406,69 @@ class Hall:
             self.traps = TrapReceiver(inventory, handle, self.recheck)
             await self.traps.start(*self.options.traps_listen)
 
+    # -- pollers sharing the site (issue 17) -----------------------------------------------------
+
+    def _ha_enabled(self) -> bool:
+        assert self.store is not None
+        if self.options.ha is not None:
+            return self.options.ha
+        return self.store.engine.dialect.name == "postgresql" and self.options.shard is None
+
+    async def _join(self, inventory: Inventory) -> None:
+        """Take a lease and this poller's share before resuming or polling anything."""
+        assert self.store is not None and self.astore is not None
+        if not self._ha_enabled():
+            return
+        self.lease = Lease(self.astore, self.poller_id, lease=self.options.ha_lease,
+                           heartbeat=self.options.ha_heartbeat, on_change=self.rebalance)
+        await self.lease.beat()
+        # Each row goes out once across pollers, held while one poller sends it.
+        self.store.outbox_claim_seconds = max(60.0, 2 * self.options.ha_lease)
+        self.owned = self._share(inventory, self.lease.live)
+        self.pipeline.owned = self.owned
+        log.info("poller %s joined %d live poller(s): owns %d of %d devices", self.poller_id,
+                 len(self.lease.live), len(self.owned), len(inventory.devices))
+
+    def _share(self, inventory: Inventory, live: tuple[str, ...]) -> set[str]:
+        return {d for d, p in assignment(inventory, live).items() if p == self.poller_id}
+
+    async def rebalance(self, live: tuple[str, ...]) -> None:
+        """The live pollers changed (or the inventory did): give away the devices another
+        poller owns now, without resolving anything, and take over the new ones, resuming
+        their open incidents first (so a device still down is not paged again)."""
+        if self.owned is None:
+            return
+        async with self._rebalancing:
+            await self._rebalance(live)
+
+    async def _rebalance(self, live: tuple[str, ...]) -> None:
+        assert self.owned is not None
+        inventory = self.inventory
+        new = self._share(inventory, live)
+        old = self.owned & {d.id for d in inventory.devices}
+        if new == self.owned:
+            return
+        released, taken = self.owned - new, new - old
+        # Stop polling what goes before forgetting it; resume what comes before polling it.
+        self.owned = self.pipeline.owned = old & new
+        self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
+        self.pipeline.release(released)
+        resumed = await self.pipeline.resume(taken)
+        if self.engine is not None and taken:
+            self.engine.resume(self.pipeline.resumed_events(taken), datetime.now(UTC))
+        self.owned = self.pipeline.owned = new
+        self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
+        if not self.ready:
+            self._expected = set(self.scheduler.checks)
+            self._seen &= self._expected
+        self.renderer = CachedRenderer(self)
+        log.info("rebalanced over %d live poller(s): gave away %d devices, took %d "
+                 "(%d open incidents resumed); owns %d", len(live), len(released), len(taken),
+                 resumed, len(new))
+        if taken:
+            with contextlib.suppress(Exception):  # the 15 s refresh retries anyway
+                await self.refresh_maintenance()
+
     async def _start_alerts(self, inventory: Inventory) -> None:
         assert self.store is not None
         cfg = inventory.notifications
@@ -366,13 +485,19 @@ class Hall:
             poll_interval=cfg.delivery.poll_interval,
             rate_limits=rate_limits(cfg),
         )
+        # Pollers sharing one database keep their own engine state (what each has in hand).
         shard = self.options.shard
+        state_name = "engine"
+        if shard is not None:
+            state_name = f"engine/shard-{shard[0]}-of-{shard[1]}"
+        elif self.lease is not None:
+            state_name = f"engine/{self.poller_id}"[:64]
         self.engine = Engine(
             cfg, self.store, now, tz=inventory.site.tz, on_enqueued=self.delivery.wake,
-            state_name="engine" if shard is None else f"engine/shard-{shard[0]}-of-{shard[1]}",
+            state_name=state_name,
         )
         await self.engine.load()  # what the previous process had not yet sent
-        self.engine.resume(self.pipeline.resumed_events(), now())
+        self.engine.resume(self.pipeline.resumed_events(self.owned), now())
         self.pipeline.alerts = self.engine
         self._spawn(self.engine.run())
         self._spawn(self.delivery.run())
@@ -396,6 +521,8 @@ class Hall:
             simulate.install(inventory)
         self.scheduler.first_window = self._pace(inventory.defaults.interval)
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
+        if self.lease is not None:  # added devices get an owner, maybe this poller
+            self._spawn(self.rebalance(self.lease.live))
         if not self.ready:
             self._expected = set(self.scheduler.checks)
             self._seen &= self._expected
@@ -480,6 +607,12 @@ class Hall:
             # Events inside their group window and held messages go to the store, so the next
             # process tells them (a SIGTERM must not lose a page).
             await self.engine.flush()
+        if self.lease is not None:  # a clean stop: the others take the devices at once
+            try:
+                await self.lease.leave()
+            except Exception as exc:
+                log.warning("could not give the lease back (%s): it runs out in %.0f s",
+                            type(exc).__name__, self.lease.lease)
         if self._http is not None:
             await self._http.aclose()
         with contextlib.suppress(Exception):

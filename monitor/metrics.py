@@ -82,6 +82,15 @@ class DeviceRow(NamedTuple):
     checks: Sequence[CheckRow] = ()
 
 
+class PollerRow(NamedTuple):
+    """One poller of the site as this poller sees it (issue 17)."""
+
+    poller: str
+    role: str  # self | peer | expired | standalone
+    devices_owned: int | None  # None: expired
+    last_heartbeat: float | None  # unix seconds; None: standalone
+
+
 class HistogramLike(Protocol):
     """``counts`` per bucket, non-cumulative, one more than ``bounds`` (the last is +Inf).
     ``monitor.scheduler.DurationHistogram`` fits."""
@@ -118,6 +127,8 @@ class Snapshot:
     traps_dropped: Mapping[str, int] = field(default_factory=dict)
     trap_unknown_senders: int = 0
     heartbeats: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    pollers: Sequence[PollerRow] = ()
+    pollers_live: int | None = None  # None: not reported (tests' bare snapshots)
 
 
 class MetricsSource(Protocol):
@@ -174,6 +185,14 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                            "inventory device."),
     "hallmon_push_heartbeats_total": ("counter", "Push heartbeats received, by device and "
                                       "check."),
+    "hallmon_poller_info": ("gauge", "Pollers of the site with a lease row (issue 17); role "
+                            "self, peer (lease live) or expired; standalone without leases."),
+    "hallmon_poller_devices_owned": ("gauge", "Devices each live poller owns under the "
+                                     "current assignment."),
+    "hallmon_poller_live": ("gauge", "Pollers of the site holding a live lease, as this poller "
+                            "sees them (0: not even its own, the database is out of reach)."),
+    "hallmon_poller_last_heartbeat_timestamp_seconds": (
+        "gauge", "When each poller last renewed its lease (the database's clock)."),
 }
 _ONE, _ZERO, _NAN = "1", "0", "NaN"
 # Per status: the six one-hot line endings, built once.
@@ -308,6 +327,26 @@ def _snmp_lines(named: dict[str, list[str]], specs: Mapping[str, ValueSpec], cl:
         named.setdefault(name, []).append(f"{name}{{{labels}}} {_num(value)}\n")
 
 
+def _pollers(snap: Snapshot, out: list[str]) -> None:
+    if snap.pollers_live is None:
+        return
+    _head("hallmon_poller_live", out)
+    out.append(f"hallmon_poller_live {snap.pollers_live}\n")
+    _head("hallmon_poller_info", out)
+    for p in snap.pollers:
+        out.append(f'hallmon_poller_info{{poller="{_esc(p.poller)}",role="{_esc(p.role)}"}} 1\n')
+    _head("hallmon_poller_devices_owned", out)
+    for p in snap.pollers:
+        if p.devices_owned is not None:
+            out.append(f'hallmon_poller_devices_owned{{poller="{_esc(p.poller)}"}} '
+                       f"{p.devices_owned}\n")
+    _head("hallmon_poller_last_heartbeat_timestamp_seconds", out)
+    for p in snap.pollers:
+        if p.last_heartbeat is not None:
+            out.append(f'hallmon_poller_last_heartbeat_timestamp_seconds{{poller='
+                       f'"{_esc(p.poller)}"}} {_num(p.last_heartbeat)}\n')
+
+
 def _service(snap: Snapshot, version: str, out: list[str]) -> None:
     for name, label, data in (
         ("hallmon_tickets_open", "category", snap.tickets_open),
@@ -341,6 +380,7 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
     out.append("hallmon_config_last_reload_success_timestamp_seconds "
                f"{_num(snap.reload_success_timestamp)}\n")
     _inputs(snap, out)
+    _pollers(snap, out)
     _head("hallmon_build_info", out)
     out.append(f'hallmon_build_info{{version="{_esc(version)}",'
                f'python="{platform.python_version()}"}} 1\n')

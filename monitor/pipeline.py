@@ -139,18 +139,28 @@ class Pipeline:
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
+        # The devices this poller owns when pollers share the site (None: all; issue 17).
+        self.owned: set[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def resume(self) -> int:
+    async def resume(self, devices: Iterable[str] | None = None) -> int:
         """After a restart: devices resume their last known status from the open incidents,
-        so a device still down produces no second "down". Returns the number resumed."""
+        so a device still down produces no second "down". Returns the number resumed.
+
+        ``devices``: only these (a poller sharing the site resumes the devices it owns, at
+        start and when it takes devices over; issue 17)."""
         if self.store is None:
             return 0
+        only = None if devices is None else set(devices)
+        before = len(self.incidents)
         states: dict[tuple[str, str], CheckState] = {}
+        unticketed: list[str] = []
         tickets = await self.store.open_auto_tickets()
         for inc in await self.store.open_incidents():
             if inc.device_id not in self._devices or inc.check is None:
+                continue
+            if only is not None and inc.device_id not in only:
                 continue
             key = (inc.device_id, inc.check)
             if key not in self.state.checks:
@@ -170,18 +180,52 @@ class Pipeline:
             )
             # The outage goes on: its ticket (opened for an earlier incident of it, maybe) is
             # the one to resolve when the device is back.
+            if inc.device_id not in tickets:
+                unticketed.append(inc.device_id)
             known, ticket_since = tickets.get(
                 inc.device_id, (ticket_key(inc.device_id, opened), since))
             self.outages[inc.device_id] = Outage(opened, min(since, ticket_since),
                                                  self._auto_resolve(inc.device_id), known)
         self.state.restore(states, self.state.maintenance, self.clock())
-        log.info("resumed %d open incidents from the store", len(self.incidents))
-        return len(self.incidents)
+        for dev in unticketed:
+            # Its automatic ticket was still waiting for the rule's delay when the poller that
+            # watched it stopped or handed it over: open it here, when the delay is over.
+            status = self.state.status(dev)
+            await self._ticket(DeviceTransition(dev, DeviceStatus.UNKNOWN, status,
+                                                self.outages[dev].started_at,
+                                                self.state.statuses[dev][1], notify=False))
+        resumed = len(self.incidents) - before
+        log.info("resumed %d open incidents from the store", resumed)
+        return resumed
 
-    def resumed_events(self) -> list[AlertEvent]:
+    def release(self, devices: Iterable[str]) -> None:
+        """Another poller owns these devices now (issue 17): forget them without resolving or
+        closing anything; their new owner resumes their open incidents and tickets. The alert
+        engine stops paging about them without a recovery notice (status "unknown")."""
+        now = self.clock()
+        states: dict[tuple[str, str], CheckState] = {}
+        gone = set(devices) & set(self._devices)
+        for dev in gone:
+            inc = self.incidents.pop(dev, None)
+            if inc is not None:
+                self._submit(self._devices[dev], "unknown", inc.status.value, now,
+                             "handed over to another poller")
+            self.outages.pop(dev, None)
+            pending = self._ticket_tasks.pop(dev, None)
+            if pending is not None:
+                pending.cancel()
+            for name in self.state.devices[dev].checks:
+                states[(dev, name)] = CheckState()
+        self.state.pending -= gone
+        self.state.restore(states, self.state.maintenance - gone, now)
+
+    def resumed_events(self, devices: Iterable[str] | None = None) -> list[AlertEvent]:
         """The open incidents as the alert engine's events (see Engine.resume)."""
+        only = None if devices is None else set(devices)
         out = []
         for dev, inc in self.incidents.items():
+            if only is not None and dev not in only:
+                continue
             device = self._devices.get(dev)
             if device is not None:
                 out.append(self._event(device, inc.status.value, "up", inc.started_at,
@@ -218,6 +262,8 @@ class Pipeline:
         """Apply one probe result (the scheduler's ``on_result``)."""
         if check.device_id not in self._devices:
             return  # a result for a device removed by a reload while it was polled
+        if self.owned is not None and check.device_id not in self.owned:
+            return  # ... or handed over to another poller meanwhile (issue 17)
         result = evaluate(check, result)
         now = self.clock()
         update = self.state.apply(
@@ -237,6 +283,8 @@ class Pipeline:
     async def set_maintenance(self, devices: Iterable[str]) -> None:
         """Make exactly ``devices`` be in maintenance (windows and in-progress tickets)."""
         wanted = set(devices) & set(self._devices)
+        if self.owned is not None:  # another poller's devices are its business (issue 17)
+            wanted &= self.owned
         now = self.clock()
         moved: list[DeviceTransition] = []
         for dev in sorted(wanted ^ self.state.maintenance):
@@ -393,8 +441,11 @@ class Pipeline:
                 assignee=rule.assignee,
                 source="auto",
             )
+            # Counted from the status change: a poller taking the device over (or restarted)
+            # waits only for what is left of the delay.
+            delay = max(0.0, t.at + float(rule.delay) - self.clock())
             task = asyncio.get_running_loop().create_task(
-                self._open_ticket_later(t.device, t.to, float(rule.delay), inc, outage, new)
+                self._open_ticket_later(t.device, t.to, delay, inc, outage, new)
             )
             self._ticket_tasks[t.device] = task
             return

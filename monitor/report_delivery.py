@@ -19,12 +19,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from monitor.alerts.base import Message
 from monitor.inventory import Inventory
 from monitor.reports import MEDIA, Hall, Report, build_report, render, t, title
 from monitor.store import Store, schema
+from monitor.store.migrations import PG_LOCK_ID
 from monitor.workdays import Due, WorkCalendar, due_reports
 
 log = logging.getLogger("hallmon.reports")
@@ -123,6 +124,8 @@ class ReportSender:
     def _since(self, now: datetime) -> datetime:
         meta = schema.store_meta
         with self.store.tx() as conn:
+            if conn.dialect.name == "postgresql":  # pollers sharing the site start together
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
             got = conn.execute(select(meta.c.value).where(meta.c.key == "reports_since")
                                ).scalar_one_or_none()
             if got is None:

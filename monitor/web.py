@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__, pages
-from monitor.api import auth, devices, inputs, limits, reports, tickets
+from monitor.api import auth, devices, inputs, limits, pollers, reports, tickets
 from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -214,6 +214,7 @@ def create_app(
         reports.router,
         inputs.push_router,
         inputs.events_router,
+        pollers.router,
         *extra_routers,
     ):
         app.include_router(router, prefix="/api/v1")

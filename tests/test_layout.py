@@ -36,6 +36,7 @@ LEVELS: dict[str, int] = {
     "monitor.discover": 3,  # reads the network with probes; proposes, never touches the daemon
     "monitor.tally": 4,
     "monitor.pipeline": 4,
+    "monitor.ha": 4,  # pollers' leases over the store (3) and the inventory's topology (1)
     "monitor.reports": 5,
     "monitor.receiver": 5,  # the trap receiver: feeds Pipeline.handle, so above the pipeline
     "monitor.push": 5,  # push heartbeats: the same

@@ -155,6 +155,12 @@ def add_users_commands(subparsers: Subparsers) -> None:
     add(subparsers)
 
 
+def add_store_commands(subparsers: Subparsers) -> None:
+    from monitor.cli.store import add_store_commands as add
+
+    add(subparsers)
+
+
 COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_check_commands,
     add_run_commands,
@@ -162,6 +168,7 @@ COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_notify_commands,
     add_discover_commands,
     add_users_commands,
+    add_store_commands,
     # LEAD: add the other areas' add_*_commands here.
 ]
 

@@ -55,6 +55,16 @@ def _traps_listen(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _seconds(value: str) -> float:
+    try:
+        got = float(value)
+    except ValueError:
+        got = -1.0
+    if not 0 < got <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {value!r}")
+    return got
+
+
 def _shard(value: str) -> tuple[int, int]:
     i, _, n = value.partition("/")
     if not (i.isdigit() and n.isdigit()) or not 0 <= int(i) < int(n):
@@ -92,11 +102,22 @@ def add_run_commands(sub: Any) -> None:
                           "(default: accepted from 127.0.0.1, which is anyone behind a reverse "
                           "proxy on this machine)")
     run.add_argument("--shard", type=_shard, default=None,
-                     help="poll only shard i of n (stable hash of the device id)")
+                     help="poll only shard i of n (stable hash of the device id); a pinned, "
+                     "static assignment: no lease, no take-over (see --ha.lease)")
     run.add_argument("--traps.listen-address", dest="traps_listen", type=_traps_listen,
                      default=None, metavar="HOST[:PORT]",
                      help="receive SNMP traps/informs on this UDP address (port 162 when left "
                           "out; below 1024 needs CAP_NET_BIND_SERVICE). Default: off")
+    run.add_argument("--ha.lease", dest="ha_lease", type=_seconds, default=15.0,
+                     help="pollers sharing one PostgreSQL: seconds a poller's lease lasts "
+                     "without a heartbeat; a dead poller's devices move after about "
+                     "the lease plus one poll interval (default 15)")
+    run.add_argument("--ha.heartbeat", dest="ha_heartbeat", type=_seconds, default=5.0,
+                     help="seconds between lease renewals (default 5; keep it under a third "
+                     "of --ha.lease)")
+    run.add_argument("--ha.poller-id", dest="poller_id", default=None,
+                     help="this poller's name in the lease table (default host:port; keep it "
+                     "stable across restarts)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the daemon on the shipped hall, with a scripted day")
@@ -223,7 +244,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         local_trust=args.local_trust,
         shard=args.shard,
         traps_listen=args.traps_listen,
+        ha_lease=args.ha_lease,
+        ha_heartbeat=args.ha_heartbeat,
+        poller_id=args.poller_id,
     )
+    if args.ha_heartbeat * 2 >= args.ha_lease:
+        raise SystemExit(f"--ha.heartbeat {args.ha_heartbeat:g} must be under half of "
+                         f"--ha.lease {args.ha_lease:g} (a late heartbeat must not lose the lease)")
     return asyncio.run(serve(options, args.listen))
 
 

@@ -27,6 +27,7 @@ from monitor.store.models import (
     TimezoneMismatch,
 )
 from monitor.store.outbox import OutboxMixin
+from monitor.store.pollers import PollersMixin
 from monitor.store.tickets import TicketsMixin
 from monitor.store.users import User, UsersMixin
 from monitor.store.windows import WindowsMixin
@@ -40,7 +41,7 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
     return f"sqlite:///{Path(state_dir) / 'hallmon.db'}"
 
 
-class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin):
+class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from monitor.store import schema
-from monitor.store.migrations import migrate
+from monitor.store.migrations import PG_LOCK_ID, migrate
 from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, TimezoneMismatch
 
 Clock = Callable[[], datetime]
@@ -145,6 +145,8 @@ class StoreBase:
         it; opened with none, it works in UTC and records nothing, so that the site's zone,
         given later, is not refused."""
         with self.tx() as conn:
+            if conn.dialect.name == "postgresql":  # pollers starting together on a fresh database
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
             stored = conn.execute(
                 select(schema.store_meta.c.value).where(schema.store_meta.c.key == "timezone")
             ).scalar_one_or_none()

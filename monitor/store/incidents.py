@@ -42,7 +42,15 @@ class IncidentsMixin(StoreBase):
                         started_at=self._now(started_at), open_key=key,
                     ).returning(I.c.id)).scalar_one())
             except IntegrityError:  # another poller opened it between our select and insert
-                return int(conn.execute(select(I.c.id).where(I.c.open_key == key)).scalar_one())
+                found = conn.execute(select(I.c.id).where(I.c.open_key == key)
+                                     ).scalar_one_or_none()
+                if found is None:
+                    # ... or opened another one for this device (a hand-over between pollers:
+                    # one open incident per device, ux_incidents_device_open): adopt it.
+                    found = conn.execute(select(I.c.id).where(
+                        I.c.device_id == device_id, I.c.ended_at.is_(None),
+                        I.c.check.is_not(None))).scalar_one()
+                return int(found)
 
     def close_incident(self, incident_id: int, ended_at: datetime) -> None:
         """Close an incident (closing a closed one keeps its first end time)."""

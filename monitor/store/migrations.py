@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from monitor.store import schema
 
@@ -39,11 +39,39 @@ def _v3_truth_alerts_alert_state(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.alert_state])
 
 
+def _v4_ha_pollers(conn: Connection) -> None:
+    """Issue 17: the pollers' lease table; on PostgreSQL at most one open incident per device.
+
+    Pollers sharing one PostgreSQL may both open an incident for a device during a hand-over;
+    the partial unique index makes the database refuse the second, whose writer adopts the
+    first (IncidentsMixin.open_incident). Incidents without a cause check (written by hand or by
+    tests, not by the pipeline) are left out. Duplicates from before (two pollers in the field)
+    are closed first, keeping each device's newest. SQLite has one writer: no race, no index.
+    """
+    schema.metadata.create_all(conn, tables=[schema.pollers])
+    # outbox.claimed_until: a row handed to one poller (v1 builds it from today's table, which
+    # already has the column; an older database gains it here).
+    if "claimed_until" not in {c["name"] for c in inspect(conn).get_columns("outbox")}:
+        conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_until TIMESTAMP"))
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(text(
+        "UPDATE incidents SET ended_at = (now() AT TIME ZONE 'UTC'), open_key = NULL "
+        "WHERE ended_at IS NULL AND \"check\" IS NOT NULL AND id NOT IN ("
+        " SELECT max(id) FROM incidents WHERE ended_at IS NULL AND \"check\" IS NOT NULL"
+        " GROUP BY device_id)"))
+    conn.execute(text(
+        "CREATE UNIQUE INDEX ux_incidents_device_open ON incidents (device_id) "
+        "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
+
+
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state,
+    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers,
 ]
 LATEST = len(MIGRATIONS)
-_PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
+PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
 
 
 def current_version(conn: Connection) -> int:
@@ -56,7 +84,7 @@ def migrate(engine: Engine) -> int:
     """Bring the database to LATEST; returns the version found before migrating."""
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
         found = current_version(conn)
         if found > LATEST:
             raise RuntimeError(

@@ -4,7 +4,7 @@ one row per idempotency key (so a restart or a second poller never notifies twic
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
@@ -22,6 +22,7 @@ ENGINE_STATE = "engine"
 def _item(row: Row[Any]) -> OutboxItem:
     m = dict(row._mapping)
     m["payload"] = json.loads(m["payload"])
+    m.pop("claimed_until", None)  # the HA claim (issue 17) is the store's business
     return OutboxItem(**m)
 
 
@@ -65,38 +66,79 @@ class OutboxMixin(StoreBase):
             value = conn.execute(select(A.c.value).where(A.c.name == name)).scalar()
             return None if value is None else str(value)
 
+    # Seconds a poller holds the rows ``due`` gave it (0: no claim, ``due`` only reads). Set by
+    # the daemon when pollers share one PostgreSQL (issue 17); see ``_claim_due``.
+    outbox_claim_seconds: float = 0.0
+
     def due(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
         """Per channel, the pending items in the order they were enqueued, up to the first one
         not yet due: a message waiting for its retry holds back every later message of its
         channel (a recovery never overtakes its outage notice), and that hold is in the table,
         so it outlives a restart. Channels come oldest head first."""
-        at = self._now(now)
+        if self.outbox_claim_seconds > 0:
+            return self._claim_due(now, limit)
         with self.read() as conn:
-            head = func.min(O.c.id)
-            heads = conn.execute(select(O.c.channel, head).where(O.c.status == "pending")
-                                 .group_by(O.c.channel).order_by(head)).all()
-            out: list[OutboxItem] = []
-            for channel, _head in heads:
-                if len(out) >= limit:
+            return self._in_order(conn, self._now(now), limit)
+
+    def _in_order(self, conn: Connection, at: datetime, limit: int) -> list[OutboxItem]:
+        """The due rows, per channel in order, stopping at the first one not due or held by
+        another poller's claim (what it sends must go out before anything after it)."""
+        head = func.min(O.c.id)
+        heads = conn.execute(select(O.c.channel, head).where(O.c.status == "pending")
+                             .group_by(O.c.channel).order_by(head)).all()
+        out: list[OutboxItem] = []
+        for channel, _head in heads:
+            if len(out) >= limit:
+                break
+            rows = conn.execute(select(O).where(O.c.status == "pending", O.c.channel == channel)
+                                .order_by(O.c.id).limit(limit - len(out)))
+            for row in rows:
+                claimed = row.claimed_until
+                if row.next_attempt_at > at or (claimed is not None and claimed > at):
                     break
-                rows = conn.execute(select(O).where(O.c.status == "pending",
-                                                    O.c.channel == channel)
-                                    .order_by(O.c.id).limit(limit - len(out)))
-                for row in rows:
-                    item = _item(row)
-                    if item.next_attempt_at > at:
-                        break
-                    out.append(item)
+                out.append(_item(row))
+        return out
+
+    def _claim_due(self, now: datetime, limit: int) -> list[OutboxItem]:
+        """Due rows no other poller holds, held for ``outbox_claim_seconds``: across pollers
+        each row is handed out once (a page goes out once), and per channel in order: a row
+        another poller claims at the same moment (``FOR UPDATE SKIP LOCKED`` skips it) holds
+        back the rest of its channel. SQLite ignores the lock clause (its BEGIN IMMEDIATE
+        already serialises writers). A poller that dies holding rows releases them when the
+        claim runs out; mark_sent/mark_failed end it sooner."""
+        at = self._now(now)
+        with self.tx() as conn:
+            wanted = self._in_order(conn, at, limit)
+            if not wanted:
+                return []
+            free = (O.c.claimed_until.is_(None)) | (O.c.claimed_until <= at)
+            locked = set(conn.execute(
+                select(O.c.id).where(O.c.id.in_([i.id for i in wanted]), O.c.status == "pending",
+                                     free)
+                .with_for_update(skip_locked=True)).scalars())
+            out: list[OutboxItem] = []
+            blocked: set[str] = set()
+            for item in wanted:
+                if item.channel in blocked:
+                    continue
+                if item.id not in locked:
+                    blocked.add(item.channel)
+                    continue
+                out.append(item)
+            if out:
+                conn.execute(update(O).where(O.c.id.in_([i.id for i in out])).values(
+                    claimed_until=at + timedelta(seconds=self.outbox_claim_seconds)))
             return out
 
     def mark_sent(self, item_id: int, at: datetime) -> None:
-        self._mark(item_id, status="sent", sent_at=self._now(at),
+        self._mark(item_id, status="sent", sent_at=self._now(at), claimed_until=None,
                    attempts=O.c.attempts + 1, last_error=None)
 
     def mark_failed(self, item_id: int, error: str, next_attempt_at: datetime,
                     dead: bool = False) -> None:
         """Record a failed attempt; ``error`` must already be free of secrets (channel URLs)."""
         self._mark(item_id, status="dead" if dead else "pending", last_error=error[:2000],
+                   claimed_until=None,
                    next_attempt_at=self._now(next_attempt_at), attempts=O.c.attempts + 1)
 
     def _mark(self, item_id: int, **values: Any) -> None:

@@ -180,6 +180,8 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # Held by one poller until then (issue 17: pollers sharing one PostgreSQL send a row once).
+    Column("claimed_until", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 
@@ -191,4 +193,17 @@ alert_state = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),  # JSON, see monitor/alerts/snapshot.py
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# High availability (issue 17): one row per poller of the site, its lease on a share of the
+# devices. Times come from the database's own clock (see pollers.py), so pollers on machines whose
+# clocks disagree still agree on who is live.
+pollers = Table(
+    "pollers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("info", Text, nullable=False, default=""),  # host and pid, for people
 )
