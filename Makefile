@@ -60,7 +60,7 @@ test: $(BIN)/.installed $(SIMVENV)/.installed
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(SIMVENV) .venv-constraints

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import re
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _verdict import finish  # noqa: E402
 
 from tests.agents.daemon import HallmonProcess, node, parse_metrics, small_inventory  # noqa: E402
 
@@ -140,7 +141,7 @@ def main() -> None:
           f"{d['cycles_rss_mb']:.1f} MB after two cycles, {d['rss_mb']:.1f} MB after two "
           f"scrapes, {d['idle_rss_mb']:.1f} MB 2 s later; peak (VmHWM) {d['peak_mb']:.1f} MB "
           f"(budget {BUDGET_MB:.0f} MB)")
-    result: dict[str, object] = {"bench": "memory", "devices": a.devices, "import_rss_mb":
+    result: dict[str, object] = {"devices": a.devices, "import_rss_mb":
                                  round(imports, 1), **{k: round(v, 1) for k, v in d.items()}}
     if not a.no_tracemalloc:
         top, current, peak = in_process(a.devices, a.interval)
@@ -151,8 +152,7 @@ def main() -> None:
         result["traced_mb"] = round(current / 2**20, 1)
         result["traced_peak_mb"] = round(peak / 2**20, 1)
     result["budget_mb"] = BUDGET_MB
-    result["ok"] = d["peak_mb"] <= BUDGET_MB
-    print(json.dumps(result))
+    finish("memory", result, {"peak_rss_at_most_150mb": d["peak_mb"] <= BUDGET_MB})
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _verdict import finish
 
 from probes import icmp, icmp_ping3
 from probes.icmp import IcmpConfig
@@ -50,8 +51,9 @@ async def main(hosts: int) -> None:
               f"({r['cpu_ms_per_probe']:.3f} ms/probe)  lost {int(r['lost'])}")
     print(f"ping3 costs {ping3['cpu_s'] / max(native['cpu_s'], 1e-9):.1f}x the CPU, "
           f"{ping3['wall_s'] / native['wall_s']:.1f}x the wall time")
-    print(json.dumps({"bench": "ping3_vs_native", "hosts": hosts, "native": native,
-                      "ping3": ping3}))
+    finish("ping3_vs_native", {"hosts": hosts, "native": native, "ping3": ping3},
+           {"native_cheaper_than_ping3": native["cpu_s"] < ping3["cpu_s"],
+            "native_lost_none": native["lost"] == 0})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from _verdict import finish  # noqa: E402
 
 from probes import snmp  # noqa: E402
 from probes.snmp import OidSpec, SnmpAuth, SnmpConfig  # noqa: E402
@@ -140,8 +140,13 @@ async def main(devices: int, scrapes: int, v3_devices: int) -> None:
               f"failures {theirs['failures']}")
     else:
         print(f"snmp_exporter: {theirs}")
-    print(json.dumps({"bench": "snmp_get", "hallmon": mine, "hallmon_v3": v3,
-                      "snmp_exporter": theirs}))
+    budgets = {
+        # The fast path must stay cheaper per GET than the Go exporter (today 6-12x cheaper).
+        "hallmon_cheaper_per_get_than_snmp_exporter":
+            mine["cpu_ms_per_get"] < theirs.get("cpu_ms_per_get", float("inf")),
+        "hallmon_lost_under_0.5%": mine["lost"] <= 0.005 * devices,
+    }
+    finish("snmp_get", {"hallmon": mine, "hallmon_v3": v3, "snmp_exporter": theirs}, budgets)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ from probes.result import ProbeResult
 log = logging.getLogger("hallmon")
 
 MAINTENANCE_REFRESH_SECONDS = 15.0
+# Checks due within this step start together (Scheduler wake_grid): one wake-up and one ICMP
+# batch per step instead of per check (10k devices at 30 s: ~120 checks per wake-up).
+WAKE_GRID_SECONDS = 0.25
 
 
 @dataclass
@@ -373,7 +376,8 @@ class Hall:
         # (~0.4 s at 10k devices) and made the earliest-splayed first runs overdue.
         _settle_gc()
         self.scheduler = Scheduler(checks, self._on_result, caps=self._caps(inventory),
-                                   first_window=self._pace(inventory.defaults.interval))
+                                   first_window=self._pace(inventory.defaults.interval),
+                                   wake_grid=WAKE_GRID_SECONDS)
         self._expected = set(self.scheduler.checks)
         if not self._expected:  # a standby poller (the others own every device) is ready idle
             self.ready = True

@@ -231,6 +231,8 @@ def _head(name: str, out: list[str], type_: str | None = None, help_: str | None
 # UCS-2 join of 11 MB and its encoding held at once lifted RSS by ~35 MB per scrape, and the
 # freed small strings left pymalloc arenas pinned by state objects allocated meanwhile).
 _FLUSH_EVERY = 500
+# Devices per step of a render on the event loop (~5 ms at 10k devices' worth of series).
+_SLICE = 100
 _DEVICE_FAMILIES: tuple[str, ...] = (
     "hallmon_device_up", "hallmon_device_status", "hallmon_device_info",
     "hallmon_device_last_poll_timestamp_seconds", "hallmon_device_last_change_timestamp_seconds",
@@ -258,6 +260,15 @@ def expose(snap: Snapshot, version: str = __version__) -> bytes:
     lines are f-strings collected per family; written for memory too: every ``_FLUSH_EVERY``
     devices each family's lines become one bytes chunk, joined once at the end.
     """
+    out: list[bytes] = []
+    for _ in _expose_steps(snap, version, out):
+        pass
+    return out[0]
+
+
+def _expose_steps(snap: Snapshot, version: str, result: list[bytes]) -> Iterator[None]:
+    """``expose`` in steps of ``_SLICE`` devices (a yield between steps); the text is appended
+    to ``result`` at the end. ``render`` runs it on the event loop, yielding between steps."""
     lines: list[list[str]] = [[] for _ in _DEVICE_FAMILIES]
     dev_up, status, info, poll, change, chk_up, flap, rtt, loss = lines
     chunks: list[list[bytes]] = [[] for _ in _DEVICE_FAMILIES]
@@ -291,6 +302,8 @@ def expose(snap: Snapshot, version: str = __version__) -> bytes:
                 _snmp_lines(named, specs, cl, values)
         if n % _FLUSH_EVERY == 0:
             _flush(lines, chunks, named, named_chunks)
+        if n % _SLICE == 0:
+            yield
     _flush(lines, chunks, named, named_chunks)
     out: list[str] = []
     body = io.BytesIO()
@@ -304,7 +317,7 @@ def expose(snap: Snapshot, version: str = __version__) -> bytes:
     _service(snap, version, out)
     _drain(body, out, [])
     # BytesIO hands its buffer over without a copy: the text exists once, not chunks + join.
-    return body.getvalue()
+    result.append(body.getvalue())
 
 
 def _drain(body: io.BytesIO, head: list[str], chunks: list[bytes]) -> None:
@@ -436,9 +449,20 @@ def render_text(source: MetricsSource) -> bytes:
 
 
 async def render(source: MetricsSource) -> bytes:
-    """Snapshot + text in a worker thread, so a scrape never stalls the poll loop for its
-    whole length (the GIL is shared: the loop still gets its turn every switch interval)."""
-    return await asyncio.to_thread(render_text, source)
+    """Snapshot, then the text in steps of ``_SLICE`` devices on the event loop, yielding to
+    polling between steps.
+
+    Not a worker thread: the poll loop releases the GIL on every socket call (each ICMP
+    send and receive) and then waits up to the switch interval (5 ms) to get it back from a
+    thread that renders, so a 10k-device render in a thread stretched probe batches past
+    their timeouts (bench/daemon.py, issue 12). Steps cost the same CPU and hold the loop
+    a few milliseconds at a time."""
+    snap = source.snapshot()
+    await asyncio.sleep(0)
+    out: list[bytes] = []
+    for _ in _expose_steps(snap, __version__, out):
+        await asyncio.sleep(0)
+    return out[0]
 
 
 class CachedRenderer:

@@ -24,6 +24,7 @@ from monitor.alerts.base import AlertEvent
 from monitor.alerts.base import Location as AlertLocation
 from monitor.conditions import evaluate
 from monitor.inventory import Device, Inventory, ResolvedCheck
+from monitor.inventory.index import DeviceIndex
 from monitor.state import (
     CheckPolicy,
     CheckState,
@@ -138,6 +139,7 @@ class Pipeline:
         self.results_total = 0
         self.transitions_total = 0
         self._devices: dict[str, Device] = {d.id: d for d in inventory.devices}
+        self.index = DeviceIndex(inventory)  # the API's look-ups (O(result) routes)
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
         # The devices this poller owns when pollers share the site (None: all; issue 17).
         self.owned: set[str] | None = None
@@ -237,6 +239,7 @@ class Pipeline:
         old = self._devices
         self.inventory = inventory
         self._devices = {d.id: d for d in inventory.devices}
+        self.index = DeviceIndex(inventory)
         now = self.clock()
         moved = self.state.replace(device_specs(inventory), now)
         for dev in list(self.incidents):

@@ -16,6 +16,12 @@ Knows nothing of state or alerts. Design (and why):
 - A run that starts (after waiting for its device lock and kind cap) more than ``late_grace``
   of its interval past its due time is counted in ``stats.overdue_total`` and the cadence
   re-anchors on its real start: late runs are counted, never skipped, never bunched.
+- ``wake_grid`` (the daemon: 0.25 s, at most 1 % of the interval): a run wakes at its due time
+  rounded *down* to the grid, so the checks due within one grid step start in one event-loop
+  wake-up and their ICMP probes go out as one batch (one send loop, one timer, replies drained
+  together). Measured at 10k devices, 30 s: one wake-up per check (~2,000/s with the probe's
+  packet rounds and replies) was the daemon's largest cost. A run never starts late because of
+  it, at most one grid step early; the cadence (``due``) is unchanged.
 - Every call runs under a deadline of ``check.timeout`` (``asyncio.timeout`` semantics, timer
   in the clock's queue); a timeout is the failure
   "timeout"; an unexpected exception is logged, counted per kind and becomes the failure
@@ -252,6 +258,10 @@ class _Slot:
     task: asyncio.Task[None] | None = None
 
 
+# A wake grid step is at most this share of a check's interval (1 s checks: 10 ms).
+_GRID_SHARE = 0.01
+
+
 def splay(device_id: str) -> float:
     """Stable fraction in [0, 1) for a device: the same phase across restarts and hosts."""
     digest = hashlib.blake2b(device_id.encode(), digest_size=8).digest()
@@ -268,11 +278,13 @@ class Scheduler:
         clock: Clock | None = None,
         late_grace: float = 0.1,
         first_window: float | None = None,
+        wake_grid: float = 0.0,
     ) -> None:
         self.on_result = on_result
         self.first_window = first_window  # every first run falls inside it (None: own interval)
         self.clock: Clock = clock or SystemClock()
         self.late_grace = late_grace  # share of the interval a run may start late unflagged
+        self.wake_grid = wake_grid  # seconds; 0 wakes each run at its own due time
         self.stats = SchedulerStats()
         self._caps = dict(DEFAULT_CAPS if caps is None else caps)
         # asyncio primitives bind to a loop only when first awaited (3.10+): safe to make here.
@@ -398,8 +410,10 @@ class Scheduler:
 
     async def _loop(self, slot: _Slot) -> None:
         clock = self.clock
+        grid = min(self.wake_grid, slot.check.interval * _GRID_SHARE)
         while True:
-            await clock.sleep_until(slot.due)
+            # Rounded down to the grid: the runs due within one step share a wake-up.
+            await clock.sleep_until(slot.due - slot.due % grid if grid > 0 else slot.due)
             started, _ = await self._run(slot.check, slot.due)
             if started - slot.due > self.late_grace * slot.check.interval:
                 slot.due = started  # counted in _run; re-anchor instead of bunching

@@ -112,12 +112,13 @@ def test_the_shipped_hall_is_ready_within_the_defaults_interval(tmp_path: Path) 
         took = time.monotonic() - started
         statuses = {dev: row["status"] for dev, row in d.devices().items()}
     assert set(statuses) == {dev.id for dev in inv.devices}
-    assert "unknown" not in statuses.values(), statuses
     # Devices the simulation leaves alone are up (no check fails for want of a value) or in a
     # maintenance window of the inventory.
     assert inv.simulation is not None
     faulted = {f.device for f in inv.simulation.faults}
     behind = {d.id for d in inv.devices if d.parent in faulted}
     calm = {dev: st for dev, st in statuses.items() if dev not in faulted | behind}
-    assert set(calm.values()) <= {"up", "maintenance"}, calm  # windows depend on the day
+    # Known: up, or in a window (windows depend on the day). A scripted fault that fails from
+    # its first probe may still be "unknown" here: DOWN needs failure_threshold failures.
+    assert set(calm.values()) <= {"up", "maintenance"}, calm
     print(f"ready after {took:.1f} s")

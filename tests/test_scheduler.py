@@ -353,3 +353,48 @@ def test_first_window_keeps_the_phase_across_restarts() -> None:
     due = a._slots[("cam-1f-01", "rtsp")].due - a._base
     assert due == b._slots[("cam-1f-01", "rtsp")].due - b._base
     assert due == pytest.approx(splay("cam-1f-01") * 30)
+
+
+async def test_wake_grid_starts_runs_together_never_later_than_due() -> None:
+    """Issue 12: the daemon's runs wake on a grid (rounded down), so the checks due within one
+    step start in one wake-up and their ICMP probes go out as one batch; the cadence is kept."""
+    devices = [f"d{i}" for i in range(200)]
+
+    async def starts(grid: float) -> tuple[dict[tuple[str, str], list[float]], Scheduler]:
+        clock = ManualClock()
+        rec = Recorder()
+        sched = Scheduler([check(d, interval=30) for d in devices], rec, clock=clock,
+                          wake_grid=grid)
+        sched.start()
+        await clock.advance(300)
+        await sched.stop()
+        out: dict[tuple[str, str], list[float]] = {}
+        for key, _ok, _err, started, _ in rec.seen:
+            out.setdefault(key, []).append(started - clock.time() + clock.monotonic())
+        return out, sched
+
+    exact, _ = await starts(0.0)
+    gridded, sched = await starts(0.25)
+    assert sched.stats.overdue_total == 0
+    assert gridded.keys() == exact.keys()
+    wakeups = set()
+    for key, runs in exact.items():
+        assert len(gridded[key]) - len(runs) in (0, 1)  # a run due just after the end: early
+        for due, got in zip(runs, gridded[key], strict=False):
+            assert got == pytest.approx(due - due % 0.25, abs=1e-6)  # rounded down, never late
+            wakeups.add(round(got, 3))
+    assert len(wakeups) <= 300 / 0.25  # at most one wake-up per grid step
+
+
+async def test_wake_grid_is_at_most_a_hundredth_of_the_interval() -> None:
+    clock = ManualClock()
+    rec = Recorder()
+    sched = Scheduler([check("d1", interval=1.0)], rec, clock=clock, wake_grid=0.25)
+    sched.start()
+    await clock.advance(5)
+    await sched.stop()
+    base = clock.time() - clock.monotonic()
+    starts = [started - base for *_rest, started, _ in rec.seen]
+    due = 1_000_000.0 + splay("d1") * 1.0
+    assert starts[0] == pytest.approx(due - due % 0.01, abs=1e-6)  # a 10 ms step, not 250 ms
+    assert sched.stats.overdue_total == 0

@@ -110,14 +110,24 @@ def test_tally_invariants(ops: list[tuple]) -> None:  # type: ignore[type-arg]
             with store.read() as conn:
                 direct = tally_direct(conn, date_key(lo), date_key(hi), g, {})
             assert kept == direct
+        # every single filter, with every grouping, equals the GROUP BY over the raw rows
+        # (those the tally table holds are read from it: issue 12)
+        for f in GROUPS:
+            for v in {r.group or "" for r in tally(store, "year", lo, hi, f)} | {"nobody"}:
+                for g in (None, *GROUPS):
+                    kept = {k: n for k, n in _days(store, lo, hi, g, {f: v}).items() if n}
+                    with store.read() as conn:
+                        direct = tally_direct(conn, date_key(lo), date_key(hi), g, {f: v})
+                    assert kept == direct, (f, v, g)
     finally:
         store.close()
 
 
-def _days(store: Store, lo: date, hi: date, g: str | None) -> dict[tuple[int, str | None], int]:
+def _days(store: Store, lo: date, hi: date, g: str | None,
+          filters: dict[str, str] | None = None) -> dict[tuple[int, str | None], int]:
     from monitor.tally import _day_counts
 
-    return _day_counts(store, lo, hi, g, {})
+    return _day_counts(store, lo, hi, g, filters or {})
 
 
 def _sum_by(rows: list, key) -> dict[str, int]:  # type: ignore[no-untyped-def,type-arg]
@@ -134,6 +144,22 @@ def test_local_days_follow_the_site_timezone(mem: Store) -> None:
     assert [(r.period, r.count) for r in tally(mem, "year", lo, hi)] == [("2025", 1)]
     assert tally(mem, "week", lo, hi)[0].period == "2025-W01"
     assert tally(mem, "day", lo, hi)[0].period == "2025-01-01"
+
+
+def test_filtered_tally_reads_the_tally_table_where_it_holds_the_counts(mem: Store) -> None:
+    from monitor.tally import _prefolded
+
+    at = datetime(2025, 3, 3, 4, tzinfo=UTC)
+    for cat, cls in [("fault", "kiosk"), ("fault", "ups"), ("line", "kiosk")]:
+        mem.create_ticket(new(cat, cls, None, at))
+    lo, hi = date_key(date(2025, 1, 1)), date_key(date(2025, 12, 31))
+    with mem.read() as conn:
+        assert _prefolded(conn, lo, hi, None, {"class": "kiosk"}) == {(20250303, None): 2}
+        assert _prefolded(conn, lo, hi, "status", {"category": "fault"}) == {(20250303, "open"): 2}
+        assert _prefolded(conn, lo, hi, "category", {"status": "open"}) == {
+            (20250303, "fault"): 2, (20250303, "line"): 1}
+        assert _prefolded(conn, lo, hi, "class", {"category": "fault"}) is None  # raw rows
+        assert _prefolded(conn, lo, hi, None, {"category": "fault", "class": "ups"}) is None
 
 
 def test_filtered_tally_uses_the_raw_rows(mem: Store) -> None:
