@@ -21,6 +21,8 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    func,
+    literal_column,
 )
 
 
@@ -110,6 +112,19 @@ tickets = Table(
     Index("ix_tickets_opened", "opened_at"),
 )
 
+# Every tally dimension of a ticket, NULL as "" (the tally's spelling), then its local day: a
+# tally over three or more dimensions (two filters and a grouping, ...) seeks the filters'
+# values in it, listing the values of the columns before them (tally.py), and reads only the
+# matching entries, never the tickets. Low-cardinality columns first keep those lists short.
+TICKET_DIMS_INDEX = Index(
+    "ix_tickets_dims",
+    tickets.c.status,
+    tickets.c.category,
+    *[func.coalesce(tickets.c[c], literal_column("''"))
+      for c in ("floor", "device_class", "owner", "assignee")],
+    tickets.c.local_day,
+)
+
 ticket_events = Table(
     "ticket_events",
     metadata,
@@ -136,6 +151,22 @@ ticket_tally = Table(
     Column("value", String(128), primary_key=True),  # "" stands for NULL
     Column("n", Integer, nullable=False),
     sqlite_with_rowid=False,  # the primary key is the table: a range read is one sequential scan
+)
+
+# Per-day counts of ticket pairs, both ways round: (dim=value, by_dim=by_value) for every two tally
+# dimensions, kept in step with `tickets` like ticket_tally, so "floor 3 by category" or
+# "faults on floor 3" read a few thousand rows instead of a million tickets (see tally.py).
+ticket_pairs = Table(
+    "ticket_pairs",
+    metadata,
+    # a filter dim=value grouped by by_dim is one contiguous key range over the days
+    Column("dim", String(16), primary_key=True),
+    Column("value", String(128), primary_key=True),  # "" stands for NULL
+    Column("by_dim", String(16), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("by_value", String(128), primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 maintenance_windows = Table(

@@ -46,6 +46,7 @@ from monitor.store.models import (
 T = schema.tickets
 E = schema.ticket_events
 TALLY = schema.ticket_tally
+PAIRS = schema.ticket_pairs
 TICKET_COLUMNS = [c for c in T.c if c.name != "local_day"]
 # Dimensions kept in the tally table; "all" counts every ticket once.
 TALLY_DIMS: dict[str, str] = {
@@ -60,7 +61,17 @@ EDITABLE = ("summary", "category", "assignee", "resolution", "device_id", "devic
             "floor", "owner")
 FILTERS = ("status", "category", "device_id", "device_class", "floor", "owner", "assignee",
            "source")
-Delta = Counter[tuple[int, str, str]]
+
+
+class Delta(Counter[tuple[int, str, str]]):
+    """Changes to the tally table, (day, dim, value) -> n, and in ``pairs`` to the pair table,
+    (dim, value, by_dim, day, by_value) -> n."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: Counter[tuple[str, str, str, int, str]] = Counter()
+
+
 BACKLOG = ("open", "in_progress")
 # Resolutions are counters kept in the tally table too, keyed by the local day of the
 # resolution: every entry into "resolved" adds 1 to RESOLVED and its resolution time
@@ -94,6 +105,12 @@ def tally_keys(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     return keys
 
 
+def pair_keys(values: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The (dim, value, by_dim, by_value) pair rows one ticket counts in, both ways round."""
+    own = [(dim, str(values[col] or "")) for dim, col in TALLY_DIMS.items()]
+    return [(a, x, b, y) for a, x in own for b, y in own if a != b]
+
+
 def count_resolution(delta: Delta, category: str, opened: datetime, resolved: datetime,
                      tz: ZoneInfo) -> None:
     """Add one resolution to the counters (see RESOLVED); a clock skew never subtracts."""
@@ -105,23 +122,36 @@ def count_resolution(delta: Delta, category: str, opened: datetime, resolved: da
 
 
 def _apply_tally(conn: Connection, delta: Delta) -> None:
-    rows = [{"day": d, "dim": k, "value": v, "n": n} for (d, k, v), n in delta.items() if n]
+    # Rows in key order: two writers on one PostgreSQL lock the rows they share in the same
+    # order, so they wait for each other instead of deadlocking.
+    rows = [{"day": d, "dim": k, "value": v, "n": n}
+            for (d, k, v), n in sorted(delta.items()) if n]
+    _upsert(conn, TALLY, rows)
+    _upsert(conn, PAIRS, [{"dim": a, "value": x, "by_dim": b, "day": d, "by_value": y, "n": n}
+                          for (a, x, b, d, y), n in sorted(delta.pairs.items()) if n])
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Add each row's n to the row of its key (a new row when there is none)."""
     if not rows:
         return
-    ins = (postgresql.insert(TALLY) if conn.dialect.name == "postgresql"
-           else sqlite.insert(TALLY))
+    ins = (postgresql.insert(table) if conn.dialect.name == "postgresql"
+           else sqlite.insert(table))
     # One statement executed for many rows: compiled once (a rebuild writes ~100k rows; a
     # multi-VALUES statement per 5000 rows spent most of its time compiling).
     conn.execute(ins.on_conflict_do_update(
-        index_elements=[TALLY.c.dim, TALLY.c.day, TALLY.c.value],
-        set_={"n": TALLY.c.n + ins.excluded.n},
+        index_elements=list(table.primary_key.columns),
+        set_={"n": table.c.n + ins.excluded.n},
     ), rows)
 
 
 def _count(delta: Delta, values: Mapping[str, Any], tz: ZoneInfo) -> None:
     """The tally buckets a new ticket adds to."""
+    day = values["local_day"]
     for dim, value in tally_keys(values):
-        delta[(values["local_day"], dim, value)] += 1
+        delta[(day, dim, value)] += 1
+    for a, x, b, y in pair_keys(values):
+        delta.pairs[(a, x, b, day, y)] += 1
     if values["resolved_at"] is not None:  # imported or entered after the fact
         count_resolution(delta, values["category"], values["opened_at"],
                          values["resolved_at"], tz)
@@ -168,7 +198,7 @@ class TicketsMixin(StoreBase):
 
     def create_ticket(self, new: NewTicket, *, at: datetime | None = None) -> Ticket:
         values = self._values(new, self._now(at))
-        delta: Delta = Counter()
+        delta = Delta()
         with self.tx() as conn:
             tid = self._insert(conn, values, new.reporter, None, delta)
             _apply_tally(conn, delta)
@@ -183,7 +213,7 @@ class TicketsMixin(StoreBase):
         (150k rows: see bench/import_lock.py). A bad row raises before anything is written.
         ``last_import_lock_seconds`` says how long the final transaction held the lock."""
         now = self.clock()
-        delta: Delta = Counter()
+        delta = Delta()
         staged = []
         for seq, new in enumerate(rows, 1):
             values = self._values(new, now)
@@ -241,7 +271,7 @@ class TicketsMixin(StoreBase):
         this safe against a second poller racing on the same PostgreSQL database."""
         values = self._values(new, self._now(at))
         values.update(incident_key=incident_key, source="auto")
-        delta: Delta = Counter()
+        delta = Delta()
         with self.tx() as conn:
             existing = conn.execute(select(T.c.id).where(T.c.incident_key == incident_key))
             tid = existing.scalar_one_or_none()
@@ -303,11 +333,16 @@ class TicketsMixin(StoreBase):
         conn.execute(update(T).where(T.c.id == old.id).values(**changes))
         before = dict(old._mapping)
         after = {**before, **changes}
-        delta = Counter() if delta is None else delta
+        delta = Delta() if delta is None else delta
+        day = old.local_day
         for dim, value in tally_keys(before):
-            delta[(old.local_day, dim, value)] -= 1
+            delta[(day, dim, value)] -= 1
         for dim, value in tally_keys(after):
-            delta[(old.local_day, dim, value)] += 1
+            delta[(day, dim, value)] += 1
+        for a, x, b, y in pair_keys(before):
+            delta.pairs[(a, x, b, day, y)] -= 1
+        for a, x, b, y in pair_keys(after):
+            delta.pairs[(a, x, b, day, y)] += 1
         _apply_tally(conn, delta)
 
     def _transition(self, conn: Connection, tid: int, to: str, actor: str, note: str | None,
@@ -316,7 +351,7 @@ class TicketsMixin(StoreBase):
         if to not in TRANSITIONS.get(row.status, frozenset()):
             raise InvalidTransition(tid, row.status, to)
         changes: dict[str, Any] = {"status": to, "updated_at": at}
-        delta: Delta = Counter()
+        delta = Delta()
         if to == "in_progress" and row.started_at is None:
             changes["started_at"] = at
         elif to == "resolved":
@@ -479,7 +514,8 @@ class TicketsMixin(StoreBase):
     def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
         """Recompute every local_day in ``tz`` and the tally table from the ticket rows."""
         conn.execute(delete(TALLY))
-        delta: Delta = Counter()
+        conn.execute(delete(PAIRS))
+        delta = Delta()
         rows = conn.execute(select(T.c.id, T.c.opened_at, T.c.local_day, T.c.resolved_at,
                                    *[T.c[c] for c in TALLY_DIMS.values()])).all()
         # Earlier resolutions live in the audit trail only (a reopen clears resolved_at).
@@ -493,8 +529,10 @@ class TicketsMixin(StoreBase):
             day = day_key(m["opened_at"], tz)
             if day != m["local_day"]:
                 moved.append({"tid": m["id"], "day": day})
-            for dim, value in tally_keys(dict(m)):
+            for dim, value in tally_keys(m):
                 delta[(day, dim, value)] += 1
+            for a, x, b, y in pair_keys(m):
+                delta.pairs[(a, x, b, day, y)] += 1
             _recount_resolutions(delta, row, resolves.get(row.id, ()), tz)
         if moved:
             conn.execute(update(T).where(T.c.id == bindparam("tid"))
