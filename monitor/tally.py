@@ -211,7 +211,7 @@ def _dims_scan(conn: Any, lo: int, hi: int, group_by: str | None,
         values = set(conn.execute(select(tt.c.value).distinct().where(
             tt.c.dim == dim, tt.c.day.between(lo, hi), tt.c.n != 0)).scalars())
         named = sorted(values - {""})
-        ways = [col.in_(named)] if named else []
+        ways: list[ColumnElement[bool]] = [col.in_(named)] if named else []
         if "" in values:
             ways.append(col.is_(None) if col.nullable else col == "")
         if not ways:

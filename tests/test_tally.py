@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select, text
 
-from monitor.store import InvalidValue, NewTicket, Store
+from monitor.store import InvalidValue, NewTicket, Store, schema
 from monitor.store.localtime import date_key
+from monitor.store.migrations import _v5_tally2_pairs
 from monitor.tally import (
     GROUPS,
     DeviceRef,
@@ -146,7 +150,7 @@ def test_local_days_follow_the_site_timezone(mem: Store) -> None:
     assert tally(mem, "day", lo, hi)[0].period == "2025-01-01"
 
 
-def test_filtered_tally_reads_the_tally_table_where_it_holds_the_counts(mem: Store) -> None:
+def test_filtered_tally_reads_the_tally_and_pair_tables_up_to_two_dimensions(mem: Store) -> None:
     from monitor.tally import _prefolded
 
     at = datetime(2025, 3, 3, 4, tzinfo=UTC)
@@ -158,17 +162,31 @@ def test_filtered_tally_reads_the_tally_table_where_it_holds_the_counts(mem: Sto
         assert _prefolded(conn, lo, hi, "status", {"category": "fault"}) == {(20250303, "open"): 2}
         assert _prefolded(conn, lo, hi, "category", {"status": "open"}) == {
             (20250303, "fault"): 2, (20250303, "line"): 1}
-        assert _prefolded(conn, lo, hi, "class", {"category": "fault"}) is None  # raw rows
-        assert _prefolded(conn, lo, hi, None, {"category": "fault", "class": "ups"}) is None
+        assert _prefolded(conn, lo, hi, "class", {"category": "fault"}) == {
+            (20250303, "kiosk"): 1, (20250303, "ups"): 1}
+        assert _prefolded(conn, lo, hi, None, {"category": "fault", "class": "ups"}) == {
+            (20250303, None): 1}
+        assert _prefolded(conn, lo, hi, "class", {"category": "fault", "class": "ups"}) == {
+            (20250303, "ups"): 1}
+        # three dimensions: the dims index (tally._dims_scan), not the pair table
+        assert _prefolded(conn, lo, hi, "status", {"category": "fault", "class": "ups"}) is None
 
 
-def test_filtered_tally_uses_the_raw_rows(mem: Store) -> None:
+def test_faults_on_a_floor_by_category_from_the_pair_table(mem: Store) -> None:
+    """Issue 12: "floor=2 grouped by category" (1.4-1.6 s at 1M tickets over the tickets)."""
     at = datetime(2025, 3, 3, 4, tzinfo=UTC)
-    for cat, cls in [("fault", "kiosk"), ("fault", "ups"), ("line", "kiosk")]:
-        mem.create_ticket(new(cat, cls, None, at))
-    rows = tally(mem, "month", date(2025, 1, 1), date(2025, 12, 31), "class",
-                 filters={"category": "fault"})
-    assert [(r.group, r.count) for r in rows] == [("kiosk", 1), ("ups", 1)]
+    for cat, floor in [("fault", "2"), ("fault", "2"), ("line", "2"), ("fault", "3")]:
+        mem.create_ticket(replace(new(cat, "kiosk", None, at), floor=floor))
+    rows = tally(mem, "month", date(2025, 1, 1), date(2025, 12, 31), "category",
+                 filters={"floor": "2"})
+    assert [(r.period, r.group, r.count) for r in rows] == [("2025-03", "fault", 2),
+                                                            ("2025-03", "line", 1)]
+    with mem.read() as conn:  # read from the pair rows (the tickets are not asked)
+        pairs = conn.execute(select(schema.ticket_pairs.c.by_value, schema.ticket_pairs.c.n)
+                             .where(schema.ticket_pairs.c.dim == "floor",
+                                    schema.ticket_pairs.c.value == "2",
+                                    schema.ticket_pairs.c.by_dim == "category")).all()
+    assert sorted(pairs) == [("fault", 2), ("line", 1)]
 
 
 def test_mttr_and_backlog(mem: Store) -> None:
@@ -221,3 +239,111 @@ def test_availability_formula(mem: Store) -> None:
                               now=t + timedelta(days=2))
     assert per_dev[0].observed_s == 7.5 * 3600 and per_dev[0].down_s == 3600
     s.close()
+
+
+# ---- pairs and combined filters, on both backends (issue 12: every tally the API offers) ------
+FLOORS, CLASSES, OWNERS, PEOPLE = [None, "1", "2"], [None, "kiosk", "ups"], [None, "a", "b"], [
+    None, "zhang", "wang"]
+full_op = st.one_of(
+    st.tuples(st.just("new"), st.sampled_from(CATS), st.sampled_from(CLASSES),
+              st.sampled_from(FLOORS), st.sampled_from(OWNERS), st.sampled_from(PEOPLE),
+              st.integers(0, int(SPAN.total_seconds()))),
+    st.tuples(st.just("move"), st.integers(0, 30), st.sampled_from(
+        ["in_progress", "resolved", "closed", "open"])),
+    st.tuples(st.just("edit"), st.integers(0, 30), st.sampled_from(CATS),
+              st.sampled_from(FLOORS), st.sampled_from(OWNERS), st.sampled_from(PEOPLE)),
+)
+SUBSETS = [c for k in range(1, len(GROUPS) + 1) for c in itertools.combinations(GROUPS, k)]
+
+
+def apply_full(store: Store, ops: list[tuple]) -> list[int]:  # type: ignore[type-arg]
+    ids: list[int] = []
+    for o in ops:
+        if o[0] == "new":
+            ids.append(store.create_ticket(NewTicket(
+                category=o[1], summary="s", reporter="r", device_class=o[2], floor=o[3],
+                owner=o[4], assignee=o[5], opened_at=START + timedelta(seconds=o[6]))).id)
+        elif ids and o[0] == "move":
+            try:
+                store.transition(ids[o[1] % len(ids)], o[2], "t")
+            except Exception as exc:  # InvalidTransition is part of the story
+                assert "cannot move" in str(exc)
+        elif ids:
+            store.update_ticket(ids[o[1] % len(ids)], "t", {
+                "category": o[2], "floor": o[3], "owner": o[4], "assignee": o[5]})
+    return ids
+
+
+def _wipe(store: Store) -> None:
+    with store.tx() as conn:
+        for table in (schema.ticket_events, schema.tickets, schema.ticket_tally,
+                      schema.ticket_pairs):
+            conn.execute(table.delete())
+
+
+def _pair_rows(store: Store) -> set[tuple]:  # type: ignore[type-arg]
+    with store.read() as conn:
+        return {tuple(r) for r in conn.execute(select(schema.ticket_pairs)) if r.n}
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(full_op, max_size=30), st.integers(0, 30), st.data())
+def test_every_filter_combination_with_every_grouping_equals_a_direct_count(
+        store: Store, ops: list[tuple], pick: int, data: st.DataObject,  # type: ignore[type-arg]
+) -> None:
+    """Every set of filters the API offers (one to all six dimensions), with every grouping,
+    equals the GROUP BY over the raw rows: the pair table and the dims index stay exact
+    through creations, transitions and edits, NULLs (counted as "") included."""
+    _wipe(store)
+    ids = apply_full(store, ops)
+    lo, hi = date(2024, 12, 1), date(2026, 2, 1)
+    if ids:  # one ticket's values (the filters it matches), each also asked as "nobody"
+        mine = store.get_ticket(ids[pick % len(ids)])
+        own = {"category": mine.category, "class": mine.device_class or "",
+               "floor": mine.floor or "", "owner": mine.owner or "",
+               "assignee": mine.assignee or "", "status": mine.status}
+    else:
+        own = dict.fromkeys(GROUPS, "")
+    for dims in SUBSETS:
+        miss = data.draw(st.sampled_from([None, *dims]), label="filter asked as 'nobody'")
+        filters = {d: ("nobody" if d == miss else own[d]) for d in dims}
+        for g in (None, *GROUPS):
+            kept = {k: n for k, n in _days(store, lo, hi, g, filters).items() if n}
+            with store.read() as conn:
+                direct = tally_direct(conn, date_key(lo), date_key(hi), g, filters)
+            assert kept == direct, (filters, g)
+    # the write path, the Python rebuild and the migration's SQL backfill agree row for row
+    kept = _pair_rows(store)
+    store.rebuild_tally()
+    assert _pair_rows(store) == kept
+    with store.tx() as conn:
+        _v5_tally2_pairs(conn)
+    assert _pair_rows(store) == kept
+
+
+def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
+    """A store from before the pair table (schema 4, tickets in it) is backfilled by the
+    migration, and its filtered tallies are exact from the first read."""
+    s = Store(url, timezone="Asia/Shanghai")
+    at = datetime(2025, 3, 3, 4, tzinfo=UTC)
+    for cat, floor in [("fault", "2"), ("fault", "2"), ("line", None), ("fault", "3")]:
+        s.create_ticket(replace(new(cat, "kiosk", None, at), floor=floor))
+    with s.tx() as conn:  # back to schema 4
+        conn.execute(schema.ticket_pairs.delete())
+        conn.execute(text("DROP TABLE ticket_pairs"))
+        conn.execute(text("DROP INDEX ix_tickets_dims"))
+        conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version > 4))
+    s.close()
+    s = Store(url, timezone="Asia/Shanghai")
+    try:
+        lo, hi = date(2025, 1, 1), date(2025, 12, 31)
+        rows = tally(s, "year", lo, hi, "category", filters={"floor": "2"})
+        assert [(r.group, r.count) for r in rows] == [("fault", 2)]
+        rows = tally(s, "year", lo, hi, "floor", filters={"category": "fault", "class": "kiosk",
+                                                          "status": "open"})
+        assert [(r.group, r.count) for r in rows] == [("2", 2), ("3", 1)]
+        assert [(r.group, r.count) for r in tally(s, "year", lo, hi, "floor",
+                                                  filters={"category": "line"})] == [("", 1)]
+    finally:
+        s.close()

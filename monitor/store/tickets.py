@@ -529,9 +529,10 @@ class TicketsMixin(StoreBase):
             day = day_key(m["opened_at"], tz)
             if day != m["local_day"]:
                 moved.append({"tid": m["id"], "day": day})
-            for dim, value in tally_keys(m):
+            values = dict(m)
+            for dim, value in tally_keys(values):
                 delta[(day, dim, value)] += 1
-            for a, x, b, y in pair_keys(m):
+            for a, x, b, y in pair_keys(values):
                 delta.pairs[(a, x, b, day, y)] += 1
             _recount_resolutions(delta, row, resolves.get(row.id, ()), tz)
         if moved:
