@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -164,6 +165,25 @@ def _stage_table() -> Table:
                  *columns, prefixes=["TEMPORARY"])
 
 
+def _pair_stage_table() -> Table:
+    """A temporary twin of ``ticket_pairs`` (no key: each pair row once) for a staged import."""
+    return Table("ticket_pairs_import_stage", MetaData(),
+                 *[Column(c.name, c.type) for c in PAIRS.c], prefixes=["TEMPORARY"])
+
+
+def _add_pairs(conn: Connection, stage: Table) -> None:
+    """Add the staged pair counts to ``ticket_pairs`` in one INSERT ... SELECT ... upsert."""
+    ins = (postgresql.insert(PAIRS) if conn.dialect.name == "postgresql"
+           else sqlite.insert(PAIRS))
+    names = [c.name for c in PAIRS.c]
+    # "WHERE true": SQLite would read ON CONFLICT as a join's ON without it
+    key = [stage.c[c.name] for c in PAIRS.primary_key.columns]  # in key order: few page visits
+    conn.execute(ins.from_select(names, select(*[stage.c[c] for c in names]).where(true())
+                                 .order_by(*key))
+                 .on_conflict_do_update(index_elements=list(PAIRS.primary_key.columns),
+                                        set_={"n": PAIRS.c.n + ins.excluded.n}))
+
+
 class TicketsMixin(StoreBase):
     last_import_lock_seconds: float | None = None
     # ---- validation -----------------------------------------------------------------------
@@ -222,12 +242,19 @@ class TicketsMixin(StoreBase):
         if not staged:
             return []
         n = len(staged)
-        stage = _stage_table()
+        stage, pairs = _stage_table(), _pair_stage_table()
         with self.engine.connect() as conn:
             conn.execution_options(hallmon_read=True)  # SQLite: a plain BEGIN, no write lock
             with conn.begin():
                 stage.create(conn)
                 conn.execute(stage.insert(), staged)
+                # ~30 pair rows a ticket: staged too, moved in by one statement (150k tickets:
+                # ~400k rows, 4.7 s of lock as one upsert per row)
+                pairs.create(conn)
+                conn.execute(pairs.insert(), [
+                    {"dim": a, "value": x, "by_dim": b, "day": d, "by_value": y, "n": k}
+                    for (a, x, b, d, y), k in delta.pairs.items() if k])
+                delta.pairs.clear()
             del staged
             try:
                 conn.execution_options(hallmon_read=False)
@@ -235,11 +262,13 @@ class TicketsMixin(StoreBase):
                     started = time.perf_counter()
                     base = self._move_in(conn, stage, actor)
                     _apply_tally(conn, delta)
+                    _add_pairs(conn, pairs)
                 self.last_import_lock_seconds = time.perf_counter() - started
             finally:
                 conn.execution_options(hallmon_read=True)
                 with conn.begin():
                     stage.drop(conn)
+                    pairs.drop(conn)
         return list(range(base + 1, base + n + 1))
 
     def _move_in(self, conn: Connection, stage: Table, actor: str) -> int:
