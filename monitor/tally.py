@@ -53,7 +53,7 @@ from monitor.store.localtime import (
 )
 from monitor.store.models import InvalidValue, category_key
 from monitor.store.tickets import CATEGORY_STATUS, TALLY_DIMS
-from monitor.workdays import WorkCalendar
+from monitor.workdays import WorkCalendar, union
 from monitor.workdays import opening_intervals as working_hours
 
 T = schema.tickets
@@ -308,17 +308,7 @@ def opening_intervals(spec: str, start: date, end: date, tz: ZoneInfo) -> list[I
                 out.append((datetime.combine(d, span.start, tz).astimezone(UTC),
                             datetime.combine(close, span.end, tz).astimezone(UTC)))
         d += timedelta(days=1)
-    return _union(out)
-
-
-def _union(spans: Iterable[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for a, b in sorted(s for s in spans if s[1] > s[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+    return union(out)
 
 
 def _intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
@@ -382,12 +372,12 @@ def availability(store: Store, devices: Iterable[DeviceRef], start: date, end: d
         if inc.status == "down" and lo <= inc.started_at < hi:
             starts[inc.device_id] += 1
     for dev in devices:
-        maint = _union((w.starts_at, w.ends_at) for w in windows if
+        maint = union((w.starts_at, w.ends_at) for w in windows if
                        (w.selector, w.value) in {("device", dev.id), ("class", dev.device_class),
                                                  ("floor", dev.floor or "\0")})
         observed = _minus(whole if dev.device_class in day_long else hours, maint)
-        down = _intersect(_union(by_device.get((dev.id, "down"), [])), observed)
-        behind = _intersect(_union(by_device.get((dev.id, "unreachable"), [])), observed)
+        down = _intersect(union(by_device.get((dev.id, "down"), [])), observed)
+        behind = _intersect(union(by_device.get((dev.id, "unreachable"), [])), observed)
         a = Availability(dev.id, _seconds(observed), _seconds(down), starts.get(dev.id, 0),
                          _seconds(behind))
         per_device.append(a)

@@ -34,6 +34,8 @@ from probes.snmp_ber import (
     _oid,
     _varbinds,
     encode,
+    guarded,
+    message_header,
 )
 
 TRAP_V1 = 0xA4
@@ -122,25 +124,12 @@ def v3_engine_and_user(data: bytes) -> tuple[bytes, bytes]:
 
 def decode_notification(data: bytes) -> Notification:
     """Parse one v1/v2c trap or inform; raise ``BerError`` (and only that) otherwise."""
-    try:
-        return _decode(bytes(data))
-    except BerError:
-        raise
-    except Exception as exc:
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
+    return guarded(_decode, data)
 
 
 def _decode(data: bytes) -> Notification:
     end = len(data)
-    tag, pos, stop = _header(data, 0, end)
-    if tag != SEQUENCE or stop != end:
-        raise BerError("not one SEQUENCE")
-    version, pos = _expect_int(data, pos, end, VERSION_1, VERSION_2C)
-    tag, cstart, pos = _header(data, pos, end)
-    if tag != OCTET_STRING:
-        raise BerError("community is not an OCTET STRING")
-    community = data[cstart:pos]
-    pdu_type, pos, stop = _header(data, pos, end)
+    version, community, pdu_type, pos, stop = message_header(data)
     if stop != end:
         raise BerError("trailing bytes after the PDU")
     if version == VERSION_1 and pdu_type == TRAP_V1:
