@@ -356,7 +356,8 @@ class Hall:
                 log.info("icmp: %s", icmp_probe.privileges())
         url = self.options.storage_url or default_storage_url(self.options.state_dir)
         self.store = Store(
-            url, timezone=inventory.site.timezone, categories=inventory.tickets.categories
+            url, timezone=inventory.site.timezone, categories=inventory.tickets.categories,
+            site=inventory.site.id,  # halls sharing one database keep apart (issue 17)
         )
         self.astore = AsyncStore(self.store)
         self.pipeline = Pipeline(

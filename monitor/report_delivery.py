@@ -135,8 +135,8 @@ class ReportSender:
 
     def _enqueued(self, key: str) -> bool:
         with self.store.read() as conn:
-            return conn.execute(select(schema.outbox.c.id)
-                                .where(schema.outbox.c.key == key)).first() is not None
+            return conn.execute(select(schema.outbox.c.id).where(
+                schema.outbox.c.key == key, *self.store.of_site(schema.outbox))).first() is not None
 
     async def run(self) -> None:
         while True:

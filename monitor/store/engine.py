@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -17,6 +28,8 @@ from monitor.store.migrations import PG_LOCK_ID, migrate
 from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, TimezoneMismatch
 
 Clock = Callable[[], datetime]
+ALL_SITES = "*"
+SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def _utcnow() -> datetime:
@@ -75,8 +88,15 @@ class StoreBase:
         clock: Clock | None = None,
         change_timezone: bool = False,
         busy_timeout: float = 30.0,
+        site: str = schema.DEFAULT_SITE,
     ) -> None:
         self.url = url
+        # The hall whose rows this store reads and writes (issue 17); "*" reads every site's
+        # (tallies, reports and lists across halls) and refuses to write.
+        if site != ALL_SITES and not SITE_ID.fullmatch(site):
+            raise InvalidValue(f"site {site!r}: a site id is lowercase ASCII letters, digits "
+                               "and '-', '_', '.' (at most 64), or '*' for every site")
+        self.site = site
         try:
             self.engine = make_engine(url, busy_timeout)
         except (ArgumentError, ImportError) as exc:  # a malformed URL or a missing driver
@@ -95,7 +115,19 @@ class StoreBase:
             raise
 
     def __repr__(self) -> str:  # the URL may carry a password
-        return f"<Store {self.engine.dialect.name}>"
+        return f"<Store {self.engine.dialect.name} site={self.site}>"
+
+    def of_site(self, table: Table) -> list[ColumnElement[bool]]:
+        """The WHERE terms that keep a query to this store's site (none for "*")."""
+        return [] if self.site == ALL_SITES else [table.c.site == self.site]
+
+    @property
+    def write_site(self) -> str:
+        """The site new rows get; a store opened for every site ("*") only reads."""
+        if self.site == ALL_SITES:
+            raise InvalidValue("a store opened for every site (site='*') only reads: "
+                               "open it for one site to write")
+        return self.site
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
