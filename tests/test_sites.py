@@ -316,3 +316,32 @@ def test_the_migration_gives_todays_rows_the_single_site(url: str) -> None:
     finally:
         single.close()
         other.close()
+
+
+async def test_the_tally_api_counts_this_hall_another_or_every_hall(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_api_tickets import auth_header, make_app
+
+    db = tmp_path / "api.db"
+    app = make_app(db)  # the daemon's store: the single site "default"
+    other = Store(f"sqlite:///{db}", timezone="Asia/Shanghai", site="hall-b")
+    at = datetime(2025, 6, 16, 2, 0, tzinfo=UTC)
+    try:
+        mine = app.state.store.store
+        for st, n in ((mine, 2), (other, 3)):
+            for i in range(n):
+                st.create_ticket(NewTicket(summary=f"t{i}", category="fault", reporter="t"),
+                                 at=at)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://hall") as client:
+            async def total(**site: str) -> object:
+                r = await client.get("/api/v1/tickets/tally", headers=auth_header("viewer"),
+                                     params={"from": "2025-06-01", "to": "2025-06-30", **site})
+                return r.json()["total"] if r.status_code == 200 else r.status_code
+            assert await total() == 2
+            assert await total(site="hall-b") == 3
+            assert await total(site="*") == 5
+            assert await total(site="nowhere") == 0
+            assert await total(site="Hall B") == 422
+    finally:
+        other.close()
+        await app.state.store.aclose()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
@@ -68,6 +69,13 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     return engine
 
 
+def _checked_site(site: str) -> str:
+    if site != ALL_SITES and not SITE_ID.fullmatch(site):
+        raise InvalidValue(f"site {site!r}: a site id is lowercase ASCII letters, digits "
+                           "and '-', '_', '.' (at most 64), or '*' for every site")
+    return site
+
+
 def _redacted(url: str) -> str:
     """The URL without its password (never in errors or logs)."""
     try:
@@ -93,10 +101,7 @@ class StoreBase:
         self.url = url
         # The hall whose rows this store reads and writes (issue 17); "*" reads every site's
         # (tallies, reports and lists across halls) and refuses to write.
-        if site != ALL_SITES and not SITE_ID.fullmatch(site):
-            raise InvalidValue(f"site {site!r}: a site id is lowercase ASCII letters, digits "
-                               "and '-', '_', '.' (at most 64), or '*' for every site")
-        self.site = site
+        self.site = _checked_site(site)
         try:
             self.engine = make_engine(url, busy_timeout)
         except (ArgumentError, ImportError) as exc:  # a malformed URL or a missing driver
@@ -120,6 +125,13 @@ class StoreBase:
     def of_site(self, table: Table) -> list[ColumnElement[bool]]:
         """The WHERE terms that keep a query to this store's site (none for "*")."""
         return [] if self.site == ALL_SITES else [table.c.site == self.site]
+
+    def for_site(self, site: str) -> Self:
+        """This store seen from another site ("*": every site), sharing its engine and settings:
+        what the API's ``site=`` parameter reads. Close the store, never a view of it."""
+        view = copy.copy(self)
+        view.site = _checked_site(site)
+        return view
 
     @property
     def write_site(self) -> str:
