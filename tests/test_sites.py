@@ -345,3 +345,20 @@ async def test_the_tally_api_counts_this_hall_another_or_every_hall(tmp_path) ->
     finally:
         other.close()
         await app.state.store.aclose()
+
+
+def test_a_hall_joining_a_shared_database_sends_reports_from_its_own_first_day(url: str) -> None:
+    from monitor.report_delivery import ReportSender, since_key
+
+    first, later = (datetime(2025, 1, 6, 2, 0, tzinfo=UTC), datetime(2025, 6, 16, 2, 0, tzinfo=UTC))
+    a, b = Store(url, site="default"), Store(url, site="hall-b")
+    try:
+        assert ReportSender(a, lambda: hall("default"), lambda: first)._since(first) == first
+        # hall B joins months later: its reports start then (not January's, as hall A's did)
+        assert ReportSender(b, lambda: hall("hall-b"), lambda: later)._since(later) == later
+        assert ReportSender(a, lambda: hall("default"), lambda: later)._since(later) == first
+    finally:
+        a.close()
+        b.close()
+    assert since_key("default") == "reports_since"
+    assert len(since_key("x" * 63)) <= 64 and since_key("x" * 63) != since_key("x" * 62 + "y")
