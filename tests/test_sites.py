@@ -362,3 +362,80 @@ def test_a_hall_joining_a_shared_database_sends_reports_from_its_own_first_day(u
         b.close()
     assert since_key("default") == "reports_since"
     assert len(since_key("x" * 63)) <= 64 and since_key("x" * 63) != since_key("x" * 62 + "y")
+
+
+# ---- two real daemons (``hallmon run --mock``), one hall each, on one PostgreSQL ------------
+
+
+def _daemon_hall(site: str, down: bool) -> str:
+    import yaml
+
+    from tests.agents.daemon import node, small_inventory
+    from tests.test_ha import DEVICES
+
+    notifications = {
+        "language": "en",
+        "channels": {"robot": {"type": "webhook", "url": "${HALLMON_TEST_WEBHOOK}"}},
+        "routes": [{"name": "it", "channels": ["robot"], "group_wait": "1s"}],
+        "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
+    }
+    faults = [{"device": KIOSK, "mode": "down", "at": 0}] if down else []
+    doc = yaml.safe_load(small_inventory([*DEVICES[:3], node(KIOSK, "127.30.0.40")],
+                                         notifications=notifications, faults=faults))
+    doc["site"]["id"] = site
+    doc["tickets"] = {"auto": [{"classes": ["node"], "when": ["down"]}]}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+
+
+def test_two_daemons_of_two_halls_on_one_database(tmp_path, pg_server) -> None:  # type: ignore[no-untyped-def]
+    """Hall A's kiosk-1f-03 goes down: A's robot is paged, A's incident and ticket opened; hall
+    B's robot hears nothing and B's kiosk-1f-03 has no incident; a restart of A with its kiosk
+    back pages A's recovery only."""
+    import time
+
+    from tests.agents.daemon import HallmonProcess, WebhookReceiver, write_atomically
+    from tests.test_ha import _firing
+
+    url = pg_server.new_database()
+    with WebhookReceiver() as robot_a, WebhookReceiver() as robot_b:
+        halls = {
+            site: HallmonProcess(tmp_path / site, _daemon_hall(site, down=site == "hall-a"),
+                                 autostart=False, env={"HALLMON_TEST_WEBHOOK": robot.url},
+                                 args=(f"--storage.url={url}",))
+            for site, robot in (("hall-a", robot_a), ("hall-b", robot_b))
+        }
+        reader = {s: Store(url, site=s) for s in halls}
+        try:
+            for h in halls.values():
+                h.__enter__()
+                h.spawn()
+            for h in halls.values():
+                h.wait_ready()
+            a, b = halls["hall-a"], halls["hall-b"]
+            a.wait_for(lambda: _firing(robot_a, KIOSK), 30, "hall A's page about its kiosk")
+            a.wait_for(lambda: reader["hall-a"].list_tickets()[1] == 1, 30, "hall A's ticket")
+            time.sleep(3.0)  # room for a wrong page: group_wait 1 s, delivery every 200 ms
+            assert len(_firing(robot_a, KIOSK)) == 1
+            assert not [x for body in robot_b.bodies() for x in body["alerts"]]
+            assert [i.device_id for i in reader["hall-a"].open_incidents()] == [KIOSK]
+            assert reader["hall-b"].open_incidents() == []
+            assert reader["hall-b"].list_tickets()[1] == 0
+            assert b.http.get(f"/api/v1/devices/{KIOSK}").json()["status"] == "up"
+            assert reader["hall-b"].outbox_counts()["sent"] == 0
+
+            a.stop()  # hall A restarts with its kiosk repaired
+            write_atomically(a.inventory, _daemon_hall("hall-a", down=False))
+            a.start()
+            a.wait_for(lambda: reader["hall-a"].open_incidents() == [], 30,
+                       "hall A's incident to close")
+            a.wait_for(lambda: [x for body in robot_a.bodies() for x in body["alerts"]
+                                if x["status"] == "resolved"], 30, "hall A's recovery page")
+            time.sleep(3.0)
+            assert not [x for body in robot_b.bodies() for x in body["alerts"]]
+            (ticket,), _ = reader["hall-a"].list_tickets()
+            assert ticket.status == "resolved" and reader["hall-b"].list_tickets()[1] == 0
+        finally:
+            for st in reader.values():
+                st.close()
+            for h in halls.values():
+                h.__exit__()
