@@ -230,6 +230,7 @@ def test_tallies_per_site_and_across_sites_are_exact(url: str) -> None:
         # a hall's ticket list and ticket ids are its own; "*" lists every hall's
         assert stores["hall-a"].list_tickets()[1] == 3
         assert every.list_tickets()[1] == 5
+        assert every.sites() == stores["hall-a"].sites() == ["hall-a", "hall-b"]
         b_id = stores["hall-b"].list_tickets()[0][0].id
         with pytest.raises(Exception, match="not found"):
             stores["hall-a"].get_ticket(b_id)

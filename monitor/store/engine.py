@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import union as sa_union
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -132,6 +133,13 @@ class StoreBase:
         view = copy.copy(self)
         view.site = _checked_site(site)
         return view
+
+    def sites(self) -> list[str]:
+        """The sites that hold incidents or tickets in this database (whatever this store's)."""
+        with self.read() as conn:
+            found = conn.execute(sa_union(select(schema.incidents.c.site).distinct(),
+                                          select(schema.tickets.c.site).distinct())).scalars()
+            return sorted(set(found))
 
     @property
     def write_site(self) -> str:
