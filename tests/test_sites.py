@@ -440,3 +440,38 @@ def test_two_daemons_of_two_halls_on_one_database(tmp_path, pg_server) -> None: 
                 st.close()
             for h in halls.values():
                 h.__exit__()
+
+
+def test_availability_and_backlog_of_one_device_id_are_each_halls_own(url: str) -> None:
+    """Hall A's kiosk-1f-03 is down 30 min, hall B's 90 min on the same day: each hall's
+    availability, MTTR and backlog count its own outage only."""
+    from monitor.tally import DeviceRef, availability, backlog, mttr_sums
+
+    day = date(2025, 6, 16)
+    noon = datetime(2025, 6, 16, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+    end = datetime(2025, 6, 16, 16, 0, tzinfo=UTC)  # the local day is over
+    stores = {s: Store(url, timezone="Asia/Shanghai", site=s) for s in ("hall-a", "hall-b")}
+    try:
+        for (site, st), minutes in zip(stores.items(), (30, 90), strict=True):
+            inc = st.open_incident(KIOSK, "ping", "down", "no reply", noon)
+            st.close_incident(inc, noon + timedelta(minutes=minutes))
+            t = st.create_ticket(NewTicket(summary=site, category="fault", reporter="t",
+                                           device_id=KIOSK, device_class="kiosk"), at=noon)
+            st.transition(t.id, "resolved", "t", at=noon + timedelta(minutes=minutes))
+        st_b = stores["hall-b"]
+        st_b.create_ticket(NewTicket(summary="still open", category="fault", reporter="t"),
+                           at=noon)
+        refs = [DeviceRef(KIOSK, "kiosk")]
+        down = {s: availability(st, refs, day, day, now=end)[0][0].down_s
+                for s, st in stores.items()}
+        assert down == {"hall-a": 1800.0, "hall-b": 5400.0}
+        assert mttr_sums(stores["hall-a"], day, day, "category") == {"fault": (1800.0, 1)}
+        assert mttr_sums(st_b, day, day, "category") == {"fault": (5400.0, 1)}
+        assert backlog(stores["hall-a"], "day", day, day) == [("2025-06-16", 0)]
+        assert backlog(st_b, "day", day, day) == [("2025-06-16", 1)]
+        every = st_b.for_site("*")
+        assert mttr_sums(every, day, day, "category") == {"fault": (7200.0, 2)}
+        assert backlog(every, "day", day, day) == [("2025-06-16", 1)]
+    finally:
+        for st in stores.values():
+            st.close()
