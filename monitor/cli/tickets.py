@@ -111,6 +111,7 @@ def _open_store(args: argparse.Namespace, inventory: Inventory | None) -> Store 
     kwargs: dict[str, Any] = {}
     if inventory is not None:
         kwargs["categories"] = inventory.tickets.categories
+        kwargs["site"] = inventory.site.id  # the hall's own tickets on a shared database
     try:
         return Store(args.db, timezone=zone, change_timezone=args.change_timezone, **kwargs)
     except StoreError as exc:

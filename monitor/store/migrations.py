@@ -65,10 +65,50 @@ def _v4_ha_pollers(conn: Connection) -> None:
         "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
 
 
+def _v5_sites(conn: Connection) -> None:
+    """Issue 17: halls (sites) sharing one database. Every row the daemon writes gains ``site``
+    (today's rows belong to the single site, "default"); keys unique per site instead of per
+    database: open incidents, automatic tickets' incident keys, outbox keys, the engine state's
+    name, pollers' ids, and PostgreSQL's one open incident per device becomes one per device of
+    a site. The tally table is derived from the tickets: it is rebuilt with a site in its key
+    (forgetting ``tally_version`` makes the store rebuild it on opening).
+
+    SQLite holds one site per file: its old single-column UNIQUE constraints stay (dropping one
+    means rebuilding the table) and still hold for that one site; a fresh file gets the per-site
+    ones from v1. Self-contained: no table definition of schema.py is used (it may change)."""
+    site = "'default'"
+    for table in ("incidents", "tickets", "maintenance_windows", "outbox", "alert_state",
+                  "pollers"):
+        if "site" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(
+                f"ALTER TABLE {table} ADD COLUMN site VARCHAR(64) NOT NULL DEFAULT {site}"))
+    conn.execute(text("DROP TABLE IF EXISTS ticket_tally"))
+    tally = "CREATE TABLE ticket_tally (site VARCHAR(64) NOT NULL DEFAULT 'default', " \
+        "dim VARCHAR(16) NOT NULL, day INTEGER NOT NULL, value VARCHAR(128) NOT NULL, " \
+        "n INTEGER NOT NULL, PRIMARY KEY (site, dim, day, value))"
+    conn.execute(text(tally + (" WITHOUT ROWID" if conn.dialect.name == "sqlite" else "")))
+    conn.execute(text("DELETE FROM store_meta WHERE key = 'tally_version'"))
+    if conn.dialect.name != "postgresql":
+        return
+    for table, old, new, cols in (
+        ("incidents", "incidents_open_key_key", "ux_incidents_site_open_key", "site, open_key"),
+        ("tickets", "tickets_incident_key_key", "ux_tickets_site_incident_key",
+         "site, incident_key"),
+        ("outbox", "outbox_key_key", "ux_outbox_site_key", "site, key"),
+    ):
+        conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {old}"))
+        conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {new} ON {table} ({cols})"))
+    for table, cols in (("alert_state", "site, name"), ("pollers", "site, id")):
+        conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey"))
+        conn.execute(text(f"ALTER TABLE {table} ADD PRIMARY KEY ({cols})"))
+    conn.execute(text("DROP INDEX IF EXISTS ux_incidents_device_open"))
+    conn.execute(text(
+        "CREATE UNIQUE INDEX ux_incidents_device_open ON incidents (site, device_id) "
+        "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers,
+    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process
