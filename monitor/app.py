@@ -239,6 +239,9 @@ class Hall:
             # once per result it made the first cycle O(N^2) (10k devices: checks ran 37 s late).
             if len(self._seen) >= len(self._expected):
                 self.ready = True
+                # Never read again once ready (a reload asks only while not ready): 10k keys
+                # in two sets held ~1 MB for the daemon's lifetime.
+                self._seen, self._expected = set(), set()
                 log.info("first cycle complete: ready")
 
     # -- metrics (read at scrape time, in the render thread) ---------------------------------
