@@ -75,51 +75,49 @@ class Notification:
 
 def message_version(data: bytes) -> int:
     """The msgVersion of any SNMP message (0 v1, 1 v2c, 3 v3); ``BerError`` if unreadable."""
-    try:
-        end = len(data)
-        tag, pos, stop = _header(data, 0, end)
-        if tag != SEQUENCE or stop != end:
-            raise BerError("not one SEQUENCE")
-        version, _ = _expect_int(data, pos, end, 0, VERSION_3)
-        return version
-    except BerError:
-        raise
-    except Exception as exc:  # a codec bug is still "malformed", never a crash
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
+    return guarded(_version, data)
+
+
+def _version(data: bytes) -> int:
+    end = len(data)
+    tag, pos, stop = _header(data, 0, end)
+    if tag != SEQUENCE or stop != end:
+        raise BerError("not one SEQUENCE")
+    version, _ = _expect_int(data, pos, end, 0, VERSION_3)
+    return version
 
 
 def v3_engine_and_user(data: bytes) -> tuple[bytes, bytes]:
     """msgAuthoritativeEngineID and msgUserName of a v3 message (RFC 3412/3414 headers, read
     without decrypting); ``BerError`` if unreadable. A v3 trap's engine is its sender's."""
-    try:
-        end = len(data)
-        tag, pos, stop = _header(data, 0, end)
-        if tag != SEQUENCE or stop != end:
-            raise BerError("not one SEQUENCE")
-        _, pos = _expect_int(data, pos, end, VERSION_3, VERSION_3)
-        tag, _, pos = _header(data, pos, end)  # msgGlobalData: skipped whole
-        if tag != SEQUENCE:
-            raise BerError("msgGlobalData is not a SEQUENCE")
-        tag, start, stop = _header(data, pos, end)
-        if tag != OCTET_STRING:
-            raise BerError("msgSecurityParameters is not an OCTET STRING")
-        tag, pos, sstop = _header(data, start, stop)
-        if tag != SEQUENCE:
-            raise BerError("USM parameters are not a SEQUENCE")
-        tag, estart, pos = _header(data, pos, sstop)
-        if tag != OCTET_STRING or pos - estart > 32:
-            raise BerError("bad msgAuthoritativeEngineID")
-        engine = data[estart:pos]
-        _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # boots
-        _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # time
-        tag, ustart, pos = _header(data, pos, sstop)
-        if tag != OCTET_STRING or pos - ustart > 32:
-            raise BerError("bad msgUserName")
-        return engine, data[ustart:pos]
-    except BerError:
-        raise
-    except Exception as exc:
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
+    return guarded(_v3_header, data)
+
+
+def _v3_header(data: bytes) -> tuple[bytes, bytes]:
+    end = len(data)
+    tag, pos, stop = _header(data, 0, end)
+    if tag != SEQUENCE or stop != end:
+        raise BerError("not one SEQUENCE")
+    _, pos = _expect_int(data, pos, end, VERSION_3, VERSION_3)
+    tag, _, pos = _header(data, pos, end)  # msgGlobalData: skipped whole
+    if tag != SEQUENCE:
+        raise BerError("msgGlobalData is not a SEQUENCE")
+    tag, start, stop = _header(data, pos, end)
+    if tag != OCTET_STRING:
+        raise BerError("msgSecurityParameters is not an OCTET STRING")
+    tag, pos, sstop = _header(data, start, stop)
+    if tag != SEQUENCE:
+        raise BerError("USM parameters are not a SEQUENCE")
+    tag, estart, pos = _header(data, pos, sstop)
+    if tag != OCTET_STRING or pos - estart > 32:
+        raise BerError("bad msgAuthoritativeEngineID")
+    engine = data[estart:pos]
+    _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # boots
+    _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # time
+    tag, ustart, pos = _header(data, pos, sstop)
+    if tag != OCTET_STRING or pos - ustart > 32:
+        raise BerError("bad msgUserName")
+    return engine, data[ustart:pos]
 
 
 def decode_notification(data: bytes) -> Notification:
