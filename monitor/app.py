@@ -239,6 +239,9 @@ class Hall:
             # once per result it made the first cycle O(N^2) (10k devices: checks ran 37 s late).
             if len(self._seen) >= len(self._expected):
                 self.ready = True
+                # Never read again once ready (a reload asks only while not ready): 10k keys
+                # in two sets held ~1 MB for the daemon's lifetime.
+                self._seen, self._expected = set(), set()
                 log.info("first cycle complete: ready")
 
     # -- metrics (read at scrape time, in the render thread) ---------------------------------
@@ -356,8 +359,15 @@ class Hall:
                 log.info("icmp: %s", icmp_probe.privileges())
         url = self.options.storage_url or default_storage_url(self.options.state_dir)
         self.store = Store(
-            url, timezone=inventory.site.timezone, categories=inventory.tickets.categories
+            url, timezone=inventory.site.timezone, categories=inventory.tickets.categories,
+            site=inventory.site.id,  # halls sharing one database keep apart (issue 17)
         )
+        held = self.store.sites()
+        if held and inventory.site.id not in held:  # a renamed hall would lose its history
+            log.warning("site %r has no incidents or tickets in this store, which holds sites "
+                        "%s: if this hall's history is under one of them (\"default\" before "
+                        "site.id was set), set site.id back to it", inventory.site.id,
+                        ", ".join(held))
         self.astore = AsyncStore(self.store)
         self.pipeline = Pipeline(
             inventory,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from monitor.inventory import Inventory
 from monitor.reports import MEDIA, Hall, Report, build_report, render, t, title
 from monitor.store import Store, schema
 from monitor.store.migrations import PG_LOCK_ID
+from monitor.store.schema import DEFAULT_SITE
 from monitor.workdays import Due, WorkCalendar, due_reports
 
 log = logging.getLogger("hallmon.reports")
@@ -74,6 +76,17 @@ def report_message(report: Report, due: Due, data: bytes, channel: str, route: s
                       "data": base64.b64encode(data).decode()},),
     )
 
+
+
+def since_key(site: str) -> str:
+    """The store_meta key of a site's ``reports_since``: a hall joining a shared database
+    (issue 17) starts from its own first day, not from the first hall's. "default" keeps the
+    key single-site stores have; a long site id is hashed to fit the 64-character key."""
+    if site == DEFAULT_SITE:
+        return "reports_since"
+    key = f"reports_since@{site}"
+    digest = hashlib.sha256(site.encode()).hexdigest()[:48]
+    return key if len(key) <= 64 else "reports_since#" + digest
 
 class ReportSender:
     """Enqueues the reports that are due; ``run_once`` is blocking (call it in a thread)."""
@@ -126,17 +139,18 @@ class ReportSender:
         with self.store.tx() as conn:
             if conn.dialect.name == "postgresql":  # pollers sharing the site start together
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
-            got = conn.execute(select(meta.c.value).where(meta.c.key == "reports_since")
+            key = since_key(self.store.write_site)
+            got = conn.execute(select(meta.c.value).where(meta.c.key == key)
                                ).scalar_one_or_none()
             if got is None:
-                conn.execute(meta.insert().values(key="reports_since", value=now.isoformat()))
+                conn.execute(meta.insert().values(key=key, value=now.isoformat()))
                 return now
         return datetime.fromisoformat(got)
 
     def _enqueued(self, key: str) -> bool:
         with self.store.read() as conn:
-            return conn.execute(select(schema.outbox.c.id)
-                                .where(schema.outbox.c.key == key)).first() is not None
+            return conn.execute(select(schema.outbox.c.id).where(
+                schema.outbox.c.key == key, *self.store.of_site(schema.outbox))).first() is not None
 
     async def run(self) -> None:
         while True:

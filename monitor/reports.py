@@ -303,8 +303,10 @@ def _devices(store: Store, hall: Hall) -> list[HallDevice]:
     T = schema.tickets
     with store.read() as conn:
         rows = conn.execute(select(T.c.device_id, func.max(T.c.device_class), func.max(T.c.floor))
-                            .where(T.c.device_id.is_not(None)).group_by(T.c.device_id)).all()
-        inc = conn.execute(select(schema.incidents.c.device_id).distinct()).scalars().all()
+                            .where(T.c.device_id.is_not(None), *store.of_site(T))
+                            .group_by(T.c.device_id)).all()
+        inc = conn.execute(select(schema.incidents.c.device_id).distinct()
+                           .where(*store.of_site(schema.incidents))).scalars().all()
     for dev, cls, floor in rows:
         out.setdefault(dev, HallDevice(dev, "" if hall.from_inventory else dev, cls or "",
                                        floor))
@@ -355,7 +357,7 @@ def _resolved(store: Store, lo: datetime, hi: datetime) -> int:
     T = schema.tickets
     with store.read() as conn:
         return int(conn.execute(select(func.count()).select_from(T).where(
-            T.c.resolved_at >= lo, T.c.resolved_at < hi)).scalar_one())
+            T.c.resolved_at >= lo, T.c.resolved_at < hi, *store.of_site(T))).scalar_one())
 
 
 def _top_devices(store: Store, known: Mapping[str, HallDevice], per_dev: list[Availability],
@@ -365,7 +367,7 @@ def _top_devices(store: Store, known: Mapping[str, HallDevice], per_dev: list[Av
     with store.read() as conn:
         got: dict[str, int] = dict(conn.execute(
             select(T.c.device_id, func.count())
-            .where(T.c.category == "fault", T.c.device_id.is_not(None),
+            .where(T.c.category == "fault", T.c.device_id.is_not(None), *store.of_site(T),
                    T.c.local_day.between(date_key(start), date_key(end)))
             .group_by(T.c.device_id)).all())
     outages = {a.key: a.failures for a in per_dev}

@@ -46,6 +46,7 @@ from sqlalchemy import ColumnElement, func, select
 
 from monitor.inventory import parse_schedule
 from monitor.store import Store, schema
+from monitor.store.engine import ALL_SITES
 from monitor.store.localtime import (
     PERIODS,
     date_key,
@@ -55,7 +56,7 @@ from monitor.store.localtime import (
 )
 from monitor.store.models import InvalidValue, category_key
 from monitor.store.tickets import TALLY_DIMS
-from monitor.workdays import WorkCalendar
+from monitor.workdays import WorkCalendar, union
 from monitor.workdays import opening_intervals as working_hours
 
 T = schema.tickets
@@ -119,6 +120,23 @@ _SQL_LABELS: dict[str, Callable[[int], str]] = {
 }
 
 
+def _sites(conn: Any, site: str) -> list[str]:
+    """The sites a tally reads: ``site`` itself, or for "*" every site with tally rows, found by
+    one index seek each on the tally table's key (site first) instead of a scan of it. Every
+    site-first key is then read as one range per site (``site IN (...)``), added up here."""
+    if site != ALL_SITES:
+        return [site]
+    tt = schema.ticket_tally
+    found: list[str] = []
+    while True:
+        after = [tt.c.site > found[-1]] if found else []
+        nxt = conn.execute(select(tt.c.site).where(*after).order_by(tt.c.site).limit(1)
+                           ).scalar_one_or_none()
+        if nxt is None:
+            return found
+        found.append(nxt)
+
+
 def _tally_sql(store: Store, period: str, start: date, end: date,
                group_by: str | None) -> list[TallyRow]:
     tt = schema.ticket_tally
@@ -126,8 +144,8 @@ def _tally_sql(store: Store, period: str, start: date, end: date,
     with store.read() as conn:
         rows = conn.execute(
             select(bucket, tt.c.value, func.sum(tt.c.n))
-            .where(tt.c.dim == (group_by or "all"), tt.c.day.between(date_key(start),
-                                                                      date_key(end)))
+            .where(tt.c.site.in_(_sites(conn, store.site)), tt.c.dim == (group_by or "all"),
+                   tt.c.day.between(date_key(start), date_key(end)))
             .group_by(bucket, tt.c.value)
         ).all()
     label = _SQL_LABELS[period]
@@ -135,37 +153,52 @@ def _tally_sql(store: Store, period: str, start: date, end: date,
     return sorted(out, key=_order)
 
 
+Counts = dict[tuple[int, str | None], int]  # (local day, group value or None) -> tickets
+
+
 def _day_counts(store: Store, start: date, end: date, group_by: str | None,
-                filters: Mapping[str, str]) -> dict[tuple[int, str | None], int]:
+                filters: Mapping[str, str]) -> Counts:
     lo, hi = date_key(start), date_key(end)
     with store.read() as conn:
+        sites = _sites(conn, store.site)
+        if not sites:
+            return {}
         if not filters:
-            # (dim, day, value) is the primary key: one contiguous range, no grouping needed.
+            # (site, dim, day, value) is the primary key: one contiguous range per site.
             # Up to days x values rows come back: fetched through the driver directly, as
             # SQLAlchemy's per-row processing doubled the cost (bench/tally.py).
             ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             raw = conn.connection.driver_connection
             rows = raw.execute(  # type: ignore[union-attr]
-                f"SELECT day, value, n FROM ticket_tally WHERE dim = {ph} "
-                f"AND day BETWEEN {ph} AND {ph}", (group_by or "all", lo, hi)
-            ).fetchall()
-            return {(d, v if group_by else None): n for d, v, n in rows}
+                f"SELECT day, value, n FROM ticket_tally WHERE site IN "
+                f"({', '.join([ph] * len(sites))}) AND dim = {ph} AND day BETWEEN {ph} AND {ph}",
+                (*sites, group_by or "all", lo, hi)).fetchall()
+            return _added((d, v if group_by else None, n) for d, v, n in rows)
         unknown = set(filters) - set(TALLY_DIMS)
         if unknown:
             raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
-        found = _prefolded(conn, lo, hi, group_by, filters)
+        found = _prefolded(conn, sites, lo, hi, group_by, filters)
         if found is not None:
             return found
-        return _dims_scan(conn, lo, hi, group_by, filters)
+        return _dims_scan(conn, sites, lo, hi, group_by, filters)
 
 
-def _prefolded(conn: Any, lo: int, hi: int, group_by: str | None,
-               filters: Mapping[str, str]) -> dict[tuple[int, str | None], int] | None:
+def _added(rows: Iterable[tuple[int, str | None, int]]) -> Counts:
+    """Counts per (day, value), the rows of several sites (or index entries) added up."""
+    out: Counts = defaultdict(int)
+    for d, v, n in rows:
+        if n:
+            out[(d, v)] += n
+    return {k: n for k, n in out.items() if n}
+
+
+def _prefolded(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | None,
+               filters: Mapping[str, str]) -> Counts | None:
     """A filtered tally read from the counts kept in step with the tickets, else None.
 
     Two dimensions at most (one filter alone or grouped by another dimension, two filters
     ungrouped or grouped by one of them): per-day rows of the tally or pair table, a few
-    thousand at 1M tickets (~5-30 ms instead of ~1.5 s over the tickets table)."""
+    thousand per site at 1M tickets (~5-30 ms instead of ~1.5 s over the tickets table)."""
     dims = set(filters) | ({group_by} if group_by else set())
     if len(dims) > 2:
         return None
@@ -173,34 +206,38 @@ def _prefolded(conn: Any, lo: int, hi: int, group_by: str | None,
         ((dim, want),) = filters.items()
         tt = schema.ticket_tally
         rows = conn.execute(select(tt.c.day, tt.c.n).where(
-            tt.c.dim == dim, tt.c.day.between(lo, hi), tt.c.value == want))
-        return {(d, want if group_by else None): n for d, n in rows if n}
+            tt.c.site.in_(sites), tt.c.dim == dim, tt.c.day.between(lo, hi),
+            tt.c.value == want))
+        label = want if group_by else None
+        return _added((d, label, n) for d, n in rows)
     (a, x), *rest = filters.items()
     pt = schema.ticket_pairs
     if rest:  # two filters: the rows of the pair (a=x, b=y)
         ((b, y),) = rest
         rows = conn.execute(select(pt.c.day, pt.c.n).where(
-            pt.c.dim == a, pt.c.value == x, pt.c.by_dim == b, pt.c.day.between(lo, hi),
-            pt.c.by_value == y))
+            pt.c.site.in_(sites), pt.c.dim == a, pt.c.value == x, pt.c.by_dim == b,
+            pt.c.day.between(lo, hi), pt.c.by_value == y))
         label = None if group_by is None else filters[group_by]
-        return {(d, label): n for d, n in rows if n}
+        return _added((d, label, n) for d, n in rows)
     assert group_by is not None  # one filter grouped by another dimension
     rows = conn.execute(select(pt.c.day, pt.c.by_value, pt.c.n).where(
-        pt.c.dim == a, pt.c.value == x, pt.c.by_dim == group_by, pt.c.day.between(lo, hi)))
-    return {(d, v): n for d, v, n in rows if n}
+        pt.c.site.in_(sites), pt.c.dim == a, pt.c.value == x, pt.c.by_dim == group_by,
+        pt.c.day.between(lo, hi)))
+    return _added(rows)
 
 
-def _dims_scan(conn: Any, lo: int, hi: int, group_by: str | None,
-               filters: Mapping[str, str]) -> dict[tuple[int, str | None], int]:
-    """Three dimensions or more, from the dims index of the tickets (schema.TICKET_DIMS_INDEX):
-    each filter is an equality on its column; every column before the last filtered one that
-    has no filter gets the list of its values in the range (from the tally table), so the index
-    is entered once per combination of them and reads only matching entries. NULL is no value
-    of an IN list: a column whose values include it is asked once with IN and once IS NULL (at
-    most 8 queries; their tickets are apart, so their counts add). At 1M tickets the widest two
-    filters match ~90k entries (status x floor: ~45 ms), the rest far fewer."""
+def _dims_scan(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | None,
+               filters: Mapping[str, str]) -> Counts:
+    """Three dimensions or more, from the dims index of the tickets (schema.TICKET_DIMS_INDEX,
+    site first): the site is one of ``sites``; each filter is an equality on its column; every
+    column before the last filtered one that has no filter gets the list of its values in the
+    range (from the tally table), so the index is entered once per combination of them and
+    reads only matching entries. NULL is no value of an IN list: a column whose values include
+    it is asked once with IN and once IS NULL (at most 8 queries; their tickets are apart, so
+    their counts add). At 1M tickets the widest two filters match ~90k entries (status x floor:
+    ~45 ms), the rest far fewer."""
     last = max(_INDEX_ORDER.index(TALLY_DIMS[d]) for d in filters)
-    choices: list[list[ColumnElement[bool]]] = []
+    choices: list[list[ColumnElement[bool]]] = [[T.c.site.in_(sites)]]
     tt = schema.ticket_tally
     for name in _INDEX_ORDER[:last + 1]:
         col, dim = T.c[name], _DIM_OF[name]
@@ -209,7 +246,8 @@ def _dims_scan(conn: Any, lo: int, hi: int, group_by: str | None,
             choices.append([col.is_(None) if want == "" and col.nullable else col == want])
             continue
         values = set(conn.execute(select(tt.c.value).distinct().where(
-            tt.c.dim == dim, tt.c.day.between(lo, hi), tt.c.n != 0)).scalars())
+            tt.c.site.in_(sites), tt.c.dim == dim, tt.c.day.between(lo, hi), tt.c.n != 0)
+        ).scalars())
         named = sorted(values - {""})
         ways: list[ColumnElement[bool]] = [col.in_(named)] if named else []
         if "" in values:
@@ -217,27 +255,29 @@ def _dims_scan(conn: Any, lo: int, hi: int, group_by: str | None,
         if not ways:
             return {}
         choices.append(ways)
-    out: dict[tuple[int, str | None], int] = defaultdict(int)
     keys: list[Any] = [T.c.local_day]
     if group_by is not None:
         keys.append(T.c[TALLY_DIMS[group_by]])
+    found: list[tuple[int, str | None, int]] = []
     for conds in itertools.product(*choices):
         stmt = (select(*keys, func.count()).where(*conds, T.c.local_day.between(lo, hi))
                 .group_by(*keys))
         for row in conn.execute(stmt):
-            value = None if group_by is None else (row[1] or "")
-            out[(row[0], value)] += int(row[-1])
-    return dict(out)
+            found.append((row[0], None if group_by is None else (row[1] or ""), int(row[-1])))
+    return _added(found)
 
 
-_INDEX_ORDER = schema.TICKET_DIMS_ORDER  # the dims index's columns, in its order
+_INDEX_ORDER = schema.TICKET_DIMS_ORDER  # the dims index's columns after site, in its order
 _DIM_OF = {col: dim for dim, col in TALLY_DIMS.items()}  # the tally dimension each holds
 
 
 def tally_direct(conn: Any, lo: int, hi: int, group_by: str | None,
-                 filters: Mapping[str, str]) -> dict[tuple[int, str | None], int]:
+                 filters: Mapping[str, str], *, site: str = ALL_SITES,
+                 ) -> dict[tuple[int, str | None], int]:
     """The same counts straight from the tickets table (also the tests' reference)."""
     conds: list[ColumnElement[bool]] = [T.c.local_day.between(lo, hi)]
+    if site != ALL_SITES:
+        conds.append(T.c.site == site)
     conds += [func.coalesce(T.c[TALLY_DIMS[k]], "") == v for k, v in filters.items()]
     if group_by is None:
         stmt = select(T.c.local_day, func.count()).where(*conds).group_by(T.c.local_day)
@@ -265,7 +305,8 @@ def mttr_sums(store: Store, start: date, end: date, group_by: str = "class"
     col = T.c[TALLY_DIMS[group_by]]
     with store.read() as conn:
         rows = conn.execute(select(col, T.c.opened_at, T.c.resolved_at).where(
-            T.c.local_day.between(date_key(start), date_key(end)), T.c.resolved_at.is_not(None)))
+            T.c.local_day.between(date_key(start), date_key(end)), T.c.resolved_at.is_not(None),
+            *store.of_site(T)))
         sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for value, opened, resolved in rows:
             acc = sums[value or ""]
@@ -281,7 +322,8 @@ def backlog(store: Store, period: str, start: date, end: date) -> list[tuple[str
     done = func.coalesce(T.c.resolved_at, T.c.closed_at)
     with store.read() as conn:
         spans = conn.execute(select(T.c.opened_at, T.c.resolved_at, T.c.closed_at).where(
-            T.c.opened_at < hi, (done.is_(None)) | (T.c.resolved_at >= lo) | (T.c.closed_at >= lo)
+            *store.of_site(T), T.c.opened_at < hi,
+            (done.is_(None)) | (T.c.resolved_at >= lo) | (T.c.closed_at >= lo)
         )).all()
     out: list[tuple[str, int]] = []
     d = start
@@ -303,7 +345,7 @@ def open_at(store: Store, cut: datetime) -> int:
     c = store._now(cut)
     with store.read() as conn:
         return int(conn.execute(select(func.count()).select_from(T).where(
-            T.c.opened_at < c,
+            *store.of_site(T), T.c.opened_at < c,
             (T.c.resolved_at.is_(None)) | (T.c.resolved_at >= c),
             (T.c.closed_at.is_(None)) | (T.c.closed_at >= c))).scalar_one())
 
@@ -358,17 +400,7 @@ def opening_intervals(spec: str, start: date, end: date, tz: ZoneInfo) -> list[I
                 out.append((datetime.combine(d, span.start, tz).astimezone(UTC),
                             datetime.combine(close, span.end, tz).astimezone(UTC)))
         d += timedelta(days=1)
-    return _union(out)
-
-
-def _union(spans: Iterable[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for a, b in sorted(s for s in spans if s[1] > s[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+    return union(out)
 
 
 def _intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
@@ -432,12 +464,12 @@ def availability(store: Store, devices: Iterable[DeviceRef], start: date, end: d
         if inc.status == "down" and lo <= inc.started_at < hi:
             starts[inc.device_id] += 1
     for dev in devices:
-        maint = _union((w.starts_at, w.ends_at) for w in windows if
+        maint = union((w.starts_at, w.ends_at) for w in windows if
                        (w.selector, w.value) in {("device", dev.id), ("class", dev.device_class),
                                                  ("floor", dev.floor or "\0")})
         observed = _minus(whole if dev.device_class in day_long else hours, maint)
-        down = _intersect(_union(by_device.get((dev.id, "down"), [])), observed)
-        behind = _intersect(_union(by_device.get((dev.id, "unreachable"), [])), observed)
+        down = _intersect(union(by_device.get((dev.id, "down"), [])), observed)
+        behind = _intersect(union(by_device.get((dev.id, "unreachable"), [])), observed)
         a = Availability(dev.id, _seconds(observed), _seconds(down), starts.get(dev.id, 0),
                          _seconds(behind))
         per_device.append(a)

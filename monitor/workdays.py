@@ -96,7 +96,7 @@ def opening_intervals(spec: str | None, calendar: WorkCalendar, start: date, end
         for s in todays:
             close = d if s.start < s.end else d + timedelta(days=1)
             out.append((_utc(d, s.start, tz), _utc(close, s.end, tz)))
-    return _union(out)
+    return union(out)
 
 
 def closing_time(spec: str | None, d: date) -> time:
@@ -111,7 +111,8 @@ def _utc(d: date, t: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(d, t, tz).astimezone(UTC)
 
 
-def _union(spans: Iterable[Interval]) -> list[Interval]:
+def union(spans: Iterable[Interval]) -> list[Interval]:
+    """Overlapping or touching spans merged, in time order (empty spans dropped)."""
     out: list[Interval] = []
     for a, b in sorted(s for s in spans if s[1] > s[0]):
         if out and a <= out[-1][1]:

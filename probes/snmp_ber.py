@@ -19,8 +19,9 @@ NULL and the exceptions; the tag says which.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 # ---------------------------------------------------------------- tags
 INTEGER = 0x02
@@ -341,17 +342,22 @@ def peek_request_id(data: bytes) -> int | None:
         return None
 
 
-def decode(data: bytes) -> Message:
-    """Parse one v1/v2c message; raise ``BerError`` (and only that) if it is malformed."""
+_T = TypeVar("_T")
+
+
+def guarded(parse: Callable[[bytes], _T], data: bytes) -> _T:
+    """``parse(data)`` raising ``BerError`` and only that: a codec bug must still surface as
+    "malformed", never crash the caller (a poller or the trap receiver)."""
     try:
-        return _decode(bytes(data))
+        return parse(bytes(data))
     except BerError:
         raise
-    except Exception as exc:  # a codec bug must still surface as "malformed", never crash
+    except Exception as exc:
         raise BerError(f"undecodable: {exc.__class__.__name__}") from None
 
 
-def _decode(data: bytes) -> Message:
+def message_header(data: bytes) -> tuple[int, bytes, int, int, int]:
+    """A v1/v2c message's (version, community, PDU tag, PDU body start, PDU end)."""
     end = len(data)
     tag, pos, stop = _header(data, 0, end)
     if tag != SEQUENCE or stop != end:
@@ -362,6 +368,17 @@ def _decode(data: bytes) -> Message:
         raise BerError("community is not an OCTET STRING")
     community = data[cstart:pos]
     pdu_type, pos, stop = _header(data, pos, end)
+    return version, community, pdu_type, pos, stop
+
+
+def decode(data: bytes) -> Message:
+    """Parse one v1/v2c message; raise ``BerError`` (and only that) if it is malformed."""
+    return guarded(_decode, data)
+
+
+def _decode(data: bytes) -> Message:
+    end = len(data)
+    version, community, pdu_type, pos, stop = message_header(data)
     if pdu_type not in PDU_TYPES or stop != end:
         raise BerError(f"unsupported PDU tag {pdu_type:#x}")
     request_id, pos = _expect_int(data, pos, end, *_INT32)

@@ -34,6 +34,8 @@ from probes.snmp_ber import (
     _oid,
     _varbinds,
     encode,
+    guarded,
+    message_header,
 )
 
 TRAP_V1 = 0xA4
@@ -73,74 +75,59 @@ class Notification:
 
 def message_version(data: bytes) -> int:
     """The msgVersion of any SNMP message (0 v1, 1 v2c, 3 v3); ``BerError`` if unreadable."""
-    try:
-        end = len(data)
-        tag, pos, stop = _header(data, 0, end)
-        if tag != SEQUENCE or stop != end:
-            raise BerError("not one SEQUENCE")
-        version, _ = _expect_int(data, pos, end, 0, VERSION_3)
-        return version
-    except BerError:
-        raise
-    except Exception as exc:  # a codec bug is still "malformed", never a crash
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
+    return guarded(_version, data)
+
+
+def _version(data: bytes) -> int:
+    end = len(data)
+    tag, pos, stop = _header(data, 0, end)
+    if tag != SEQUENCE or stop != end:
+        raise BerError("not one SEQUENCE")
+    version, _ = _expect_int(data, pos, end, 0, VERSION_3)
+    return version
 
 
 def v3_engine_and_user(data: bytes) -> tuple[bytes, bytes]:
     """msgAuthoritativeEngineID and msgUserName of a v3 message (RFC 3412/3414 headers, read
     without decrypting); ``BerError`` if unreadable. A v3 trap's engine is its sender's."""
-    try:
-        end = len(data)
-        tag, pos, stop = _header(data, 0, end)
-        if tag != SEQUENCE or stop != end:
-            raise BerError("not one SEQUENCE")
-        _, pos = _expect_int(data, pos, end, VERSION_3, VERSION_3)
-        tag, _, pos = _header(data, pos, end)  # msgGlobalData: skipped whole
-        if tag != SEQUENCE:
-            raise BerError("msgGlobalData is not a SEQUENCE")
-        tag, start, stop = _header(data, pos, end)
-        if tag != OCTET_STRING:
-            raise BerError("msgSecurityParameters is not an OCTET STRING")
-        tag, pos, sstop = _header(data, start, stop)
-        if tag != SEQUENCE:
-            raise BerError("USM parameters are not a SEQUENCE")
-        tag, estart, pos = _header(data, pos, sstop)
-        if tag != OCTET_STRING or pos - estart > 32:
-            raise BerError("bad msgAuthoritativeEngineID")
-        engine = data[estart:pos]
-        _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # boots
-        _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # time
-        tag, ustart, pos = _header(data, pos, sstop)
-        if tag != OCTET_STRING or pos - ustart > 32:
-            raise BerError("bad msgUserName")
-        return engine, data[ustart:pos]
-    except BerError:
-        raise
-    except Exception as exc:
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
+    return guarded(_v3_header, data)
 
 
-def decode_notification(data: bytes) -> Notification:
-    """Parse one v1/v2c trap or inform; raise ``BerError`` (and only that) otherwise."""
-    try:
-        return _decode(bytes(data))
-    except BerError:
-        raise
-    except Exception as exc:
-        raise BerError(f"undecodable: {exc.__class__.__name__}") from None
-
-
-def _decode(data: bytes) -> Notification:
+def _v3_header(data: bytes) -> tuple[bytes, bytes]:
     end = len(data)
     tag, pos, stop = _header(data, 0, end)
     if tag != SEQUENCE or stop != end:
         raise BerError("not one SEQUENCE")
-    version, pos = _expect_int(data, pos, end, VERSION_1, VERSION_2C)
-    tag, cstart, pos = _header(data, pos, end)
+    _, pos = _expect_int(data, pos, end, VERSION_3, VERSION_3)
+    tag, _, pos = _header(data, pos, end)  # msgGlobalData: skipped whole
+    if tag != SEQUENCE:
+        raise BerError("msgGlobalData is not a SEQUENCE")
+    tag, start, stop = _header(data, pos, end)
     if tag != OCTET_STRING:
-        raise BerError("community is not an OCTET STRING")
-    community = data[cstart:pos]
-    pdu_type, pos, stop = _header(data, pos, end)
+        raise BerError("msgSecurityParameters is not an OCTET STRING")
+    tag, pos, sstop = _header(data, start, stop)
+    if tag != SEQUENCE:
+        raise BerError("USM parameters are not a SEQUENCE")
+    tag, estart, pos = _header(data, pos, sstop)
+    if tag != OCTET_STRING or pos - estart > 32:
+        raise BerError("bad msgAuthoritativeEngineID")
+    engine = data[estart:pos]
+    _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # boots
+    _, pos = _expect_int(data, pos, sstop, 0, _INT32[1])  # time
+    tag, ustart, pos = _header(data, pos, sstop)
+    if tag != OCTET_STRING or pos - ustart > 32:
+        raise BerError("bad msgUserName")
+    return engine, data[ustart:pos]
+
+
+def decode_notification(data: bytes) -> Notification:
+    """Parse one v1/v2c trap or inform; raise ``BerError`` (and only that) otherwise."""
+    return guarded(_decode, data)
+
+
+def _decode(data: bytes) -> Notification:
+    end = len(data)
+    version, community, pdu_type, pos, stop = message_header(data)
     if stop != end:
         raise BerError("trailing bytes after the PDU")
     if version == VERSION_1 and pdu_type == TRAP_V1:

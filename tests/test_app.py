@@ -279,7 +279,10 @@ async def test_a_foreign_flood_delays_no_check_of_a_polled_hall(
                     flood.kill()
                     await flood.wait()
             assert sent > 1000 and client.stray >= 1000, (sent, client.stray)
-            assert hall.scheduler.stats.overdue_total == before
+            # The old client: 35 checks late and 36 SNMP timeouts in this flood. On a loaded
+            # 2-core CI machine a run or two may start late whatever the flood does (the same
+            # count was seen without it), so allow that much and no more; no SNMP check fails.
+            assert hall.scheduler.stats.overdue_total - before <= 2
             assert sum(hall.scheduler.stats.runs.values()) >= runs + 3 * 20  # ~4 cycles ran
             states = hall.pipeline.state.checks
             assert all(states[(d["id"], "host")].last.ok for d in inv["devices"])

@@ -194,3 +194,26 @@ async def test_render_is_off_loop_and_cached_renders_are_shared() -> None:
     await fresh.render()
     await fresh.render()
     assert src.calls == 3
+
+
+async def test_a_render_lets_its_rows_go_and_says_what_expose_says() -> None:
+    """render() drops each row of its own snapshot once written (the render's memory peak,
+    bench/memory.py); the text is the same as expose() of an equal snapshot, and a snapshot
+    the caller keeps (expose) is left whole."""
+    src = Source()
+    poll_all(src)
+    kept = src.snapshot()
+    text = expose(kept)
+    assert all(row is not None for row in kept.devices)  # expose() never touches its input
+    taken: list[Snapshot] = []
+
+    class Recording(Source):
+        def snapshot(self) -> Snapshot:
+            snap = super().snapshot()
+            taken.append(snap)
+            return snap
+
+    rec = Recording()
+    poll_all(rec)
+    assert await render(rec) == text
+    assert len(taken[0].devices) == 3 and all(row is None for row in taken[0].devices)

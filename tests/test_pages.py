@@ -98,17 +98,17 @@ def test_login_throttle_counts_failures_per_name_and_per_client() -> None:
     clock = Clock(0.0)
     th = LoginThrottle(per_name=5, per_client=20, window=900, clock=clock)
     for _ in range(5):
-        assert th.wait("li", "10.0.0.1") == 0
-        th.failed("li", "10.0.0.1")
-    assert th.wait("li", "10.0.0.2") == 900  # the name is locked from every address
-    assert th.wait("wang", "10.0.0.1") == 0
+        assert th.wait("li", "127.0.0.1") == 0
+        th.failed("li", "127.0.0.1")
+    assert th.wait("li", "127.0.0.2") == 900  # the name is locked from every address
+    assert th.wait("wang", "127.0.0.1") == 0
     clock.now = 899.0
-    assert th.wait("LI", "10.0.0.3") == 1
+    assert th.wait("LI", "127.0.0.3") == 1
     clock.now = 900.0
-    assert th.wait("li", "10.0.0.1") == 0
+    assert th.wait("li", "127.0.0.1") == 0
     for i in range(20):
-        th.failed(f"n{i}", "10.0.0.9")
-    assert th.wait("someone-else", "10.0.0.9") == 900  # one address spraying names
+        th.failed(f"n{i}", "127.0.0.9")
+    assert th.wait("someone-else", "127.0.0.9") == 900  # one address spraying names
 
 
 # ---- the app in process ------------------------------------------------------------------------

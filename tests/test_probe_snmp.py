@@ -634,7 +634,7 @@ async def test_flood_from_a_foreign_address_delays_no_check(snmpd: Agent) -> Non
 
 @pytest.mark.parametrize(("family", "host", "loopback"), [
     (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "127.21.0.9", True),
-    (socket.AF_INET6, "::1", True), (socket.AF_INET, "10.20.0.1", False),
+    (socket.AF_INET6, "::1", True), (socket.AF_INET, "198.51.100.1", False),
     (socket.AF_INET6, "fe80::1", False), (socket.AF_INET, "not-an-address", False)])
 def test_the_socket_binds_loopback_for_loopback_peers_only(family: int, host: str,
                                                             loopback: bool) -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from sqlalchemy import select, text
 
 from monitor.store import InvalidValue, NewTicket, Store, schema
 from monitor.store.localtime import date_key
-from monitor.store.migrations import _v5_tally2_pairs
+from monitor.store.migrations import _v6_tally2_pairs
 from monitor.tally import (
     GROUPS,
     DeviceRef,
@@ -158,18 +159,19 @@ def test_filtered_tally_reads_the_tally_and_pair_tables_up_to_two_dimensions(mem
         mem.create_ticket(new(cat, cls, None, at))
     lo, hi = date_key(date(2025, 1, 1)), date_key(date(2025, 12, 31))
     with mem.read() as conn:
-        assert _prefolded(conn, lo, hi, None, {"class": "kiosk"}) == {(20250303, None): 2}
-        assert _prefolded(conn, lo, hi, "status", {"category": "fault"}) == {(20250303, "open"): 2}
-        assert _prefolded(conn, lo, hi, "category", {"status": "open"}) == {
+        pre = partial(_prefolded, conn, ["default"], lo, hi)  # this store's one site
+        assert pre(None, {"class": "kiosk"}) == {(20250303, None): 2}
+        assert pre("status", {"category": "fault"}) == {(20250303, "open"): 2}
+        assert pre("category", {"status": "open"}) == {
             (20250303, "fault"): 2, (20250303, "line"): 1}
-        assert _prefolded(conn, lo, hi, "class", {"category": "fault"}) == {
+        assert pre("class", {"category": "fault"}) == {
             (20250303, "kiosk"): 1, (20250303, "ups"): 1}
-        assert _prefolded(conn, lo, hi, None, {"category": "fault", "class": "ups"}) == {
+        assert pre(None, {"category": "fault", "class": "ups"}) == {
             (20250303, None): 1}
-        assert _prefolded(conn, lo, hi, "class", {"category": "fault", "class": "ups"}) == {
+        assert pre("class", {"category": "fault", "class": "ups"}) == {
             (20250303, "ups"): 1}
         # three dimensions: the dims index (tally._dims_scan), not the pair table
-        assert _prefolded(conn, lo, hi, "status", {"category": "fault", "class": "ups"}) is None
+        assert pre("status", {"category": "fault", "class": "ups"}) is None
 
 
 def test_faults_on_a_floor_by_category_from_the_pair_table(mem: Store) -> None:
@@ -318,22 +320,22 @@ def test_every_filter_combination_with_every_grouping_equals_a_direct_count(
     store.rebuild_tally()
     assert _pair_rows(store) == kept
     with store.tx() as conn:
-        _v5_tally2_pairs(conn)
+        _v6_tally2_pairs(conn)
     assert _pair_rows(store) == kept
 
 
 def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
-    """A store from before the pair table (schema 4, tickets in it) is backfilled by the
+    """A store from before the pair table (schema 5, tickets in it) is backfilled by the
     migration, and its filtered tallies are exact from the first read."""
     s = Store(url, timezone="Asia/Shanghai")
     at = datetime(2025, 3, 3, 4, tzinfo=UTC)
     for cat, floor in [("fault", "2"), ("fault", "2"), ("line", None), ("fault", "3")]:
         s.create_ticket(replace(new(cat, "kiosk", None, at), floor=floor))
-    with s.tx() as conn:  # back to schema 4
+    with s.tx() as conn:  # back to schema 5
         conn.execute(schema.ticket_pairs.delete())
         conn.execute(text("DROP TABLE ticket_pairs"))
         conn.execute(text("DROP INDEX ix_tickets_dims"))
-        conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version > 4))
+        conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version > 5))
     s.close()
     s = Store(url, timezone="Asia/Shanghai")
     try:

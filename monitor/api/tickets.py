@@ -68,6 +68,7 @@ IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidato
 IsoDate = Annotated[date, BeforeValidator(_iso_only)]
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Status = Literal["open", "in_progress", "resolved", "closed"]
+SITE_PATTERN = r"^(\*|[a-z0-9][a-z0-9._-]{0,63})$"
 Period = Literal["day", "week", "month", "quarter", "year"]
 GroupBy = Literal["category", "class", "floor", "owner", "assignee", "status"]
 
@@ -354,9 +355,11 @@ async def tally(
     owner: Annotated[Name | None, Query()] = None,
     assignee: Annotated[Name | None, Query()] = None,
     status_: Annotated[Status | None, Query(alias="status")] = None,
+    site: Annotated[str | None, Query(pattern=SITE_PATTERN, max_length=64)] = None,
 ) -> TallyOut:
     """``from``/``to`` are local dates, inclusive; default: the current year. Filters narrow the
-    tickets counted (equality; each filter's groups partition the unfiltered total)."""
+    tickets counted (equality; each filter's groups partition the unfiltered total). ``site``:
+    another hall sharing the database, or ``*`` for every hall (default: this hall)."""
     today = datetime.now(store.store.tz).date()
     lo = sane_date(start or date(today.year, 1, 1), "from")
     hi = sane_date(end or date(today.year, 12, 31), "to")
@@ -368,7 +371,8 @@ async def tally(
         filters = {k: v for k, v in {"category": category, "class": device_class,
                                          "floor": floor, "owner": owner, "assignee": assignee,
                                          "status": status_}.items() if v is not None}
-        rows = await store.run(tally_mod.tally, store.store, period, lo, hi, group_by, filters)
+        of = store.store if site is None else store.store.for_site(site)
+        rows = await store.run(tally_mod.tally, of, period, lo, hi, group_by, filters)
     return TallyOut(period=period, start=lo, end=hi, group_by=group_by,
                     total=sum(r.count for r in rows),
                     rows=[TallyRowOut(period=r.period, group=r.group, count=r.count)

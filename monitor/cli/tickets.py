@@ -111,11 +111,23 @@ def _open_store(args: argparse.Namespace, inventory: Inventory | None) -> Store 
     kwargs: dict[str, Any] = {}
     if inventory is not None:
         kwargs["categories"] = inventory.tickets.categories
+        kwargs["site"] = inventory.site.id  # the hall's own tickets on a shared database
     try:
         return Store(args.db, timezone=zone, change_timezone=args.change_timezone, **kwargs)
     except StoreError as exc:
         print(f"hallmon: {exc}", file=sys.stderr)
         return None
+
+
+def _inventory_and_store(args: argparse.Namespace) -> tuple[Inventory | None, Store] | int:
+    """The inventory (if any) and the store opened in its zone; else the exit code, once the
+    reason is printed (1: the inventory has problems, 2: the store cannot be opened)."""
+    inventory = _inventory(args)
+    if inventory is False:
+        return 1
+    assert not isinstance(inventory, bool)
+    store = _open_store(args, inventory)
+    return 2 if store is None else (inventory, store)
 
 
 def _local(at: datetime, tz: ZoneInfo) -> str:
@@ -133,13 +145,10 @@ def _jsonable(obj: Any) -> Any:
 
 def run_tickets(args: argparse.Namespace) -> int:
     actor = args.actor or os.environ.get("HALLMON_USER") or getpass.getuser()
-    inventory = _inventory(args)
-    if inventory is False:
-        return 1
-    assert not isinstance(inventory, bool)
-    store = _open_store(args, inventory)
-    if store is None:
-        return 2
+    opened = _inventory_and_store(args)
+    if isinstance(opened, int):
+        return opened
+    inventory, store = opened
     try:
         return _dispatch(store, args, actor, inventory)
     except StoreError as exc:
@@ -273,13 +282,10 @@ def run_report(args: argparse.Namespace) -> int:
     if args.format == "xlsx" and args.output is None:
         print("hallmon: --format xlsx needs --output FILE", file=sys.stderr)
         return 2
-    inventory = _inventory(args)
-    if inventory is False:
-        return 1
-    assert not isinstance(inventory, bool)
-    store = _open_store(args, inventory)
-    if store is None:
-        return 2
+    opened = _inventory_and_store(args)
+    if isinstance(opened, int):
+        return opened
+    inventory, store = opened
     try:
         day = args.date or datetime.now(store.tz).date()
         hall = Hall.of(inventory) if inventory is not None else None

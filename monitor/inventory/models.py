@@ -260,6 +260,9 @@ class SiteCalendar(StrictModel):
 
 
 class Site(StrictModel):
+    # Which hall this is, when several share one database (issue 17): every stored row carries
+    # it. Optional: a hall alone on its store keeps "default", the site its rows had before.
+    id: Id = Field("default", description="Site id, unique among the halls sharing a database")
     name: str
     timezone: Annotated[str, AfterValidator(_check_timezone)] = "Asia/Shanghai"
     opening_hours: Schedule | None = None

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy import union as sa_union
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -17,6 +30,8 @@ from monitor.store.migrations import PG_LOCK_ID, migrate
 from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, TimezoneMismatch
 
 Clock = Callable[[], datetime]
+ALL_SITES = "*"
+SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def _utcnow() -> datetime:
@@ -55,6 +70,13 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     return engine
 
 
+def _checked_site(site: str) -> str:
+    if site != ALL_SITES and not SITE_ID.fullmatch(site):
+        raise InvalidValue(f"site {site!r}: a site id is lowercase ASCII letters, digits "
+                           "and '-', '_', '.' (at most 64), or '*' for every site")
+    return site
+
+
 def _redacted(url: str) -> str:
     """The URL without its password (never in errors or logs)."""
     try:
@@ -75,8 +97,12 @@ class StoreBase:
         clock: Clock | None = None,
         change_timezone: bool = False,
         busy_timeout: float = 30.0,
+        site: str = schema.DEFAULT_SITE,
     ) -> None:
         self.url = url
+        # The hall whose rows this store reads and writes (issue 17); "*" reads every site's
+        # (tallies, reports and lists across halls) and refuses to write.
+        self.site = _checked_site(site)
         try:
             self.engine = make_engine(url, busy_timeout)
         except (ArgumentError, ImportError) as exc:  # a malformed URL or a missing driver
@@ -95,7 +121,33 @@ class StoreBase:
             raise
 
     def __repr__(self) -> str:  # the URL may carry a password
-        return f"<Store {self.engine.dialect.name}>"
+        return f"<Store {self.engine.dialect.name} site={self.site}>"
+
+    def of_site(self, table: Table) -> list[ColumnElement[bool]]:
+        """The WHERE terms that keep a query to this store's site (none for "*")."""
+        return [] if self.site == ALL_SITES else [table.c.site == self.site]
+
+    def for_site(self, site: str) -> Self:
+        """This store seen from another site ("*": every site), sharing its engine and settings:
+        what the API's ``site=`` parameter reads. Close the store, never a view of it."""
+        view = copy.copy(self)
+        view.site = _checked_site(site)
+        return view
+
+    def sites(self) -> list[str]:
+        """The sites that hold incidents or tickets in this database (whatever this store's)."""
+        with self.read() as conn:
+            found = conn.execute(sa_union(select(schema.incidents.c.site).distinct(),
+                                          select(schema.tickets.c.site).distinct())).scalars()
+            return sorted(set(found))
+
+    @property
+    def write_site(self) -> str:
+        """The site new rows get; a store opened for every site ("*") only reads."""
+        if self.site == ALL_SITES:
+            raise InvalidValue("a store opened for every site (site='*') only reads: "
+                               "open it for one site to write")
+        return self.site
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, inspect, select, text
-from sqlalchemy.schema import CreateIndex
 
 from monitor.store import schema
 
@@ -66,33 +65,80 @@ def _v4_ha_pollers(conn: Connection) -> None:
         "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
 
 
+def _v5_sites(conn: Connection) -> None:
+    """Issue 17: halls (sites) sharing one database. Every row the daemon writes gains ``site``
+    (today's rows belong to the single site, "default"); keys unique per site instead of per
+    database: open incidents, automatic tickets' incident keys, outbox keys, the engine state's
+    name, pollers' ids, and PostgreSQL's one open incident per device becomes one per device of
+    a site. The tally table is derived from the tickets: it is rebuilt with a site in its key
+    (forgetting ``tally_version`` makes the store rebuild it on opening).
 
-def _v5_tally2_pairs(conn: Connection) -> None:
-    """Issue 12: every tally the API offers within 200 ms at 1M tickets. Per-day pair counts
-    (``ticket_pairs``, filled from the tickets here) answer one filter grouped by another
-    dimension and two filters; the dims index answers three dimensions and more."""
-    schema.metadata.create_all(conn, tables=[schema.ticket_pairs])
+    SQLite holds one site per file: its old single-column UNIQUE constraints stay (dropping one
+    means rebuilding the table) and still hold for that one site; a fresh file gets the per-site
+    ones from v1. Self-contained: no table definition of schema.py is used (it may change)."""
+    site = "'default'"
+    for table in ("incidents", "tickets", "maintenance_windows", "outbox", "alert_state",
+                  "pollers"):
+        if "site" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(
+                f"ALTER TABLE {table} ADD COLUMN site VARCHAR(64) NOT NULL DEFAULT {site}"))
+    conn.execute(text("DROP TABLE IF EXISTS ticket_tally"))
+    tally = "CREATE TABLE ticket_tally (site VARCHAR(64) NOT NULL DEFAULT 'default', " \
+        "dim VARCHAR(16) NOT NULL, day INTEGER NOT NULL, value VARCHAR(128) NOT NULL, " \
+        "n INTEGER NOT NULL, PRIMARY KEY (site, dim, day, value))"
+    conn.execute(text(tally + (" WITHOUT ROWID" if conn.dialect.name == "sqlite" else "")))
+    conn.execute(text("DELETE FROM store_meta WHERE key = 'tally_version'"))
+    if conn.dialect.name != "postgresql":
+        return
+    for table, old, new, cols in (
+        ("incidents", "incidents_open_key_key", "ux_incidents_site_open_key", "site, open_key"),
+        ("tickets", "tickets_incident_key_key", "ux_tickets_site_incident_key",
+         "site, incident_key"),
+        ("outbox", "outbox_key_key", "ux_outbox_site_key", "site, key"),
+    ):
+        conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {old}"))
+        conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {new} ON {table} ({cols})"))
+    for table, cols in (("alert_state", "site, name"), ("pollers", "site, id")):
+        conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey"))
+        conn.execute(text(f"ALTER TABLE {table} ADD PRIMARY KEY ({cols})"))
+    conn.execute(text("DROP INDEX IF EXISTS ux_incidents_device_open"))
+    conn.execute(text(
+        "CREATE UNIQUE INDEX ux_incidents_device_open ON incidents (site, device_id) "
+        "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
+
+
+def _v6_tally2_pairs(conn: Connection) -> None:
+    """Issue 12: every tally the API offers within 200 ms at 1M tickets. Per-site, per-day pair
+    counts (``ticket_pairs``, derived from the tickets: dropped, made and filled here) answer one
+    filter grouped by another dimension and two filters; the dims index (site first) answers
+    three dimensions and more. Self-contained: no table definition of schema.py is used."""
+    conn.execute(text("DROP TABLE IF EXISTS ticket_pairs"))
+    conn.execute(text(
+        "CREATE TABLE ticket_pairs (site VARCHAR(64) DEFAULT 'default' NOT NULL, "
+        "dim VARCHAR(16) NOT NULL, value VARCHAR(128) NOT NULL, by_dim VARCHAR(16) NOT NULL, "
+        "day INTEGER NOT NULL, by_value VARCHAR(128) NOT NULL, n INTEGER NOT NULL, "
+        "PRIMARY KEY (site, dim, value, by_dim, day, by_value))"
+        + (" WITHOUT ROWID" if conn.dialect.name == "sqlite" else "")))
     # a new database has it already (v1 builds today's tickets table)
-    conn.execute(CreateIndex(schema.TICKET_DIMS_INDEX, if_not_exists=True))
+    conn.execute(text(
+        "CREATE INDEX IF NOT EXISTS ix_tickets_dims ON tickets (site, status, category, floor, "
+        "device_class, owner, assignee, local_day)"))
     # the tally dimensions and their columns as of this version (tickets.TALLY_DIMS)
     dims = {"category": "category", "class": "device_class", "floor": "floor",
             "owner": "owner", "assignee": "assignee", "status": "status"}
-    conn.execute(text("DELETE FROM ticket_pairs"))
     for a, col_a in dims.items():
         for b, col_b in dims.items():
             if a != b:
                 conn.execute(text(
-                    "INSERT INTO ticket_pairs (dim, value, by_dim, day, by_value, n) "
-                    f"SELECT :a, coalesce({col_a}, ''), :b, local_day, coalesce({col_b}, ''), "
-                    f"count(*) FROM tickets GROUP BY coalesce({col_a}, ''), local_day, "
-                    f"coalesce({col_b}, '')"), {"a": a, "b": b})
-
-
+                    "INSERT INTO ticket_pairs (site, dim, value, by_dim, day, by_value, n) "
+                    f"SELECT site, :a, coalesce({col_a}, ''), :b, local_day, "
+                    f"coalesce({col_b}, ''), count(*) FROM tickets GROUP BY site, "
+                    f"coalesce({col_a}, ''), local_day, coalesce({col_b}, '')"), {"a": a, "b": b})
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers,
-    _v5_tally2_pairs,
+    _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
+    _v6_tally2_pairs,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process

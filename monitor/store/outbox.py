@@ -23,6 +23,7 @@ def _item(row: Row[Any]) -> OutboxItem:
     m = dict(row._mapping)
     m["payload"] = json.loads(m["payload"])
     m.pop("claimed_until", None)  # the HA claim (issue 17) is the store's business
+    m.pop("site", None)  # so is the site: a store only ever sees its own
     return OutboxItem(**m)
 
 
@@ -37,11 +38,13 @@ class OutboxMixin(StoreBase):
     def _enqueue(self, conn: Connection, key: str, channel: str, payload: dict[str, Any],
                  now: datetime) -> bool:
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
-        if conn.execute(select(O.c.id).where(O.c.key == key)).first() is not None:
+        site = self.write_site
+        if conn.execute(select(O.c.id).where(O.c.site == site, O.c.key == key)
+                        ).first() is not None:
             return False
         try:
             with conn.begin_nested():
-                conn.execute(O.insert().values(key=key, channel=channel, payload=body,
+                conn.execute(O.insert().values(site=site, key=key, channel=channel, payload=body,
                                                status="pending", attempts=0,
                                                next_attempt_at=now, created_at=now))
         except IntegrityError:
@@ -53,17 +56,20 @@ class OutboxMixin(StoreBase):
         """The alert engine's write: its messages, in order, and its state, in one transaction
         (a restart finds either both or neither). ``name``: one per poller (shard)."""
         now = self._now(None)
+        site = self.write_site
         with self.tx() as conn:
             added = sum(self._enqueue(conn, k, c, p, now) for k, c, p in rows)
-            done = conn.execute(update(A).where(A.c.name == name)
+            done = conn.execute(update(A).where(A.c.site == site, A.c.name == name)
                                 .values(value=state, updated_at=now))
             if done.rowcount == 0:
-                conn.execute(A.insert().values(name=name, value=state, updated_at=now))
+                conn.execute(A.insert().values(site=site, name=name, value=state,
+                                               updated_at=now))
             return added
 
     def alert_state(self, name: str = ENGINE_STATE) -> str | None:
         with self.read() as conn:
-            value = conn.execute(select(A.c.value).where(A.c.name == name)).scalar()
+            value = conn.execute(select(A.c.value).where(A.c.site == self.write_site,
+                                                         A.c.name == name)).scalar()
             return None if value is None else str(value)
 
     # Seconds a poller holds the rows ``due`` gave it (0: no claim, ``due`` only reads). Set by
@@ -84,13 +90,15 @@ class OutboxMixin(StoreBase):
         """The due rows, per channel in order, stopping at the first one not due or held by
         another poller's claim (what it sends must go out before anything after it)."""
         head = func.min(O.c.id)
-        heads = conn.execute(select(O.c.channel, head).where(O.c.status == "pending")
+        mine = O.c.site == self.write_site  # a hall delivers its own pages only (issue 17)
+        heads = conn.execute(select(O.c.channel, head).where(mine, O.c.status == "pending")
                              .group_by(O.c.channel).order_by(head)).all()
         out: list[OutboxItem] = []
         for channel, _head in heads:
             if len(out) >= limit:
                 break
-            rows = conn.execute(select(O).where(O.c.status == "pending", O.c.channel == channel)
+            rows = conn.execute(select(O).where(mine, O.c.status == "pending",
+                                                O.c.channel == channel)
                                 .order_by(O.c.id).limit(limit - len(out)))
             for row in rows:
                 claimed = row.claimed_until
@@ -143,18 +151,21 @@ class OutboxMixin(StoreBase):
 
     def _mark(self, item_id: int, **values: Any) -> None:
         with self.tx() as conn:
-            if conn.execute(update(O).where(O.c.id == item_id).values(**values)).rowcount == 0:
+            if conn.execute(update(O).where(O.c.id == item_id, *self.of_site(O))
+                            .values(**values)).rowcount == 0:
                 raise NotFound(f"outbox item {item_id} not found")
 
     def outbox_item(self, item_id: int) -> OutboxItem:
         with self.read() as conn:
-            row = conn.execute(select(O).where(O.c.id == item_id)).one_or_none()
+            row = conn.execute(select(O).where(O.c.id == item_id, *self.of_site(O))
+                               ).one_or_none()
             if row is None:
                 raise NotFound(f"outbox item {item_id} not found")
             return _item(row)
 
     def outbox_counts(self) -> dict[str, int]:
         with self.read() as conn:
-            by_status = select(O.c.status, func.count()).group_by(O.c.status)
+            by_status = (select(O.c.status, func.count()).where(*self.of_site(O))
+                         .group_by(O.c.status))
             got: dict[str, int] = {r[0]: r[1] for r in conn.execute(by_status)}
         return {s: int(got.get(s, 0)) for s in ("pending", "sent", "dead")}

@@ -52,32 +52,39 @@ class PollersMixin(StoreBase):
 
     def heartbeat(self, poller_id: str, lease: float, info: str = "") -> Membership:
         """Renew this poller's lease (joining if new); return the membership as of now."""
+        site = self.write_site
         with self.tx() as conn:
             now = self._db_now(conn)
             values = {"heartbeat_at": now, "expires_at": now + timedelta(seconds=lease),
                       "info": info}
-            if conn.execute(P.update().where(P.c.id == poller_id).values(**values)
-                            ).rowcount == 0:
+            if conn.execute(P.update().where(P.c.site == site, P.c.id == poller_id)
+                            .values(**values)).rowcount == 0:
                 if conn.dialect.name == "postgresql":
                     from sqlalchemy.dialects.postgresql import insert
 
-                    conn.execute(insert(P).values(id=poller_id, started_at=now, **values)
-                                 .on_conflict_do_update(index_elements=[P.c.id], set_=values))
+                    conn.execute(insert(P).values(site=site, id=poller_id, started_at=now,
+                                                  **values)
+                                 .on_conflict_do_update(index_elements=[P.c.site, P.c.id],
+                                                        set_=values))
                 else:
-                    conn.execute(P.insert().values(id=poller_id, started_at=now, **values))
+                    conn.execute(P.insert().values(site=site, id=poller_id, started_at=now,
+                                                   **values))
             conn.execute(delete(P).where(P.c.expires_at < now - FORGET_AFTER))
-            return Membership(now, self._rows(conn))
+            return Membership(now, self._rows(conn, site))
 
     def leave(self, poller_id: str) -> None:
         """A clean stop: the others take this poller's devices at their next heartbeat."""
         with self.tx() as conn:
-            conn.execute(delete(P).where(P.c.id == poller_id))
+            conn.execute(delete(P).where(P.c.site == self.write_site, P.c.id == poller_id))
 
     def membership(self) -> Membership:
         with self.read() as conn:
-            return Membership(self._db_now(conn), self._rows(conn))
+            return Membership(self._db_now(conn), self._rows(conn, self.site))
 
     @staticmethod
-    def _rows(conn: Connection) -> tuple[PollerRow, ...]:
-        rows = conn.execute(select(P).order_by(P.c.id))
-        return tuple(PollerRow(**dict(r._mapping)) for r in rows)
+    def _rows(conn: Connection, site: str) -> tuple[PollerRow, ...]:
+        """The pollers of ``site`` (a hall's leases never count another hall's pollers)."""
+        stmt = select(*[c for c in P.c if c.name != "site"]).order_by(P.c.id)
+        if site != "*":
+            stmt = stmt.where(P.c.site == site)
+        return tuple(PollerRow(**dict(r._mapping)) for r in conn.execute(stmt))

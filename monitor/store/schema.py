@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -47,6 +48,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
+# The hall a row belongs to (issue 17: halls share one PostgreSQL; ids are unique per site). A
+# store is opened for one site and filters every query by it (engine.py); single-site stores and
+# SQLite files hold "default" unless the inventory names the site.
+DEFAULT_SITE = "default"
+
+
+def site_column() -> Column[str]:
+    return Column("site", String(64), nullable=False, server_default=DEFAULT_SITE)
+
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -66,15 +77,17 @@ incidents = Table(
     "incidents",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    site_column(),
     Column("device_id", String(128), nullable=False),
     Column("check", String(128), nullable=True),  # NULL: the device as a whole
     Column("status", String(16), nullable=False),
     Column("cause", Text, nullable=False, default=""),
     Column("started_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
-    # "device|check|status" while open, NULL once closed: UNIQUE makes open_incident idempotent
-    # even with two pollers racing on one PostgreSQL (NULLs never collide).
-    Column("open_key", String(300), nullable=True, unique=True),
+    # "device|check|status" while open, NULL once closed: UNIQUE per site makes open_incident
+    # idempotent even with two pollers racing on one PostgreSQL (NULLs never collide).
+    Column("open_key", String(300), nullable=True),
+    UniqueConstraint("site", "open_key", name="ux_incidents_site_open_key"),
     Index("ix_incidents_device_open", "device_id", "ended_at"),
     Index("ix_incidents_started", "started_at"),
 )
@@ -83,6 +96,7 @@ tickets = Table(
     "tickets",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    site_column(),
     Column("device_id", String(128), nullable=True),
     # Denormalised at creation: the inventory may change later, the log must not.
     Column("device_class", String(64), nullable=True),
@@ -96,7 +110,7 @@ tickets = Table(
     Column("assignee", String(128), nullable=True),
     Column("source", String(16), nullable=False),  # manual | auto | import
     Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=True),
-    Column("incident_key", String(300), nullable=True, unique=True),
+    Column("incident_key", String(300), nullable=True),
     Column("opened_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
@@ -108,16 +122,18 @@ tickets = Table(
     Index("ix_tickets_device", "device_id"),
     Index("ix_tickets_local_day", "local_day"),
     Index("ix_tickets_opened", "opened_at"),
+    UniqueConstraint("site", "incident_key", name="ux_tickets_site_incident_key"),
 )
 
-# Every tally dimension of a ticket, then its local day: a tally over three dimensions or more
-# (two filters and a grouping, ...) seeks the filters' values in it, listing the values of the
-# columns before them (tally.py), and reads only the matching entries, never the tickets
-# (covering: plain columns, as SQLite 3.40 reads an indexed expression from the table).
-# Low-cardinality columns first keep those lists short.
+# The site, every tally dimension of a ticket, then its local day: a tally over three dimensions
+# or more (two filters and a grouping, ...) seeks the filters' values in it, listing the sites
+# ("*") and the values of the columns before them (tally.py), and reads only the matching
+# entries, never the tickets (covering: plain columns, as SQLite 3.40 reads an indexed
+# expression from the table). Site first: one hall's entries are one range of it; then
+# low-cardinality columns first keep those lists short.
 TICKET_DIMS_ORDER = ("status", "category", "floor", "device_class", "owner", "assignee")
-TICKET_DIMS_INDEX = Index("ix_tickets_dims", *[tickets.c[c] for c in TICKET_DIMS_ORDER],
-                          tickets.c.local_day)
+TICKET_DIMS_INDEX = Index("ix_tickets_dims", tickets.c.site,
+                          *[tickets.c[c] for c in TICKET_DIMS_ORDER], tickets.c.local_day)
 
 ticket_events = Table(
     "ticket_events",
@@ -139,7 +155,8 @@ ticket_events = Table(
 ticket_tally = Table(
     "ticket_tally",
     metadata,
-    # dim first: a tally reads one dimension's rows over a day range, a contiguous key range.
+    # site, dim first: a tally reads one site's dimension over a day range, a contiguous range.
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
     Column("dim", String(16), primary_key=True),  # all | category | class | floor | ...
     Column("day", Integer, primary_key=True),  # local_day of the tickets counted
     Column("value", String(128), primary_key=True),  # "" stands for NULL
@@ -147,13 +164,15 @@ ticket_tally = Table(
     sqlite_with_rowid=False,  # the primary key is the table: a range read is one sequential scan
 )
 
-# Per-day counts of ticket pairs, both ways round: (dim=value, by_dim=by_value) for every two tally
-# dimensions, kept in step with `tickets` like ticket_tally, so "floor 3 by category" or
-# "faults on floor 3" read a few thousand rows instead of a million tickets (see tally.py).
+# Per-site, per-day counts of ticket pairs, both ways round: (dim=value, by_dim=by_value) for
+# every two tally dimensions, kept in step with `tickets` like ticket_tally, so "floor 3 by
+# category" or "faults on floor 3" read a few thousand rows instead of a million tickets (see
+# tally.py).
 ticket_pairs = Table(
     "ticket_pairs",
     metadata,
-    # a filter dim=value grouped by by_dim is one contiguous key range over the days
+    # a filter dim=value grouped by by_dim is one contiguous key range over the days of a site
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
     Column("dim", String(16), primary_key=True),
     Column("value", String(128), primary_key=True),  # "" stands for NULL
     Column("by_dim", String(16), primary_key=True),
@@ -167,6 +186,7 @@ maintenance_windows = Table(
     "maintenance_windows",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    site_column(),
     Column("selector", String(16), nullable=False),  # device | class | floor
     Column("value", String(128), nullable=False),
     Column("starts_at", UTCDateTime, nullable=False),
@@ -196,7 +216,8 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(300), nullable=False, unique=True),
+    site_column(),
+    Column("key", String(300), nullable=False),
     Column("channel", String(64), nullable=False),
     Column("payload", Text, nullable=False),  # JSON
     Column("status", String(8), nullable=False),  # pending | sent | dead
@@ -208,6 +229,7 @@ outbox = Table(
     # Held by one poller until then (issue 17: pollers sharing one PostgreSQL send a row once).
     Column("claimed_until", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
+    UniqueConstraint("site", "key", name="ux_outbox_site_key"),
 )
 
 # The alert engine's state (events inside their group window, held messages, what each route
@@ -215,6 +237,7 @@ outbox = Table(
 alert_state = Table(
     "alert_state",
     metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),  # JSON, see monitor/alerts/snapshot.py
     Column("updated_at", UTCDateTime, nullable=False),
@@ -226,6 +249,7 @@ alert_state = Table(
 pollers = Table(
     "pollers",
     metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),  # leases per site
     Column("id", String(128), primary_key=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),

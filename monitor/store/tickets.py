@@ -48,7 +48,7 @@ T = schema.tickets
 E = schema.ticket_events
 TALLY = schema.ticket_tally
 PAIRS = schema.ticket_pairs
-TICKET_COLUMNS = [c for c in T.c if c.name != "local_day"]
+TICKET_COLUMNS = [c for c in T.c if c.name not in ("local_day", "site")]
 # Dimensions kept in the tally table; "all" counts every ticket once.
 TALLY_DIMS: dict[str, str] = {
     "category": "category",
@@ -122,13 +122,15 @@ def count_resolution(delta: Delta, category: str, opened: datetime, resolved: da
     delta[(day, RESOLVED_SECS, category)] += seconds % 86400
 
 
-def _apply_tally(conn: Connection, delta: Delta) -> None:
+def _apply_tally(conn: Connection, delta: Delta, site: str) -> None:
+    """Add ``delta`` to ``site``'s rows of the tally and pair tables."""
     # Rows in key order: two writers on one PostgreSQL lock the rows they share in the same
     # order, so they wait for each other instead of deadlocking.
-    rows = [{"day": d, "dim": k, "value": v, "n": n}
+    rows = [{"site": site, "day": d, "dim": k, "value": v, "n": n}
             for (d, k, v), n in sorted(delta.items()) if n]
     _upsert(conn, TALLY, rows)
-    _upsert(conn, PAIRS, [{"dim": a, "value": x, "by_dim": b, "day": d, "by_value": y, "n": n}
+    _upsert(conn, PAIRS, [{"site": site, "dim": a, "value": x, "by_dim": b, "day": d,
+                           "by_value": y, "n": n}
                           for (a, x, b, d, y), n in sorted(delta.pairs.items()) if n])
 
 
@@ -212,7 +214,8 @@ class TicketsMixin(StoreBase):
         values = {k: v for k, v in asdict(new).items() if k != "extra"}
         for k in ("started_at", "resolved_at", "closed_at"):
             values[k] = self._now(values[k]) if values[k] is not None else None
-        values.update(opened_at=opened, updated_at=opened, local_day=day_key(opened, self.tz))
+        values.update(opened_at=opened, updated_at=opened, local_day=day_key(opened, self.tz),
+                      site=self.write_site)
         return values
 
     # ---- creation ---------------------------------------------------------------------------
@@ -229,7 +232,7 @@ class TicketsMixin(StoreBase):
         delta = Delta()
         with self.tx() as conn:
             tid = self._insert(conn, values, new.reporter, None, delta)
-            _apply_tally(conn, delta)
+            _apply_tally(conn, delta, self.write_site)
             return self._get(conn, tid)
 
     def import_tickets(self, rows: Iterable[NewTicket], *, actor: str = "import") -> list[int]:
@@ -260,8 +263,10 @@ class TicketsMixin(StoreBase):
                 # ~30 pair rows a ticket: staged too, moved in by one statement (150k tickets:
                 # ~400k rows, 4.7 s of lock as one upsert per row)
                 pairs.create(conn)
+                site = self.write_site
                 conn.execute(pairs.insert(), [
-                    {"dim": a, "value": x, "by_dim": b, "day": d, "by_value": y, "n": k}
+                    {"site": site, "dim": a, "value": x, "by_dim": b, "day": d, "by_value": y,
+                     "n": k}
                     for (a, x, b, d, y), k in delta.pairs.items() if k])
                 delta.pairs.clear()
             del staged
@@ -270,7 +275,7 @@ class TicketsMixin(StoreBase):
                 with conn.begin():
                     started = time.perf_counter()
                     base = self._move_in(conn, stage, actor)
-                    _apply_tally(conn, delta)
+                    _apply_tally(conn, delta, self.write_site)
                     _add_pairs(conn, pairs)
                 self.last_import_lock_seconds = time.perf_counter() - started
             finally:
@@ -311,8 +316,9 @@ class TicketsMixin(StoreBase):
         values = self._values(new, self._now(at))
         values.update(incident_key=incident_key, source="auto")
         delta = Delta()
+        mine = T.c.site == self.write_site
         with self.tx() as conn:
-            existing = conn.execute(select(T.c.id).where(T.c.incident_key == incident_key))
+            existing = conn.execute(select(T.c.id).where(mine, T.c.incident_key == incident_key))
             tid = existing.scalar_one_or_none()
             if tid is not None:
                 return self._get(conn, tid), False
@@ -321,10 +327,10 @@ class TicketsMixin(StoreBase):
                     tid = self._insert(conn, values, new.reporter, None, delta)
             except IntegrityError:
                 tid = conn.execute(
-                    select(T.c.id).where(T.c.incident_key == incident_key)
+                    select(T.c.id).where(mine, T.c.incident_key == incident_key)
                 ).scalar_one()
                 return self._get(conn, tid), False
-            _apply_tally(conn, delta)
+            _apply_tally(conn, delta, self.write_site)
             return self._get(conn, tid), True
 
     def resolve_auto_ticket(self, incident_key: str, resolution: str, *,
@@ -332,7 +338,8 @@ class TicketsMixin(StoreBase):
         """Auto-resolve an incident's ticket on recovery (no-op if people already moved it)."""
         with self.tx() as conn:
             tid = conn.execute(
-                select(T.c.id).where(T.c.incident_key == incident_key,
+                select(T.c.id).where(T.c.site == self.write_site,
+                                     T.c.incident_key == incident_key,
                                      T.c.status.in_(("open", "in_progress")))
             ).scalar_one_or_none()
             if tid is None:
@@ -346,7 +353,8 @@ class TicketsMixin(StoreBase):
         inc = schema.incidents
         stmt = (select(T.c.device_id, T.c.incident_key, T.c.opened_at, inc.c.started_at)
                 .select_from(T.outerjoin(inc, inc.c.id == T.c.incident_id))
-                .where(T.c.source == "auto", T.c.status.in_(BACKLOG),
+                .where(T.c.site == self.write_site, T.c.source == "auto",
+                       T.c.status.in_(BACKLOG),
                        T.c.incident_key.is_not(None), T.c.device_id.is_not(None))
                 .order_by(T.c.id))
         with self.read() as conn:
@@ -355,7 +363,7 @@ class TicketsMixin(StoreBase):
 
     # ---- changes ------------------------------------------------------------------------------
     def _row(self, conn: Connection, tid: int, lock: bool = False) -> Row[Any]:
-        stmt = select(T).where(T.c.id == tid)
+        stmt = select(T).where(T.c.id == tid, *self.of_site(T))
         if lock and conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update()
         row = conn.execute(stmt).one_or_none()
@@ -382,7 +390,7 @@ class TicketsMixin(StoreBase):
             delta.pairs[(a, x, b, day, y)] -= 1
         for a, x, b, y in pair_keys(after):
             delta.pairs[(a, x, b, day, y)] += 1
-        _apply_tally(conn, delta)
+        _apply_tally(conn, delta, old.site)
 
     def _transition(self, conn: Connection, tid: int, to: str, actor: str, note: str | None,
                     at: datetime, resolution: str | None) -> Ticket:
@@ -474,7 +482,7 @@ class TicketsMixin(StoreBase):
             raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
         if filters.get("category") is not None:
             filters["category"] = category_key(filters["category"])  # type: ignore[arg-type]
-        conds = [T.c[k] == v for k, v in filters.items() if v is not None]
+        conds = [T.c[k] == v for k, v in filters.items() if v is not None] + self.of_site(T)
         if opened_from is not None:
             conds.append(T.c.opened_at >= self._now(opened_from))
         if opened_to is not None:
@@ -489,7 +497,7 @@ class TicketsMixin(StoreBase):
         """Devices with a ticket in progress: the pipeline shows them as maintenance."""
         with self.read() as conn:
             rows = conn.execute(select(T.c.device_id).distinct().where(
-                T.c.status == "in_progress", T.c.device_id.is_not(None)))
+                T.c.status == "in_progress", T.c.device_id.is_not(None), *self.of_site(T)))
             return {r[0] for r in rows}
 
     def ticket_counts(self) -> dict[str, dict[str, int]]:
@@ -508,7 +516,7 @@ class TicketsMixin(StoreBase):
         sums: dict[str, Counter[str]] = {dim: Counter() for dim in dims}
         with self.read() as conn:
             rows = conn.execute(select(TALLY.c.dim, TALLY.c.value, func.sum(TALLY.c.n))
-                                .where(TALLY.c.dim.in_(dims))
+                                .where(TALLY.c.dim.in_(dims), *self.of_site(TALLY))
                                 .group_by(TALLY.c.dim, TALLY.c.value))
             for dim, value, n in rows:
                 sums[dim][value] += int(n)
@@ -551,11 +559,13 @@ class TicketsMixin(StoreBase):
         return tz
 
     def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
-        """Recompute every local_day in ``tz`` and the tally table from the ticket rows."""
+        """Recompute every local_day in ``tz`` and the tally table from the ticket rows (every
+        site's: the timezone is the database's)."""
         conn.execute(delete(TALLY))
         conn.execute(delete(PAIRS))
-        delta = Delta()
-        rows = conn.execute(select(T.c.id, T.c.opened_at, T.c.local_day, T.c.resolved_at,
+        deltas: dict[str, Delta] = {}
+        rows = conn.execute(select(T.c.id, T.c.site, T.c.opened_at, T.c.local_day,
+                                   T.c.resolved_at,
                                    *[T.c[c] for c in TALLY_DIMS.values()])).all()
         # Earlier resolutions live in the audit trail only (a reopen clears resolved_at).
         resolves: dict[int, list[datetime]] = {}
@@ -565,6 +575,7 @@ class TicketsMixin(StoreBase):
         moved = []
         for row in rows:
             m = row._mapping
+            delta = deltas.setdefault(m["site"], Delta())
             day = day_key(m["opened_at"], tz)
             if day != m["local_day"]:
                 moved.append({"tid": m["id"], "day": day})
@@ -577,7 +588,8 @@ class TicketsMixin(StoreBase):
         if moved:
             conn.execute(update(T).where(T.c.id == bindparam("tid"))
                          .values(local_day=bindparam("day")), moved)
-        _apply_tally(conn, delta)
+        for site, delta in deltas.items():
+            _apply_tally(conn, delta, site)
 
 
 def _recount_resolutions(delta: Delta, row: Row[Any], events: Iterable[datetime],

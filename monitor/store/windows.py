@@ -16,7 +16,7 @@ SELECTORS = ("device", "class", "floor")
 
 
 def _window(row: Row[Any]) -> MaintenanceWindow:
-    return MaintenanceWindow(**dict(row._mapping))
+    return MaintenanceWindow(**{k: v for k, v in row._mapping.items() if k != "site"})
 
 
 class WindowsMixin(StoreBase):
@@ -29,27 +29,30 @@ class WindowsMixin(StoreBase):
             raise InvalidValue("a maintenance window must end after it starts")
         with self.tx() as conn:
             wid = conn.execute(W.insert().values(
-                selector=selector, value=value, starts_at=start, ends_at=end, reason=reason,
+                site=self.write_site, selector=selector, value=value, starts_at=start,
+                ends_at=end, reason=reason,
                 created_by=created_by, created_at=self.clock(),
             ).returning(W.c.id)).scalar_one()
             return _window(conn.execute(select(W).where(W.c.id == wid)).one())
 
     def delete_window(self, window_id: int) -> None:
         with self.tx() as conn:
-            if conn.execute(delete(W).where(W.c.id == window_id)).rowcount == 0:
+            if conn.execute(delete(W).where(W.c.id == window_id, *self.of_site(W))
+                            ).rowcount == 0:
                 raise NotFound(f"maintenance window {window_id} not found")
 
     def active_windows(self, now: datetime) -> list[MaintenanceWindow]:
         at = self._now(now)
         with self.read() as conn:
-            rows = conn.execute(select(W).where(W.c.starts_at <= at, W.c.ends_at > at)
+            rows = conn.execute(select(W).where(W.c.starts_at <= at, W.c.ends_at > at,
+                                                *self.of_site(W))
                                 .order_by(W.c.id))
             return [_window(r) for r in rows]
 
     def windows(self, *, include_past: bool = False, now: datetime | None = None,
                 limit: int = 500) -> list[MaintenanceWindow]:
         """Current and future windows (all with include_past), soonest first."""
-        stmt = select(W).order_by(W.c.starts_at, W.c.id).limit(limit)
+        stmt = select(W).where(*self.of_site(W)).order_by(W.c.starts_at, W.c.id).limit(limit)
         if not include_past:
             stmt = stmt.where(W.c.ends_at > self._now(now))
         with self.read() as conn:
