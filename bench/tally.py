@@ -1,13 +1,14 @@
 """Budget: the tally over 1,000,000 tickets answers in < 200 ms on SQLite.
 
 Builds (once, cached under $HALLMON_BENCH_DIR or /tmp) a SQLite file with 1M tickets spread over
-three years, then times tally() for each period and grouping, and every set of filters the API
-offers (one to all six dimensions, one value each) with every grouping. Prints one line per
-query (the filtered ones: the slowest few and a count), then one JSON line; exits non-zero if
-any median exceeds the budget. The cached file is named by the schema version (a new schema
-builds a new one).
+three years and over --sites halls sharing it (issue 17), then times tally() for each period and
+grouping, and every set of filters the API offers (one to all six dimensions, one value each)
+with every grouping, for each hall and across halls (site "*"). Prints one line per query (the
+filtered ones: the slowest few and a count), then one JSON line with create_ticket's median on
+a fresh file store (what the pair rows cost a write); exits non-zero if any median exceeds the
+budget. The cached file is named by the schema version (a new schema builds a new one).
 
-    .venv/bin/python bench/tally.py [--tickets N]
+    .venv/bin/python bench/tally.py [--tickets N] [--sites N]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _verdict import finish
 
-from monitor.store import Store, schema
+from monitor.store import NewTicket, Store, schema
 from monitor.store.localtime import day_key
 from monitor.store.migrations import LATEST
 from monitor.tally import tally, tally_direct
@@ -42,11 +44,13 @@ FILTER_VALUES = {"category": "fault", "class": "camera", "floor": "3", "owner": 
 CLASSES = ["kiosk", "led", "camera", "nvr", "switch", "line", "printer", "ups", "gate", "queue"]
 
 
-def build(path: Path, n: int) -> Store:
+def build(path: Path, n: int, sites: list[str]) -> Store:
+    """The bench database, opened across its halls (site "*")."""
     fresh = not path.exists()
     store = Store(f"sqlite:///{path}", timezone=TZ)
     if not fresh:
-        return store
+        store.close()
+        return Store(f"sqlite:///{path}", timezone=TZ, site="*")
     rng = random.Random(5)
     t0 = time.perf_counter()
     with store.tx() as conn:
@@ -57,6 +61,7 @@ def build(path: Path, n: int) -> Store:
             status = rng.choice(["resolved", "closed"]) if done else rng.choice(
                 ["open", "in_progress"])
             batch.append({
+                "site": rng.choice(sites),  # the same device ids in every hall
                 "device_id": f"dev-{rng.randrange(2000)}", "device_class": rng.choice(CLASSES),
                 "floor": str(rng.randrange(1, 6)), "owner": f"unit-{rng.randrange(12)}",
                 "category": rng.choice(CATS), "status": status, "summary": "bench",
@@ -72,8 +77,26 @@ def build(path: Path, n: int) -> Store:
         if batch:
             conn.execute(schema.tickets.insert(), batch)
     store.rebuild_tally()
+    store.close()
     print(f"built {n} tickets in {time.perf_counter() - t0:.1f} s: {path}", file=sys.stderr)
-    return store
+    return Store(f"sqlite:///{path}", timezone=TZ, site="*")
+
+
+def create_median(runs: int = 400) -> float:
+    """create_ticket's median on a fresh file store: one write with its tally and pair rows."""
+    samples = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(f"sqlite:///{Path(folder) / 'create.db'}", timezone=TZ, site="hall-a")
+        for i in range(runs):
+            new = NewTicket(category="fault", summary="bench", reporter="bench",
+                            device_id=f"dev-{i % 50}", device_class="kiosk", floor=str(i % 5),
+                            owner=f"unit-{i % 7}", assignee=f"tech-{i % 9}",
+                            opened_at=START + timedelta(minutes=i))
+            t = time.perf_counter()
+            store.create_ticket(new)
+            samples.append(time.perf_counter() - t)
+        store.close()
+    return statistics.median(samples[50:])  # past the first writes' warm-up
 
 
 def timed(fn, runs: int = 7) -> float:  # type: ignore[no-untyped-def]
@@ -89,49 +112,60 @@ def timed(fn, runs: int = 7) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tickets", type=int, default=1_000_000)
+    ap.add_argument("--sites", type=int, default=2, help="halls sharing the database (1-26)")
     args = ap.parse_args()
+    sites = [f"hall-{chr(ord('a') + i)}" for i in range(args.sites)]
     folder = Path(os.environ.get("HALLMON_BENCH_DIR", "/tmp"))
-    store = build(folder / f"hallmon-bench-tally-s{LATEST}-{args.tickets}.db", args.tickets)
+    every = build(folder / f"hallmon-bench-tally-s{LATEST}-{args.sites}x{args.tickets}.db",
+                  args.tickets, sites)
+    views = {site: every.for_site(site) for site in ("*", *sites)}
     lo, hi = date(2023, 1, 1), date(2025, 12, 31)
     worst = 0.0
-    for period in ("day", "week", "month", "quarter", "year"):
-        for group in (None, "category", "class", "assignee", "status"):
-            rows: list = []
-            s = timed(lambda p=period, g=group, r=rows: r.append(tally(store, p, lo, hi, g)))
-            total = sum(r.count for r in rows[-1])
-            worst = max(worst, s)
-            print(f"tally period={period:7} group_by={group or '-':8} {s * 1000:7.1f} ms  "
-                  f"({len(rows[-1])} rows, {total} tickets)")
+    for site, store in views.items():
+        for period in ("day", "week", "month", "quarter", "year"):
+            for group in (None, "category", "class", "assignee", "status"):
+                rows: list = []
+                s = timed(lambda st=store, p=period, g=group, r=rows: r.append(
+                    tally(st, p, lo, hi, g)))
+                total = sum(r.count for r in rows[-1])
+                worst = max(worst, s)
+                print(f"tally site={site:6} period={period:7} group_by={group or '-':8} "
+                      f"{s * 1000:7.1f} ms  ({len(rows[-1])} rows, {total} tickets)")
     # Every set of filters the API offers (GET /api/v1/tickets/tally), one value each, with
     # every grouping: the counts a hall asks for ("faults on floor 3 by status").
-    timings: list[tuple[float, str, str | None, int]] = []
+    timings: list[tuple[float, str, str, str | None, int]] = []
     dims = list(FILTER_VALUES)
-    for k in range(1, len(dims) + 1):
-        for chosen in itertools.combinations(dims, k):
-            filters = {d: FILTER_VALUES[d] for d in chosen}
-            for group in (None, *dims):
-                rows = []
-                s = timed(lambda g=group, f=filters, r=rows: r.append(
-                    tally(store, "month", lo, hi, g, f)), runs=3)
-                label = ",".join(f"{d}={v}" for d, v in filters.items())
-                timings.append((s, label, group, sum(r.count for r in rows[-1])))
+    for site, store in views.items():
+        for k in range(1, len(dims) + 1):
+            for chosen in itertools.combinations(dims, k):
+                filters = {d: FILTER_VALUES[d] for d in chosen}
+                for group in (None, *dims):
+                    rows = []
+                    s = timed(lambda st=store, g=group, f=filters, r=rows: r.append(
+                        tally(st, "month", lo, hi, g, f)), runs=3)
+                    label = ",".join(f"{d}={v}" for d, v in filters.items())
+                    timings.append((s, site, label, group, sum(r.count for r in rows[-1])))
     timings.sort(reverse=True)
-    for s, label, group, total in timings[:12]:
-        print(f"tally period=month   filter {label:40} group_by={group or '-':8} "
+    for s, site, label, group, total in timings[:12]:
+        print(f"tally site={site:6} period=month filter {label:40} group_by={group or '-':8} "
               f"{s * 1000:7.1f} ms  ({total} tickets)")
     worst_filtered = timings[0][0]
-    print(f"{len(timings)} filtered tallies (every filter set x every grouping), slowest above; "
-          f"median {statistics.median(t[0] for t in timings) * 1000:.1f} ms")
-    with store.read() as conn:
+    worst_every = max(t[0] for t in timings if t[1] == "*")
+    print(f"{len(timings)} filtered tallies (every filter set x every grouping, per hall and "
+          f"across), slowest above; median {statistics.median(t[0] for t in timings) * 1000:.1f}"
+          f" ms; worst across halls (*) {worst_every * 1000:.1f} ms")
+    with every.read() as conn:
         s = timed(lambda: tally_direct(conn, 20230101, 20251231, "category", {}), runs=3)
     print(f"reference: GROUP BY over the tickets table {s * 1000:.0f} ms")
-    store.close()
+    every.close()
+    create_s = create_median()
     print(f"worst tally {worst * 1000:.1f} ms, worst filtered {worst_filtered * 1000:.1f} ms, "
-          f"budget {BUDGET_S * 1000:.0f} ms")
-    finish("tally", {"tickets": args.tickets, "worst_ms": worst * 1000,
+          f"budget {BUDGET_S * 1000:.0f} ms; create_ticket median {create_s * 1000:.2f} ms")
+    finish("tally", {"tickets": args.tickets, "sites": len(sites), "worst_ms": worst * 1000,
                      "worst_filtered_ms": worst_filtered * 1000,
+                     "worst_filtered_every_site_ms": worst_every * 1000,
                      "filtered_tallies": len(timings),
-                     "direct_group_by_ms": s * 1000},
+                     "direct_group_by_ms": s * 1000, "create_ticket_median_ms": create_s * 1000},
            {"worst_tally_under_200ms": worst < BUDGET_S,
             "worst_filtered_tally_under_200ms": worst_filtered < BUDGET_S})
 
