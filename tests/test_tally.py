@@ -359,19 +359,25 @@ def test_every_filter_combination_with_every_grouping_equals_a_direct_count(
 
 
 def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
-    """A store from before the pair table (schema 5, tickets in it) is backfilled by the
-    migration, and its filtered tallies are exact from the first read."""
-    s = Store(url, timezone="Asia/Shanghai")
+    """A store from before the pair table (schema 5, tickets of two halls in it, one device id
+    in both) is backfilled by the migration per hall, and its filtered tallies are exact from
+    the first read, per hall and across halls."""
+    s = Store(url, timezone="Asia/Shanghai", site="hall-a")
     at = datetime(2025, 3, 3, 4, tzinfo=UTC)
-    for cat, floor in [("fault", "2"), ("fault", "2"), ("line", None), ("fault", "3")]:
-        s.create_ticket(replace(new(cat, "kiosk", None, at), floor=floor))
+    plan = {"hall-a": [("fault", "2"), ("fault", "2"), ("line", None), ("fault", "3")],
+            "hall-b": [("fault", "2"), ("line", "2"), ("fault", None)]}
+    for site, rows in plan.items():
+        for cat, floor in rows:
+            s.for_site(site).create_ticket(replace(new(cat, "kiosk", None, at), floor=floor,
+                                                   device_id="kiosk-1f-03"))
     with s.tx() as conn:  # back to schema 5
         conn.execute(schema.ticket_pairs.delete())
         conn.execute(text("DROP TABLE ticket_pairs"))
         conn.execute(text("DROP INDEX ix_tickets_dims"))
         conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version > 5))
     s.close()
-    s = Store(url, timezone="Asia/Shanghai")
+    s = Store(url, timezone="Asia/Shanghai", site="hall-a")
+    views = {"hall-a": s, "hall-b": s.for_site("hall-b"), "*": s.for_site("*")}
     try:
         lo, hi = date(2025, 1, 1), date(2025, 12, 31)
         rows = tally(s, "year", lo, hi, "category", filters={"floor": "2"})
@@ -381,5 +387,20 @@ def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
         assert [(r.group, r.count) for r in rows] == [("2", 2), ("3", 1)]
         assert [(r.group, r.count) for r in tally(s, "year", lo, hi, "floor",
                                                   filters={"category": "line"})] == [("", 1)]
+        rows = tally(views["*"], "year", lo, hi, "category", filters={"floor": "2"})
+        assert [(r.group, r.count) for r in rows] == [("fault", 3), ("line", 1)]
+        rows = tally(views["hall-b"], "year", lo, hi, "floor", filters={
+            "category": "fault", "class": "kiosk", "status": "open"})
+        assert [(r.group, r.count) for r in rows] == [("", 1), ("2", 1)]
+        own = {"category": "fault", "class": "kiosk", "floor": "2", "owner": "",
+               "assignee": "", "status": "open"}
+        for dims in SUBSETS:  # every filter set, ungrouped and by floor, per hall and across
+            filters = {d: own[d] for d in dims}
+            for g in (None, "floor"):
+                for site, view in views.items():
+                    with s.read() as conn:
+                        direct = tally_direct(conn, date_key(lo), date_key(hi), g, filters,
+                                              site=site)
+                    assert _days(view, lo, hi, g, filters) == direct, (site, filters, g)
     finally:
         s.close()
