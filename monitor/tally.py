@@ -86,12 +86,16 @@ def tally(store: Store, period: str, start: date, end: date, group_by: str | Non
         filters = {**filters, "category": category_key(filters["category"])}
     if not filters and period in _SQL_BUCKETS:
         return _tally_sql(store, period, start, end, group_by)
-    days = _day_counts(store, start, end, group_by, filters or {})
+    # Months, quarters and years are folded by SQL (a filtered tally by day returns up to
+    # days x values rows per site: 1M tickets, 36k through Python where 1k will do).
+    fold = _SQL_BUCKETS.get(period)
+    days = _day_counts(store, start, end, group_by, filters or {}, fold)
     labels: dict[int, str] = {}
     for day, _ in days:
         if day not in labels:
-            labels[day] = period_label(key_to_date(day), period)
-    if period == "day":  # one row per (day, value) already: nothing to fold
+            labels[day] = (_SQL_LABELS[period](day) if fold
+                           else period_label(key_to_date(day), period))
+    if period == "day" or fold:  # one row per (period, value) already: nothing to fold
         rows = [TallyRow(labels[d], v, n) for (d, v), n in days.items() if n]
     else:
         folded: dict[tuple[str, str | None], int] = defaultdict(int)
@@ -108,7 +112,7 @@ def _order(row: TallyRow) -> tuple[str, str]:
 
 # Months, quarters and years are integer arithmetic on YYYYMMDD, so SQL folds the days itself
 # (ISO weeks are not: they are folded here from days).
-_SQL_BUCKETS: dict[str, Callable[[Any], Any]] = {
+_SQL_BUCKETS: dict[str, Callable[[Any], Any]] = {  # on a column, or on an int
     "month": lambda day: day // 100,
     "quarter": lambda day: day // 10000 * 10 + (day // 100 % 100 - 1) // 3 + 1,
     "year": lambda day: day // 10000,
@@ -118,6 +122,12 @@ _SQL_LABELS: dict[str, Callable[[int], str]] = {
     "quarter": lambda k: f"{k // 10}-Q{k % 10}",
     "year": str,
 }
+Fold = Callable[[Any], Any]  # a _SQL_BUCKETS entry: YYYYMMDD -> month/quarter/year key
+
+
+def _folded(day: Any, fold: Fold | None) -> Any:
+    """The day column, or its period key (labelled by _SQL_LABELS) when folded."""
+    return day if fold is None else fold(day)
 
 
 def _sites(conn: Any, site: str) -> list[str]:
@@ -153,11 +163,13 @@ def _tally_sql(store: Store, period: str, start: date, end: date,
     return sorted(out, key=_order)
 
 
-Counts = dict[tuple[int, str | None], int]  # (local day, group value or None) -> tickets
+Counts = dict[tuple[int, str | None], int]  # (local day or period key, group value or None) -> n
 
 
 def _day_counts(store: Store, start: date, end: date, group_by: str | None,
-                filters: Mapping[str, str]) -> Counts:
+                filters: Mapping[str, str], fold: Fold | None = None) -> Counts:
+    """Counts per (local day, value); with ``fold`` (a _SQL_BUCKETS entry) per (month, value),
+    ..., folded by SQL (filtered tallies only: unfiltered ones fold in _tally_sql)."""
     lo, hi = date_key(start), date_key(end)
     with store.read() as conn:
         sites = _sites(conn, store.site)
@@ -173,14 +185,15 @@ def _day_counts(store: Store, start: date, end: date, group_by: str | None,
                 f"SELECT day, value, n FROM ticket_tally WHERE site IN "
                 f"({', '.join([ph] * len(sites))}) AND dim = {ph} AND day BETWEEN {ph} AND {ph}",
                 (*sites, group_by or "all", lo, hi)).fetchall()
-            return _added((d, v if group_by else None, n) for d, v, n in rows)
+            return _added((fold(d) if fold else d, v if group_by else None, n)
+                          for d, v, n in rows)
         unknown = set(filters) - set(TALLY_DIMS)
         if unknown:
             raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
-        found = _prefolded(conn, sites, lo, hi, group_by, filters)
+        found = _prefolded(conn, sites, lo, hi, group_by, filters, fold)
         if found is not None:
             return found
-        return _dims_scan(conn, sites, lo, hi, group_by, filters)
+        return _dims_scan(conn, sites, lo, hi, group_by, filters, fold)
 
 
 def _added(rows: Iterable[tuple[int, str | None, int]]) -> Counts:
@@ -193,7 +206,7 @@ def _added(rows: Iterable[tuple[int, str | None, int]]) -> Counts:
 
 
 def _prefolded(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | None,
-               filters: Mapping[str, str]) -> Counts | None:
+               filters: Mapping[str, str], fold: Fold | None = None) -> Counts | None:
     """A filtered tally read from the counts kept in step with the tickets, else None.
 
     Two dimensions at most (one filter alone or grouped by another dimension, two filters
@@ -205,29 +218,31 @@ def _prefolded(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | No
     if len(filters) == 1 and group_by in (None, *filters):
         ((dim, want),) = filters.items()
         tt = schema.ticket_tally
-        rows = conn.execute(select(tt.c.day, tt.c.n).where(
+        day = _folded(tt.c.day, fold)
+        rows = conn.execute(select(day, func.sum(tt.c.n)).where(
             tt.c.site.in_(sites), tt.c.dim == dim, tt.c.day.between(lo, hi),
-            tt.c.value == want))
+            tt.c.value == want).group_by(day))
         label = want if group_by else None
-        return _added((d, label, n) for d, n in rows)
+        return _added((d, label, int(n)) for d, n in rows)
     (a, x), *rest = filters.items()
     pt = schema.ticket_pairs
+    day = _folded(pt.c.day, fold)
     if rest:  # two filters: the rows of the pair (a=x, b=y)
         ((b, y),) = rest
-        rows = conn.execute(select(pt.c.day, pt.c.n).where(
+        rows = conn.execute(select(day, func.sum(pt.c.n)).where(
             pt.c.site.in_(sites), pt.c.dim == a, pt.c.value == x, pt.c.by_dim == b,
-            pt.c.day.between(lo, hi), pt.c.by_value == y))
+            pt.c.day.between(lo, hi), pt.c.by_value == y).group_by(day))
         label = None if group_by is None else filters[group_by]
-        return _added((d, label, n) for d, n in rows)
+        return _added((d, label, int(n)) for d, n in rows)
     assert group_by is not None  # one filter grouped by another dimension
-    rows = conn.execute(select(pt.c.day, pt.c.by_value, pt.c.n).where(
+    rows = conn.execute(select(day, pt.c.by_value, func.sum(pt.c.n)).where(
         pt.c.site.in_(sites), pt.c.dim == a, pt.c.value == x, pt.c.by_dim == group_by,
-        pt.c.day.between(lo, hi)))
-    return _added(rows)
+        pt.c.day.between(lo, hi)).group_by(day, pt.c.by_value))
+    return _added((d, v, int(n)) for d, v, n in rows)
 
 
 def _dims_scan(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | None,
-               filters: Mapping[str, str]) -> Counts:
+               filters: Mapping[str, str], fold: Fold | None = None) -> Counts:
     """Three dimensions or more, from the dims index of the tickets (schema.TICKET_DIMS_INDEX,
     site first): the site is one of ``sites``; each filter is an equality on its column; every
     column before the last filtered one that has no filter gets the list of its values in the
@@ -255,7 +270,7 @@ def _dims_scan(conn: Any, sites: list[str], lo: int, hi: int, group_by: str | No
         if not ways:
             return {}
         choices.append(ways)
-    keys: list[Any] = [T.c.local_day]
+    keys: list[Any] = [_folded(T.c.local_day, fold)]
     if group_by is not None:
         keys.append(T.c[TALLY_DIMS[group_by]])
     found: list[tuple[int, str | None, int]] = []
