@@ -171,9 +171,12 @@ def _day_counts(store: Store, start: date, end: date, group_by: str | None,
     """Counts per (local day, value); with ``fold`` (a _SQL_BUCKETS entry) per (month, value),
     ..., folded by SQL (filtered tallies only: unfiltered ones fold in _tally_sql)."""
     lo, hi = date_key(start), date_key(end)
+    unknown = set(filters) - set(TALLY_DIMS)
+    if unknown:
+        raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
     with store.read() as conn:
         sites = _sites(conn, store.site)
-        if not sites:
+        if not sites:  # no tickets in any hall ("*")
             return {}
         if not filters:
             # (site, dim, day, value) is the primary key: one contiguous range per site.
@@ -187,9 +190,6 @@ def _day_counts(store: Store, start: date, end: date, group_by: str | None,
                 (*sites, group_by or "all", lo, hi)).fetchall()
             return _added((fold(d) if fold else d, v if group_by else None, n)
                           for d, v, n in rows)
-        unknown = set(filters) - set(TALLY_DIMS)
-        if unknown:
-            raise InvalidValue(f"unknown filter: {', '.join(sorted(unknown))}")
         found = _prefolded(conn, sites, lo, hi, group_by, filters, fold)
         if found is not None:
             return found

@@ -188,6 +188,15 @@ def test_filtered_tally_reads_the_tally_and_pair_tables_up_to_two_dimensions(mem
         assert pre("status", {"category": "fault", "class": "ups"}) is None
 
 
+def test_a_tally_across_halls_of_an_empty_store_is_empty_and_still_checks_filters(
+        mem: Store) -> None:
+    every, lo, hi = mem.for_site("*"), date(2025, 1, 1), date(2025, 12, 31)
+    assert tally(every, "month", lo, hi, "class", filters={"floor": "3"}) == []
+    assert tally(every, "day", lo, hi) == tally(every, "year", lo, hi, "status") == []
+    with pytest.raises(InvalidValue, match="unknown filter: colour"):
+        tally(every, "month", lo, hi, filters={"colour": "red"})
+
+
 def test_faults_on_a_floor_by_category_from_the_pair_table(mem: Store) -> None:
     """Issue 12: "floor=2 grouped by category" (1.4-1.6 s at 1M tickets over the tickets)."""
     at = datetime(2025, 3, 3, 4, tzinfo=UTC)
