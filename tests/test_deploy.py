@@ -1,8 +1,10 @@
 """The multi-site examples in ``deploy/`` (issue 17): every Prometheus file passes ``promtool``,
 every Alertmanager file ``amtool``, every address is loopback or a placeholder; then the examples
 themselves run on loopback, only their addresses, intervals and file paths substituted: two
-hallmon daemons (two sites sharing a device id) scraped by two hall Prometheus servers, a city
-Prometheus federating both; and two Alertmanagers clustered on loopback paging once.
+hallmon daemons (two sites sharing a device id, down in both) scraped by two hall Prometheus
+servers, a city Prometheus federating both, every Prometheus alerting two Alertmanagers
+clustered on loopback (the rules' ``for:`` at 0 s), which page once per site; and a silence
+made on one node holding on the other.
 
 (The single-hall checks of ``deploy/prometheus.yml``, ``alertmanager.yml`` and the hallmon unit
 live in tests/test_dashboards.py.)
@@ -159,10 +161,11 @@ SHARED = "kiosk-1f-03"  # one device id both halls use (the issue's overlapping 
 
 
 def hall_inventory(site: str, index: int) -> str:
+    """Two mock devices; the one id both halls use is down from the start (a scripted fault)."""
     doc = yaml.safe_load(small_inventory([
         node(f"sw-{site}", f"127.31.{index}.1"),
         node(SHARED, f"127.31.{index}.2", parent=f"sw-{site}"),
-    ]))
+    ], faults=[{"device": SHARED, "mode": "down", "at": 0}]))
     doc["site"]["id"] = site
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
@@ -184,13 +187,26 @@ def with_alertmanagers(config: dict[str, Any], addresses: list[str]) -> dict[str
     return config
 
 
-def hall_config(site: str, poller: str, alertmanagers: list[str]) -> dict[str, Any]:
+def immediate_rules(tmp_path: Path) -> Path:
+    """dashboards/rules/hallmon.rules.yml with every ``for:`` at 0s (a test cannot wait the
+    minute HallDeviceDown rides out blips for); expressions and labels as shipped."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    path = tmp_path / "hallmon.rules.yml"
+    path.write_text(yaml.safe_dump(rules, allow_unicode=True))
+    return path
+
+
+def hall_config(site: str, poller: str, rules: Path, alertmanagers: list[str]
+                ) -> dict[str, Any]:
     config = fast(yaml.safe_load((MULTISITE / "prometheus-hall.yml").read_text()))
     (job,) = config["scrape_configs"]
     (group,) = job["static_configs"]
     group["targets"] = [poller]
     group["labels"]["site"] = site
-    config["rule_files"] = [str(RULES)]  # the real rules: a rule Prometheus rejects fails here
+    config["rule_files"] = [str(rules)]  # the real rules: a rule Prometheus rejects fails here
     return with_alertmanagers(config, alertmanagers)
 
 
@@ -219,51 +235,6 @@ def wait_until(probe: Callable[[], object], within: float, what: str) -> None:
 
 def series(prom: PrometheusServer, expr: str) -> list[dict[str, str]]:
     return [r["metric"] for r in prom.query(expr)["result"]]
-
-
-@pytest.mark.slow
-def test_the_city_sees_every_site_through_federation(tmp_path: Path) -> None:
-    binary = require_tool("prometheus")
-    # Alerting goes nowhere here (a closed loopback port): the cluster is tested below.
-    nowhere = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    with ExitStack() as stack:
-        halls: dict[str, str] = {}
-        for i, site in enumerate(SITES):
-            daemon = stack.enter_context(HallmonProcess(tmp_path / site, hall_inventory(site, i)))
-            prom = stack.enter_context(prometheus_with_config(
-                binary, hall_config(site, daemon.base.removeprefix("http://"), nowhere)))
-            # The hall's own Prometheus already has the site (a target label, not external).
-            prom.wait_for_samples(f'hallmon_device_up{{site="{site}", device="{SHARED}"}}', 30)
-            halls[site] = address(prom)
-        city = stack.enter_context(prometheus_with_config(binary, city_config(halls, nowhere)))
-        shared = f'hallmon_device_up{{device="{SHARED}"}}'
-        wait_until(lambda: len(series(city, shared)) == 2, 60, "both sites' kiosk at the city")
-
-        # Each site's series carry their own site, the hall's job and poller (honor_labels).
-        pollers = {}
-        for got in series(city, shared):
-            assert got["job"] == "hallmon" and "exported_job" not in got, got
-            pollers[got["site"]] = got["instance"]
-        assert set(pollers) == set(SITES)
-        assert len(set(pollers.values())) == 2
-        for site in SITES:
-            (only,) = series(city, f'hallmon_device_up{{device="sw-{site}"}}')
-            assert only["site"] == site
-        ups = {m["site"] for m in series(city, 'up{job="hallmon"} == 1')}
-        assert ups == set(SITES)
-        feds = {m["site"] for m in series(city, 'up{job="hallmon-federate"} == 1')}
-        assert feds == set(SITES)
-        # Nothing but hallmon's job comes across (match[] = {job="hallmon"}).
-        assert {m["job"] for m in series(city, '{job!="hallmon-federate", __name__=~".+"}')} \
-            == {"hallmon"}
-
-        # The overview's device grid at the city: each site's kiosk once, none merged.
-        grid = find_panel(DASHBOARDS["hall-overview.json"], "全部设备状态")
-        expr = interpolate(grid["targets"][0]["expr"], {
-            "site": ".*", "job": ".*", "class": ".*", "floor": ".*", "device": ".*"})
-        rows = series(city, expr)
-        assert sorted((m["site"], m["device"]) for m in rows) == sorted(
-            [(s, SHARED) for s in SITES] + [(s, f"sw-{s}") for s in SITES])
 
 
 # ---- the Alertmanager cluster -----------------------------------------------------------------
@@ -315,6 +286,7 @@ def am_status(client: httpx.Client, base: str) -> dict[str, Any]:
 def am_cluster(tmp_path: Path, webhook: str) -> Iterator[list[str]]:
     """Two nodes of the example unit, peered on 127.0.0.1, settled; their base URLs."""
     binary = require_tool("prometheus-alertmanager", "alertmanager")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "alertmanager.yml"
     config.write_text(cluster_config(webhook))
     webs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
@@ -341,28 +313,6 @@ def device_alert(site: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_two_clustered_alertmanagers_page_once_per_site(tmp_path: Path) -> None:
-    with WebhookReceiver() as hook, am_cluster(tmp_path, hook.url) as bases, \
-            httpx.Client(timeout=5) as client:
-        # As every Prometheus does: each alert to each node. Both sites use the same device id.
-        alerts = [device_alert(site) for site in SITES]
-        for base in bases:
-            assert client.post(f"{base}/api/v2/alerts", json=alerts).status_code == 200
-        wait_until(lambda: len(hook.bodies()) >= 2, 60, "the pages")
-        # The later node waits PEER_TIMEOUT, sees the earlier one's notification log, and stays
-        # quiet: give it three times that to (wrongly) send a duplicate.
-        time.sleep(3 * float(PEER_TIMEOUT.removesuffix("s")))
-        bodies = hook.bodies()
-        got = sorted((b["receiver"], b["groupLabels"]["site"], b["groupLabels"]["device"],
-                      len(b["alerts"])) for b in bodies)
-        assert got == [("hall-it-urgent", site, SHARED, 1) for site in SITES], bodies
-        # Both nodes hold both alerts (each received them), grouped apart by site.
-        for base in bases:
-            groups = client.get(f"{base}/api/v2/alerts/groups").json()
-            assert sorted(g["labels"]["site"] for g in groups) == sorted(SITES)
-
-
-@pytest.mark.slow
 def test_a_silence_made_on_one_node_holds_on_the_other(tmp_path: Path) -> None:
     with WebhookReceiver() as hook, am_cluster(tmp_path, hook.url) as (one, other), \
             httpx.Client(timeout=5) as client:
@@ -386,3 +336,65 @@ def test_a_silence_made_on_one_node_holds_on_the_other(tmp_path: Path) -> None:
         wait_until(lambda: hook.bodies(), 30, "hall-a's page")
         time.sleep(3)  # group_wait 1 s: hall-b's page, were it not silenced, would be here
         assert [b["groupLabels"]["site"] for b in hook.bodies()] == ["hall-a"]
+
+
+# ---- the whole layout -------------------------------------------------------------------------
+def page_keys(hook: WebhookReceiver, alertname: str) -> list[tuple[str, str, str, int]]:
+    return sorted((b["receiver"], b["groupLabels"]["site"], b["groupLabels"]["device"],
+                   len(b["alerts"])) for b in hook.bodies()
+                  if b["groupLabels"].get("alertname") == alertname)
+
+
+@pytest.mark.slow
+def test_the_city_layout_on_loopback(tmp_path: Path) -> None:
+    """Two halls (kiosk-1f-03 down in both) -> their Prometheus servers -> the city's, by
+    federation; every Prometheus alerting both clustered Alertmanagers -> one page per site."""
+    binary = require_tool("prometheus")
+    rules = immediate_rules(tmp_path)
+    with WebhookReceiver() as hook, am_cluster(tmp_path / "am", hook.url) as am_bases, \
+            ExitStack() as stack:
+        ams = [b.removeprefix("http://") for b in am_bases]
+        halls: dict[str, str] = {}
+        for i, site in enumerate(SITES):
+            daemon = stack.enter_context(HallmonProcess(tmp_path / site, hall_inventory(site, i)))
+            prom = stack.enter_context(prometheus_with_config(
+                binary, hall_config(site, daemon.base.removeprefix("http://"), rules, ams)))
+            # The hall's own Prometheus already has the site (a target label, not external).
+            prom.wait_for_samples(f'hallmon_device_up{{site="{site}", device="{SHARED}"}}', 30)
+            halls[site] = address(prom)
+        city = stack.enter_context(prometheus_with_config(binary, city_config(halls, ams)))
+        shared = f'hallmon_device_up{{device="{SHARED}"}}'
+        wait_until(lambda: len(series(city, shared)) == 2, 60, "both sites' kiosk at the city")
+
+        # Each site's series carry their own site, the hall's job and poller (honor_labels).
+        pollers = {}
+        for got in series(city, shared):
+            assert got["job"] == "hallmon" and "exported_job" not in got, got
+            pollers[got["site"]] = got["instance"]
+        assert set(pollers) == set(SITES)
+        assert len(set(pollers.values())) == 2
+        for site in SITES:
+            (only,) = series(city, f'hallmon_device_up{{device="sw-{site}"}}')
+            assert only["site"] == site
+        wait_until(lambda: {m["site"] for m in series(city, 'up{job="hallmon"} == 1')}
+                   == set(SITES), 30, "both halls' up at the city")
+        feds = {m["site"] for m in series(city, 'up{job="hallmon-federate"} == 1')}
+        assert feds == set(SITES)
+        # Nothing but hallmon's job comes across (match[] = {job="hallmon"}).
+        assert {m["job"] for m in series(city, '{job!="hallmon-federate", __name__=~".+"}')} \
+            == {"hallmon"}
+
+        # The overview's device grid at the city: each site's kiosk once, none merged.
+        grid = find_panel(DASHBOARDS["hall-overview.json"], "全部设备状态")
+        expr = interpolate(grid["targets"][0]["expr"], {
+            "site": ".*", "job": ".*", "class": ".*", "floor": ".*", "device": ".*"})
+        rows = series(city, expr)
+        assert sorted((m["site"], m["device"]) for m in rows) == sorted(
+            [(s, SHARED) for s in SITES] + [(s, f"sw-{s}") for s in SITES])
+
+        # Pages: each hall's Prometheus sent its kiosk's HallDeviceDown to both nodes; the
+        # cluster pages once per site (the later node waits PEER_TIMEOUT, then stays quiet).
+        wait_until(lambda: len(page_keys(hook, "HallDeviceDown")) >= 2, 60, "the pages")
+        time.sleep(3 * float(PEER_TIMEOUT.removesuffix("s")))
+        assert page_keys(hook, "HallDeviceDown") == [
+            ("hall-it-urgent", site, SHARED, 1) for site in SITES], hook.bodies()
