@@ -346,6 +346,7 @@ def page_keys(hook: WebhookReceiver, alertname: str) -> list[tuple[str, str, str
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # ~47 s here: 2 daemons, 3 Prometheus, 2 Alertmanagers settling
 def test_the_city_layout_on_loopback(tmp_path: Path) -> None:
     """Two halls (kiosk-1f-03 down in both) -> their Prometheus servers -> the city's, by
     federation; every Prometheus alerting both clustered Alertmanagers -> one page per site."""
