@@ -42,6 +42,7 @@ from monitor.pipeline import Pipeline
 from monitor.push import Heartbeats
 from monitor.receiver import TrapReceiver, passive
 from monitor.report_delivery import ReportSender
+from monitor.reports import Hall as ReportHall
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
@@ -369,6 +370,7 @@ class Hall:
                         "site.id was set), set site.id back to it", inventory.site.id,
                         ", ".join(held))
         self.astore = AsyncStore(self.store)
+        self._register_site(inventory)
         self.pipeline = Pipeline(
             inventory,
             store=self.astore,
@@ -523,8 +525,18 @@ class Hall:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
+    def _register_site(self, inventory: Inventory) -> None:
+        """This site's reporting profile in the store, where the other sites' daemons read it
+        for reports across sites (issue 17). Queued: retried until it lands, never waited on."""
+        profile = ReportHall.of(inventory).profile()
+        site = inventory.site
+        assert self.astore is not None and self.store is not None
+        self.astore.queue(self.store.register_site, site.name, site.timezone,
+                          site.opening_hours, len(inventory.devices), profile)
+
     def _apply_inventory(self, inventory: Inventory) -> None:
         """A good reload: swap the state's devices and the scheduler's checks."""
+        self._register_site(inventory)
         self._labels = self.metric_labels(inventory)
         self.pipeline.use(inventory)
         if self.heartbeats is not None:

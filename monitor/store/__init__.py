@@ -28,6 +28,7 @@ from monitor.store.models import (
 )
 from monitor.store.outbox import OutboxMixin
 from monitor.store.pollers import PollersMixin
+from monitor.store.sites import SiteRow, SitesMixin
 from monitor.store.tickets import TicketsMixin
 from monitor.store.users import User, UsersMixin
 from monitor.store.windows import WindowsMixin
@@ -41,7 +42,8 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
     return f"sqlite:///{Path(state_dir) / 'hallmon.db'}"
 
 
-class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin):
+class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin,
+            SitesMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "NewTicket",
     "NotFound",
     "OutboxItem",
+    "SiteRow",
     "Store",
     "StoreError",
     "Ticket",

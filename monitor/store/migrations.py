@@ -107,8 +107,19 @@ def _v5_sites(conn: Connection) -> None:
         "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
 
 
+def _v6_crosssite_sites(conn: Connection) -> None:
+    """Issue 17: the sites sharing the database, each with the reporting profile its daemon
+    registered (reports for another site or every site need its calendar and hours).
+    Self-contained: plain DDL, the same on SQLite and PostgreSQL."""
+    conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS sites (id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "name TEXT NOT NULL, timezone VARCHAR(64) NOT NULL, opening_hours TEXT, "
+        "devices INTEGER NOT NULL, profile TEXT NOT NULL, updated_at TIMESTAMP NOT NULL)"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
+    _v6_crosssite_sites,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process

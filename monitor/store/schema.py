@@ -228,3 +228,17 @@ pollers = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("info", Text, nullable=False, default=""),  # host and pid, for people
 )
+
+# The sites sharing the database (issue 17), each as its daemon last registered it: the
+# reporting profile (JSON, see monitor.reports.Hall.profile) and what a listing shows.
+sites = Table(
+    "sites",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("opening_hours", Text, nullable=True),
+    Column("devices", Integer, nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
