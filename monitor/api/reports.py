@@ -73,7 +73,7 @@ async def report(
     try:
         rep = await store.run(site_report, store.store, period, when, site, hall)
     except InvalidValue as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, [
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
             {"loc": ["query", "site"], "msg": str(exc), "type": "value_error"}]) from None
     data = await store.run(render, rep, format, lang)
     tag = "" if rep.site in ("", store.store.site) else \
