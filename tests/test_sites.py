@@ -9,6 +9,8 @@ delivered any hall's outbox rows. Also the migration bringing single-site stores
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -423,6 +425,20 @@ def test_two_daemons_of_two_halls_on_one_database(tmp_path, pg_server) -> None: 
             assert reader["hall-b"].list_tickets()[1] == 0
             assert b.http.get(f"/api/v1/devices/{KIOSK}").json()["status"] == "up"
             assert reader["hall-b"].outbox_counts()["sent"] == 0
+            # each daemon registered its hall: B answers for A's and for every hall's report
+            sites = b.http.get("/api/v1/sites").json()
+            assert [(s["id"], s["this"]) for s in sites["sites"]] == [
+                ("hall-a", False), ("hall-b", True)]
+            got = b.http.get("/api/v1/reports/day", params={
+                "site": "*", "format": "csv", "lang": "en"})
+            assert got.status_code == 200, got.text
+            rows = list(csv.reader(io.StringIO(got.content.decode("utf-8-sig"))))
+            head = rows.index(["Incidents and downtime"]) + 1
+            assert rows[head][:2] == ["Site", "Device"]
+            assert [r[:2] for r in rows[head + 1:] if r[:1] == ["hall-a"]][:1] == [
+                ["hall-a", KIOSK]]  # A's kiosk is down, counted in A's report section
+            one = b.http.get("/api/v1/reports/day", params={"site": "hall-a", "lang": "en"})
+            assert one.status_code == 200 and KIOSK in one.text
 
             a.stop()  # hall A restarts with its kiosk repaired
             write_atomically(a.inventory, _daemon_hall("hall-a", down=False))
