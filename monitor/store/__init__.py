@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from monitor.store.aio import AsyncStore
+from monitor.store.device_status import DeviceStatusMixin, KnownStatus
 from monitor.store.incidents import IncidentsMixin
 from monitor.store.models import (
     DEFAULT_CATEGORIES,
@@ -43,7 +44,7 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
 
 
 class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin,
-            SitesMixin):
+            SitesMixin, DeviceStatusMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -57,6 +58,7 @@ __all__ = [
     "AsyncStore",
     "Incident",
     "InvalidTransition",
+    "KnownStatus",
     "InvalidValue",
     "MaintenanceWindow",
     "NewTicket",

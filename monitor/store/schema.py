@@ -242,3 +242,17 @@ sites = Table(
     Column("profile", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Each device's status as the poller polling it last recorded it (issue 17): the other pollers
+# of the site show it from here. One row per device, written on status changes only.
+device_status = Table(
+    "device_status",
+    metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
+    Column("device_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("poller", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
