@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from monitor.inventory import Inventory
-from monitor.store import Store, Ticket, schema
+from monitor.store import InvalidValue, Store, Ticket, schema
 from monitor.store.engine import ALL_SITES
 from monitor.store.localtime import date_key, local_midnight_utc, period_bounds, period_label
 from monitor.store.models import CATEGORY_ZH
@@ -363,6 +363,28 @@ def build_sites_report(store: Store, period: str, day: date, halls: Mapping[str,
     zones = ", ".join(sorted({r.timezone for r in reports}))
     return Report(period, period_label(start, period), start, end, zones, "", sections, labels,
                   ALL_SITES, dict(total))
+
+
+def report_for_site(store: Store, period: str, when: date, site: str | None,
+                    own: Hall | None) -> Report:
+    """The report of this store's site (``own``: its hall from the inventory), of another
+    registered site, or of every site ("*"). InvalidValue when ``site`` never registered."""
+    if site is None or site == store.site:
+        if own is None and store.site != ALL_SITES:  # no inventory: the registered profile
+            try:
+                own = Hall.from_profile(store.site, store.site_profiles(store.site)[store.site])
+            except InvalidValue:
+                own = None
+        return build_report(store, period, when, own)
+    profiles = store.site_profiles(site)
+    halls = {sid: Hall.from_profile(sid, p) for sid, p in profiles.items()}
+    if site != ALL_SITES:
+        return build_report(store.for_site(site), period, when, halls[site])
+    for sid in store.sites():  # a site holding rows but never registered: ids only
+        halls.setdefault(sid, Hall.from_profile(sid, {}))
+    if own is not None:
+        halls[store.site] = own  # this daemon's inventory is the freshest profile of its site
+    return build_sites_report(store, period, when, halls)
 
 
 def _key_figures(s: Mapping[str, float]) -> list[Any]:

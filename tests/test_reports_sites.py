@@ -17,15 +17,18 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 from openpyxl import load_workbook
 
 from monitor.api.auth import Auth
+from monitor.cli import main
 from monitor.inventory import Inventory
 from monitor.pipeline import Pipeline
 from monitor.reports import Hall, Label, build_report, build_sites_report, render
@@ -73,20 +76,25 @@ LATE_SUNDAY = datetime(2025, 3, 9, 20, 0, tzinfo=UTC)
 
 
 def inventory(site: Site) -> Inventory:
-    return Inventory.model_validate({
+    return Inventory.model_validate(inventory_doc(site), context={"env": {}})
+
+
+def inventory_doc(site: Site) -> dict[str, object]:
+    return {
         "site": {"id": site.id, "name": f"大厅 {site.id}", "timezone": site.zone,
                  "opening_hours": site.hours,
                  "calendar": {"holidays": list(site.holidays), "workdays": list(site.workdays)}},
         "defaults": {"interval": "10s", "timeout": "2s", "failure_threshold": 1,
                      "success_threshold": 1},
+        "credentials": {"ro": {"version": "2c", "community": "${COMMUNITY:-public}"}},
         "devices": [
             {"id": KIOSK, "name": f"{site.id} 自助终端3号", "class": "kiosk",
-             "address": "127.20.1.13"},
+             "address": "127.20.1.13", "credential": "ro"},
             {"id": PRINTER, "name": f"{site.id} 打印机", "class": "printer",
-             "address": "127.20.1.31"},
+             "address": "127.20.1.31", "credential": "ro"},
         ],
         "tickets": {"auto": [{"classes": ["kiosk"], "when": ["down"]}]},
-    }, context={"env": {}})
+    }
 
 
 async def seed(url: str, site: Site) -> AsyncStore:
@@ -347,3 +355,25 @@ def test_two_sites_in_two_zones_keep_their_own_local_days(url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_the_cli_reports_another_hall_and_every_hall(
+    halls: dict[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``hallmon report --site``: hall A's technician, with A's inventory, asks for B's week
+    and for every hall's; the same bytes as B's own report and the API's."""
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(yaml.safe_dump(inventory_doc(SITES["hall-a"]), allow_unicode=True),
+                   encoding="utf-8")
+    db = halls["hall-a"].url
+    common = ["--period", "week", "--date", "2025-03-05", "--format", "csv", "--lang", "en",
+              "--db", db, "--inventory", str(inv)]
+    out = tmp_path / "b.csv"
+    assert main(["report", *common, "--site", "hall-b", "-o", str(out)]) == 0
+    ref = build_report(halls["hall-b"], "week", date(2025, 3, 5),
+                       Hall.of(inventory(SITES["hall-b"])))
+    assert out.read_bytes() == render(ref, "csv", "en")
+    assert main(["report", *common, "--site", "*", "-o", str(out)]) == 0
+    assert out.read_bytes().decode("utf-8-sig").startswith("All sites")
+    assert main(["report", *common, "--site", "nowhere"]) == 2
+    assert "--site: site 'nowhere' is not registered" in capsys.readouterr().err

@@ -11,40 +11,18 @@ report over every site, each counted on its own (see reports.build_sites_report)
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from monitor.api.tickets import ERRORS, GUARDS, SITE_PATTERN, IsoDate, StoreDep, Viewer, sane_date
 from monitor.inventory import Inventory
-from monitor.reports import MEDIA, Hall, Report, build_report, build_sites_report, render
-from monitor.store import InvalidValue, Store
+from monitor.reports import MEDIA, Hall, render, report_for_site
+from monitor.store import InvalidValue
 from monitor.store.engine import ALL_SITES
 
 router = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS, dependencies=GUARDS)
-
-
-def site_report(store: Store, period: str, when: date, site: str | None,
-                own: Hall | None) -> Report:
-    """The report of this store's site (``own``: its hall from the inventory), of another
-    registered site, or of every site ("*"). InvalidValue when ``site`` never registered."""
-    if site is None or site == store.site:
-        if own is None and store.site != ALL_SITES:  # no inventory: the registered profile
-            try:
-                own = Hall.from_profile(store.site, store.site_profiles(store.site)[store.site])
-            except InvalidValue:
-                own = None
-        return build_report(store, period, when, own)
-    profiles = store.site_profiles(site)
-    halls = {sid: Hall.from_profile(sid, p) for sid, p in profiles.items()}
-    if site != ALL_SITES:
-        return build_report(store.for_site(site), period, when, halls[site])
-    for sid in store.sites():  # a site holding rows but never registered: ids only
-        halls.setdefault(sid, Hall.from_profile(sid, {}))
-    if own is not None:
-        halls[store.site] = own  # this daemon's inventory is the freshest profile of its site
-    return build_sites_report(store, period, when, halls)
 
 
 @router.get(
@@ -71,7 +49,7 @@ async def report(
     inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
     hall = Hall.of(inventory) if isinstance(inventory, Inventory) else None
     try:
-        rep = await store.run(site_report, store.store, period, when, site, hall)
+        rep = await store.run(report_for_site, store.store, period, when, site, hall)
     except InvalidValue as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
             {"loc": ["query", "site"], "msg": str(exc), "type": "value_error"}]) from None
