@@ -85,6 +85,7 @@ def test_a_poller_shows_the_other_pollers_devices_and_sends_rechecks_there(
         assert (row["status"], row["poller"], row["last_poll"]) == ("down", "p1", None)
         assert row["since"] is not None and row["cause"]
         assert row["history"] and row["history"][0]["ended_at"] is None
+        assert row["checks"] == [] and b.device(down)["checks"]  # results live on p1
         assert b.device(down)["since"] == row["since"]  # the owner's status change, as stored
         got = a.http.get("/api/v1/devices", params={"status": "down"}).json()
         assert [d["id"] for d in got["devices"]] == [down]

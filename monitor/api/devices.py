@@ -264,6 +264,8 @@ async def get_device(request: Request, device_id: str) -> Any:
     base = _device_out(pipeline, device)
     resolved = pipeline.index.checks(device)
     spec = pipeline.state.devices.get(device_id)
+    if pipeline.owned is not None and device_id not in pipeline.owned:
+        spec = None  # another poller's checks: their results are on that poller
     checks = []
     for name in sorted(spec.checks) if spec is not None else ():
         cs = pipeline.state.checks.get((device_id, name))

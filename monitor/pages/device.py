@@ -32,7 +32,8 @@ async def device_page(request: Request) -> Response:
     lang = i18n.pick(request)
     status, cause, since = pipeline.status_of(device.id)  # another poller's: as stored
     checks = []
-    for check in pipeline.inventory.checks_for(device):
+    elsewhere = pipeline.owned is not None and device.id not in pipeline.owned
+    for check in () if elsewhere else pipeline.inventory.checks_for(device):
         cs = pipeline.state.checks.get((device.id, check.name))
         last = None if cs is None else cs.last
         checks.append({"name": check.name, "kind": check.kind, "role": check.role,
