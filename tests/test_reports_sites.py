@@ -34,6 +34,7 @@ from monitor.pipeline import Pipeline
 from monitor.reports import Hall, Label, build_report, build_sites_report, render
 from monitor.store import NewTicket, Store, schema
 from monitor.store.aio import AsyncStore
+from monitor.tally import tally
 from monitor.web import create_app
 from tests.conftest import Clock
 from tests.test_pipeline import FAIL, OK, check
@@ -348,10 +349,21 @@ def test_two_sites_in_two_zones_keep_their_own_local_days(url: str) -> None:
         assert a.for_site("hall-b").tz.key == "Europe/Berlin"
         reopened.rebuild_tally()  # hall B's tally only, in B's zone
         reopened.close()
+        c = Store(url, site="hall-c")  # no zone given, none recorded: the database's first
+        c.create_ticket(NewTicket(summary="c", category="fault", reporter="t"), at=LATE_SUNDAY)
+        c.close()
+        with a.engine.begin() as conn:  # an older tally table: every site's is rebuilt
+            conn.execute(sa.delete(schema.store_meta).where(
+                schema.store_meta.c.key == "tally_version"))
+        Store(url, timezone="Europe/Berlin", site="hall-b").close()
         with a.engine.connect() as conn:
             days = dict(conn.execute(sa.select(schema.tickets.c.site,
                                                schema.tickets.c.local_day)).all())
-        assert days == {"hall-a": 20250310, "hall-b": 20250309}
+        assert days == {"hall-a": 20250310, "hall-b": 20250309, "hall-c": 20250310}
+        per_site = {st.site: sum(r.count for r in tally(st, "day", date(2025, 3, 9),
+                                                         date(2025, 3, 10)))
+                    for st in (a, b, a.for_site("hall-c"))}
+        assert per_site == {"hall-a": 1, "hall-b": 1, "hall-c": 1}
     finally:
         a.close()
         b.close()

@@ -85,9 +85,13 @@ def _zones(conn: Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in rows}
 
 
-def site_zones(conn: Connection) -> dict[str, ZoneInfo]:
-    """The zone each site recorded (a site without one works in the database's first zone)."""
-    return {k.split("/", 1)[1]: _zone(v) for k, v in _zones(conn).items() if "/" in k}
+def site_zones(conn: Connection) -> tuple[dict[str, ZoneInfo], ZoneInfo | None]:
+    """The zone each site recorded, and the database's first zone (that of a site without
+    one; None before any zone was given)."""
+    zones = _zones(conn)
+    first = zones.get(LEGACY_TZ_KEY)
+    return ({k.split("/", 1)[1]: _zone(v) for k, v in zones.items() if "/" in k},
+            None if first is None else _zone(first))
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -485,7 +485,8 @@ class TicketsMixin(StoreBase):
     def _relocalise(self, conn: Connection, tz: ZoneInfo, site: str | None = None) -> None:
         """Recompute local_day and the tally table from the ticket rows: one site's in ``tz``,
         or (``site`` None) every site's, each in the zone it recorded (``tz`` without one)."""
-        zones = {site: tz} if site is not None else site_zones(conn)
+        zones, fallback = ({site: tz}, tz) if site is not None else site_zones(conn)
+        fallback = fallback or tz
         mine = [T.c.site == site] if site is not None else []
         conn.execute(delete(TALLY).where(*([TALLY.c.site == site] if site is not None else [])))
         deltas: dict[str, Delta] = {}
@@ -501,7 +502,7 @@ class TicketsMixin(StoreBase):
         for row in rows:
             m = row._mapping
             delta = deltas.setdefault(m["site"], Counter())
-            zone = zones.get(m["site"], tz)
+            zone = zones.get(m["site"], fallback)
             day = day_key(m["opened_at"], zone)
             if day != m["local_day"]:
                 moved.append({"tid": m["id"], "day": day})
