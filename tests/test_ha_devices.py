@@ -118,3 +118,62 @@ def test_a_poller_shows_the_other_pollers_devices_and_sends_rechecks_there(
     finally:
         for p in reversed(pollers):
             p.__exit__()
+
+
+# ---- the pipeline side, in process: what the owner records and what another poller shows ------
+
+
+async def test_the_owner_records_changes_only_and_another_poller_reads_them(
+    tmp_path: Path,
+) -> None:
+    """The real pipeline of poller p1 (devices of tests/test_pipeline.py's hall, sw-1f-a and
+    its kiosk behind it): the switch goes down and the kiosk is unreachable behind it; the
+    store holds each device's latest status, written once per change (many results between
+    changes write nothing); p0's pipeline, owning nothing of it, shows what p1 recorded."""
+    from monitor.pipeline import Pipeline
+    from monitor.state import DeviceStatus
+    from monitor.store.aio import AsyncStore
+    from tests.conftest import Clock
+    from tests.test_pipeline import FAIL, OK, T0, feed, inventory
+
+    url = f"sqlite:///{tmp_path / 'hall.db'}"
+    inv, clock = inventory(), Clock(T0)
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai"))
+    writes: list[int] = []
+    record = store.store.record_statuses
+
+    def counted(poller: str, rows: Any) -> int:
+        writes.append(n := record(poller, rows))
+        return n
+
+    store.store.record_statuses = counted  # type: ignore[method-assign]
+    try:
+        devices = ("sw-1f-a", "kiosk-1f-01", "cam-1f-01", "prn-1f-01")
+        p1 = Pipeline(inv, store=store, clock=clock)
+        p1.poller_id, p1.owned = "p1", set(devices)
+        for dev in devices:
+            await feed(p1, clock, dev, "ping", OK)
+        first = len(writes)
+        for dev in devices:  # nothing changes: nothing is written
+            await feed(p1, clock, dev, "ping", OK, times=5)
+        assert len(writes) == first and sum(writes) == len(devices)
+        await feed(p1, clock, "sw-1f-a", "ping", FAIL, times=3)
+        await feed(p1, clock, "kiosk-1f-01", "ping", FAIL, times=3)
+        recorded = {d: (s, p) for d, (s, p, _) in _recorded(url).items()}
+        assert recorded == {"sw-1f-a": ("down", "p1"), "kiosk-1f-01": ("unreachable", "p1"),
+                            "cam-1f-01": ("up", "p1"), "prn-1f-01": ("up", "p1")}
+        assert sum(writes) == len(devices) + 2  # two changes since
+
+        p0 = Pipeline(inv, store=store, clock=clock)
+        p0.poller_id, p0.owned = "p0", set()
+        p0.owners = dict.fromkeys(devices, "p1")
+        assert p0.status_of("cam-1f-01")[:2] == (DeviceStatus.UNKNOWN,
+                                                 "polled by p1, no status recorded yet")
+        p0.peers = await store.run(store.store.peer_view)
+        status, cause, since = p0.status_of("sw-1f-a")
+        assert status is DeviceStatus.DOWN and cause == "no reply"
+        assert since == p1.state.since["sw-1f-a"]  # the incident's start: the owner's change
+        assert p0.status_of("kiosk-1f-01")[0] is DeviceStatus.UNREACHABLE
+        assert p0.status_of("cam-1f-01")[0] is DeviceStatus.UP
+    finally:
+        await store.aclose()
