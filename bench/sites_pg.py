@@ -93,7 +93,6 @@ from tests.agents.postgres import postgres_server  # noqa: E402
 P = ParamSpec("P")
 R = TypeVar("R")
 
-GROUP = 50  # devices per access switch (a topology root: the unit the leases spread)
 BEATS, COMMITS = "~heartbeats", "~commits"  # counted beside the statement kinds
 SLICES = 10  # a sweep polls a tenth of a poller's devices every tenth of an interval
 START_TIMEOUT = 300.0  # every poller opened its store and joined (100 halls: ~30-60 s)
@@ -115,6 +114,7 @@ class Plan:
     heartbeat: float = DEFAULT_HEARTBEAT
     processes: int = 2
     seed: int = 1
+    group: int = 50  # devices per access switch (a topology root: the unit the leases spread)
 
 
 def site_id(i: int) -> str:
@@ -125,8 +125,8 @@ def device_id(j: int) -> str:
     return f"dev-{j:04d}"  # the same ids in every hall (issue 17's overlap)
 
 
-def parent_of(j: int) -> int | None:
-    return None if j % GROUP == 0 else j - j % GROUP
+def parent_of(j: int, group: int) -> int | None:
+    return None if j % group == 0 else j - j % group
 
 
 def faults(plan: Plan, site: int) -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ def faults(plan: Plan, site: int) -> list[dict[str, Any]]:
     n = max(1, round(plan.devices * plan.fault_rate))
     out = []
     for j in sorted(rng.sample(range(plan.devices), min(n, plan.devices))):
-        at = rng.uniform(0, plan.duration / 2)
+        at = max(0.1, rng.uniform(0, plan.duration / 2))  # "0.0s" is refused: must be > 0
         out.append({"device": device_id(j), "mode": "down", "at": f"{at:.1f}s",
                     "duration": f"{rng.uniform(2, 6) * plan.interval:.1f}s"})
     return out
@@ -148,8 +148,8 @@ def touched(plan: Plan, site: int) -> set[str]:
     for f in faults(plan, site):
         j = int(f["device"].removeprefix("dev-"))
         out.add(f["device"])
-        if parent_of(j) is None:
-            out |= {device_id(k) for k in range(j + 1, min(j + GROUP, plan.devices))}
+        if parent_of(j, plan.group) is None:
+            out |= {device_id(k) for k in range(j + 1, min(j + plan.group, plan.devices))}
     return out
 
 
@@ -158,12 +158,14 @@ def hook_env(site: int) -> str:
 
 
 def inventory_text(plan: Plan, site: int) -> str:
-    devices = [node(device_id(j), f"127.77.{j // 250}.{j % 250 + 1}",
-                    parent=None if parent_of(j) is None else device_id(parent_of(j) or 0))
-               for j in range(plan.devices)]
+    devices = []
+    for j in range(plan.devices):
+        up = parent_of(j, plan.group)
+        devices.append(node(device_id(j), f"127.77.{j // 250}.{j % 250 + 1}",
+                            parent=None if up is None else device_id(up)))
     doc: dict[str, Any] = {
         "site": {"id": site_id(site), "name": f"大厅 {site}", "timezone": "Asia/Shanghai"},
-        "defaults": {"interval": f"{plan.interval:g}s", "timeout": "1s",
+        "defaults": {"interval": f"{plan.interval:g}s", "timeout": f"{min(1.0, plan.interval / 2) * 1000:.0f}ms",
                      "failure_threshold": 2, "success_threshold": 2},
         "classes": {"node": NODE_CLASS},
         "devices": devices,
@@ -438,9 +440,23 @@ def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int]]) 
                 seen.append((time.perf_counter(), int(row[0]), int(row[1])))
 
 
-def run(plan: Plan, pg_url: str) -> dict[str, Any]:
-    """Run the plan against the (empty) database at ``pg_url``; return the figures and the
-    checks. The bench's core: the smoke test calls it on a tiny plan."""
+@dataclass
+class Outcome:
+    """What the run saw; ``summarise`` reads the database beside it."""
+
+    plan: Plan
+    url: str
+    got: list[Counts]
+    received: Counter[tuple[str, str | None]]  # (request path, Idempotency-Key) -> times
+    window: float  # seconds from "go" to the last worker's report
+    start_s: float  # seconds to open every store and join every lease
+    connections: int  # the most client connections at once
+    live: list[int]  # live leases, sampled every second while polling
+
+
+def run(plan: Plan, pg_url: str) -> Outcome:
+    """Run the plan against the (empty) database at ``pg_url``. The bench's core: the smoke
+    test (tests/test_bench_sites_pg.py) runs it on a tiny plan."""
     Store(pg_url, timezone="Asia/Shanghai").close()  # migrate once, before the crowd
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -479,8 +495,8 @@ def run(plan: Plan, pg_url: str) -> dict[str, Any]:
     time.sleep(0.5)  # the workers' backends exited and flushed their statistics
     # Leases while every poller polls (they leave, cleanly, at the end).
     live = [n for t, _, n in seen if started + 1 < t < started + plan.duration]
-    return summarise(plan, pg_url, got, received, window, start_s,
-                     max((n for _, n, _ in seen), default=0), live)
+    return Outcome(plan, pg_url, got, received, window, start_s,
+                   max((n for _, n, _ in seen), default=0), live)
 
 
 def wait_for(q: Any, n: int, timeout: float, procs: list[Any], results: Any) -> list[Any]:
@@ -525,10 +541,10 @@ def merged(got: list[Counts]) -> Counts:
     return out
 
 
-def summarise(plan: Plan, url: str, got: list[Counts], received: Counter[tuple[str, str | None]],
-              window: float, start_s: float, connections: int, live: list[int]
-              ) -> dict[str, Any]:
-    c = merged(got)
+def summarise(o: Outcome) -> dict[str, Any]:
+    """The figures and the budgets (each True when met)."""
+    plan, url, received, window, live = o.plan, o.url, o.received, o.window, o.live
+    c = merged(o.got)
     with psycopg.connect(dsn(url), autocommit=True) as db:
         rows = {r[0]: (r[1], r[2], r[3]) for r in db.execute(
             "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables")}
@@ -584,7 +600,7 @@ def summarise(plan: Plan, url: str, got: list[Counts], received: Counter[tuple[s
     ticket_lat = c.latency.get("auto_ticket", []) + c.latency.get("resolve_auto_ticket", [])
     figures: dict[str, Any] = {
         "plan": asdict(plan),
-        "window_s": round(window, 1), "start_s": round(start_s, 1),
+        "window_s": round(window, 1), "start_s": round(o.start_s, 1),
         "checks_per_s": round(c.checks / window, 1), "late_slices": c.late_slices,
         "writes_per_s": per_s(writes, window), "statements_per_s": per_s(reads, window),
         "commits_per_s": round(commits / window, 1), "rows_per_s": table_rows,
@@ -605,7 +621,7 @@ def summarise(plan: Plan, url: str, got: list[Counts], received: Counter[tuple[s
         },
         "incident_write_ms": ms(incident_lat), "ticket_write_ms": ms(ticket_lat),
         "failed_writes": c.failed_writes, "undrained_writes": c.undrained,
-        "pg_connections": connections,
+        "pg_connections": o.connections,
         "checks": {"open_incident_mismatch": wrong_open, "duplicate_open": duplicate_open,
                    "foreign_incidents": foreign[:10], "tickets_not_once": tickets[0] - tickets[1],
                    "tickets_mixed": ticket_mix[0], "outbox_unsent": unsent,
@@ -650,7 +666,7 @@ def main() -> None:
     # Each poller keeps a small pool (its writer thread, the engine's and delivery's threads).
     conns = 100 + 6 * plan.sites * plan.pollers
     with postgres_server(max_connections=conns) as server:
-        got = run(plan, server.new_database())
+        got = summarise(run(plan, server.new_database()))
     f = got["figures"]
     print(f"{plan.sites} halls x {plan.devices} devices, {plan.pollers} pollers each, "
           f"{f['window_s']} s: writes/s {f['writes_per_s']}; lease {f['lease']}; incident "
