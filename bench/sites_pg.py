@@ -165,7 +165,8 @@ def inventory_text(plan: Plan, site: int) -> str:
                             parent=None if up is None else device_id(up)))
     doc: dict[str, Any] = {
         "site": {"id": site_id(site), "name": f"大厅 {site}", "timezone": "Asia/Shanghai"},
-        "defaults": {"interval": f"{plan.interval:g}s", "timeout": f"{min(1.0, plan.interval / 2) * 1000:.0f}ms",
+        "defaults": {"interval": f"{plan.interval:g}s",
+                     "timeout": f"{min(1.0, plan.interval / 2) * 1000:.0f}ms",
                      "failure_threshold": 2, "success_threshold": 2},
         "classes": {"node": NODE_CLASS},
         "devices": devices,
@@ -211,11 +212,15 @@ class Counts:
     late_slices: int = 0  # sweep slices that began after their time (the worker fell behind)
     in_fault: dict[str, list[str]] = field(default_factory=dict)  # site -> devices
     undrained: int = 0
+    in_store: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu_s: float = 0.0  # this worker's CPU (every thread) from "go" to its report
 
 
 class TimedStore(AsyncStore):
     """The AsyncStore, timing each queued write from its queueing (the transition) to the
-    moment its commit is known on the event loop."""
+    moment its commit is known on the event loop, and the store call itself on the writer
+    thread (the transaction; the rest is waiting behind the poller's earlier writes and for
+    the event loop)."""
 
     def __init__(self, store: Store, counts: Counts) -> None:
         super().__init__(store)
@@ -224,7 +229,16 @@ class TimedStore(AsyncStore):
     def queue(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         started = time.perf_counter()
         name = getattr(fn, "__name__", "write").lstrip("_")
-        done = super().queue(fn, *args, **kwargs)
+        in_store = self.counts.in_store[name]
+
+        def timed() -> R:
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                in_store.append(time.perf_counter() - began)
+
+        done = super().queue(timed)
 
         def landed(f: asyncio.Future[R]) -> None:
             if f.cancelled() or f.exception() is not None:
@@ -369,11 +383,13 @@ async def run_halls(plan: Plan, sites: list[int], url: str, hook_url: str,
         raise SystemExit("the main process never said go")
     for per in counts.statements.values():
         per.clear()  # the window starts here (the main process reset PostgreSQL's counts too)
+    cpu0 = time.process_time()
     stop_at = time.monotonic() + plan.duration
     for inv, mock, _ in halls.values():
         simulate.install(inv, mock)  # the faults' times count from here
     await asyncio.gather(*(p.sweep(stop_at) for p in everyone))
     await drain(everyone, counts)
+    counts.cpu_s = time.process_time() - cpu0
     for inv, _, pollers in halls.values():
         sid = inv.site.id
         counts.in_fault[sid] = sorted(d for p in pollers for d in p.owned
@@ -429,15 +445,30 @@ def dsn(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int]]) -> None:
-    """Every second: (time, client connections, live leases)."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds (user + system) of every postgres process alive now (server and backends)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            text = stat.read_text()
+            if "(postgres)" in text:
+                fields = text.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int, float]]) -> None:
+    """Every second: (time, client connections, live leases, PostgreSQL's CPU so far)."""
     with psycopg.connect(dsn(url), autocommit=True) as c:
         while not stop.wait(1.0):
             row = c.execute("SELECT (SELECT count(*) FROM pg_stat_activity "
                             "WHERE backend_type = 'client backend'), (SELECT count(*) FROM "
                             "pollers WHERE expires_at > clock_timestamp())").fetchone()
             if row:
-                seen.append((time.perf_counter(), int(row[0]), int(row[1])))
+                seen.append((time.perf_counter(), int(row[0]), int(row[1]), postgres_cpu()))
 
 
 @dataclass
@@ -452,6 +483,7 @@ class Outcome:
     start_s: float  # seconds to open every store and join every lease
     connections: int  # the most client connections at once
     live: list[int]  # live leases, sampled every second while polling
+    postgres_cpu_s: float  # PostgreSQL's CPU from "go" to the last sample (backends alive)
 
 
 def run(plan: Plan, pg_url: str) -> Outcome:
@@ -473,7 +505,8 @@ def run(plan: Plan, pg_url: str) -> Outcome:
             start_s = time.perf_counter() - t0
             with psycopg.connect(dsn(pg_url), autocommit=True) as c:
                 c.execute("SELECT pg_stat_reset()")
-            stop, seen = threading.Event(), list[tuple[float, int, int]]()
+            stop, seen = threading.Event(), list[tuple[float, int, int, float]]()
+            cpu0 = postgres_cpu()
             sampler = threading.Thread(target=sample, args=(pg_url, stop, seen))
             sampler.start()
             started = time.perf_counter()
@@ -494,9 +527,10 @@ def run(plan: Plan, pg_url: str) -> Outcome:
         received = Counter(zip(hook.paths, hook.keys, strict=True))
     time.sleep(0.5)  # the workers' backends exited and flushed their statistics
     # Leases while every poller polls (they leave, cleanly, at the end).
-    live = [n for t, _, n in seen if started + 1 < t < started + plan.duration]
+    live = [n for t, _, n, _ in seen if started + 1 < t < started + plan.duration]
     return Outcome(plan, pg_url, got, received, window, start_s,
-                   max((n for _, n, _ in seen), default=0), live)
+                   max((n for _, n, _, _ in seen), default=0), live,
+                   max((cpu for *_, cpu in seen), default=cpu0) - cpu0)
 
 
 def wait_for(q: Any, n: int, timeout: float, procs: list[Any], results: Any) -> list[Any]:
@@ -538,6 +572,9 @@ def merged(got: list[Counts]) -> Counts:
         out.late_slices += c.late_slices
         out.in_fault.update(c.in_fault)
         out.undrained += c.undrained
+        out.cpu_s += c.cpu_s
+        for k, v in c.in_store.items():
+            out.in_store[k] += v
     return out
 
 
@@ -620,6 +657,9 @@ def summarise(o: Outcome) -> dict[str, Any]:
             "rows_written_per_s": table_rows.get("pollers", 0.0),
         },
         "incident_write_ms": ms(incident_lat), "ticket_write_ms": ms(ticket_lat),
+        "incident_in_store_ms": ms(c.in_store.get("open_incident", [])
+                                   + c.in_store.get("close_incident", [])),
+        "pollers_cpu_s": round(c.cpu_s, 1), "postgres_cpu_s": round(o.postgres_cpu_s, 1),
         "failed_writes": c.failed_writes, "undrained_writes": c.undrained,
         "pg_connections": o.connections,
         "checks": {"open_incident_mismatch": wrong_open, "duplicate_open": duplicate_open,
