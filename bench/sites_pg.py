@@ -460,10 +460,16 @@ def postgres_cpu() -> float:
     return total / TICK
 
 
-def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int, float]]) -> None:
-    """Every second: (time, client connections, live leases, PostgreSQL's CPU so far)."""
+def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int, float]],
+           rtt: list[float]) -> None:
+    """Every second: (time, client connections, live leases, PostgreSQL's CPU so far), and
+    the round trip of one ``SELECT 1`` from this idle process (how long the machine makes a
+    query wait that has no queue of its own: a loaded CPU shows here)."""
     with psycopg.connect(dsn(url), autocommit=True) as c:
         while not stop.wait(1.0):
+            began = time.perf_counter()
+            c.execute("SELECT 1").fetchone()
+            rtt.append(time.perf_counter() - began)
             row = c.execute("SELECT (SELECT count(*) FROM pg_stat_activity "
                             "WHERE backend_type = 'client backend'), (SELECT count(*) FROM "
                             "pollers WHERE expires_at > clock_timestamp())").fetchone()
@@ -484,6 +490,7 @@ class Outcome:
     connections: int  # the most client connections at once
     live: list[int]  # live leases, sampled every second while polling
     postgres_cpu_s: float  # PostgreSQL's CPU from "go" to the last sample (backends alive)
+    idle_rtt: list[float]  # SELECT 1 round trips from the main process, one a second
 
 
 def run(plan: Plan, pg_url: str) -> Outcome:
@@ -507,7 +514,8 @@ def run(plan: Plan, pg_url: str) -> Outcome:
                 c.execute("SELECT pg_stat_reset()")
             stop, seen = threading.Event(), list[tuple[float, int, int, float]]()
             cpu0 = postgres_cpu()
-            sampler = threading.Thread(target=sample, args=(pg_url, stop, seen))
+            rtt: list[float] = []
+            sampler = threading.Thread(target=sample, args=(pg_url, stop, seen, rtt))
             sampler.start()
             started = time.perf_counter()
             go.set()
@@ -530,7 +538,7 @@ def run(plan: Plan, pg_url: str) -> Outcome:
     live = [n for t, _, n, _ in seen if started + 1 < t < started + plan.duration]
     return Outcome(plan, pg_url, got, received, window, start_s,
                    max((n for _, n, _, _ in seen), default=0), live,
-                   max((cpu for *_, cpu in seen), default=cpu0) - cpu0)
+                   max((cpu for *_, cpu in seen), default=cpu0) - cpu0, rtt)
 
 
 def wait_for(q: Any, n: int, timeout: float, procs: list[Any], results: Any) -> list[Any]:
@@ -661,7 +669,7 @@ def summarise(o: Outcome) -> dict[str, Any]:
                                    + c.in_store.get("close_incident", [])),
         "pollers_cpu_s": round(c.cpu_s, 1), "postgres_cpu_s": round(o.postgres_cpu_s, 1),
         "failed_writes": c.failed_writes, "undrained_writes": c.undrained,
-        "pg_connections": o.connections,
+        "pg_connections": o.connections, "idle_select1_ms": ms(o.idle_rtt),
         "checks": {"open_incident_mismatch": wrong_open, "duplicate_open": duplicate_open,
                    "foreign_incidents": foreign[:10], "tickets_not_once": tickets[0] - tickets[1],
                    "tickets_mixed": ticket_mix[0], "outbox_unsent": unsent,
