@@ -16,26 +16,35 @@ the scheduler, replaced by a plain sweep that polls each poller's own devices on
 poller here is not a process: ``--processes`` worker processes each run a share of the halls,
 every poller of a hall in the same process, each poller with its own Store, threads and tasks.
 
-The model: ``--sites`` halls, each of ``--devices`` devices hanging below access switches of 50
-(the topology roots the leases spread; the device ids are the same in every hall, the overlap
-of issue 17), each hall watched by ``--pollers`` pollers sharing it by leases. During the run
+The model: ``--sites`` halls, each of ``--devices`` devices (one check each, a ping) hanging
+below access switches of 50 (the topology roots the leases spread; the device ids are the same
+in every hall, the overlap of issue 17), each hall watched by ``--pollers`` pollers sharing it
+by leases. During the run
 ``--fault-rate`` of each hall's devices (switches included: their devices go unreachable) fail
 at a random time in the first half of the run, for 2 to 6 poll intervals; some are still down
-at the end. Every outage is an incident opened and closed, a ticket opened and resolved, pages
-through the outbox. At this rate (default 2 %, i.e. 2,000 of 100,000 devices in ~45 s) a city
-would be having a very bad day: the numbers are a storm, not a quiet hour.
+at the end. Every outage is an incident opened (and closed), a ticket opened (and resolved),
+pages through the outbox. At the default 2 % (2,000 of 100,000 devices, plus the devices below
+the failed switches, within a minute at 100 halls) a city would be having a very bad day: the
+numbers are a storm, not a quiet hour.
 
 The figures:
-- ``writes_per_s``: statements each kind of store work sent (counted by an SQLAlchemy
-  ``before_cursor_execute`` hook on every poller's engine: lease, incidents, tickets, outbox,
-  pool pings), and ``rows_per_s``: rows inserted/updated/deleted per table as PostgreSQL counted
-  them (``pg_stat_user_tables``, reset when polling starts), both over the measured window.
-- ``lease``: lease statements per second in total and per poller (min/max), heartbeats, lease
-  rows, and hand-overs after the start (a live poller must never lose its devices).
+- ``writes_per_s`` (INSERT/UPDATE/DELETE) and ``statements_per_s`` (all) by kind of store work
+  (lease, incidents, tickets, tally, outbox, savepoints), counted by an SQLAlchemy
+  ``before_cursor_execute`` hook on every poller's engine; ``commits_per_s``; ``rows_per_s``:
+  rows inserted/updated/deleted per table as PostgreSQL counted them (``pg_stat_user_tables``,
+  reset when polling starts). All over the window from the start of polling to the end of the
+  drain.
+- ``lease``: lease statements (and writes) per second in total and per poller (min/max),
+  heartbeats and statements per heartbeat, live leases sampled every second (min/max), and
+  hand-overs after the start (nobody dies here: a live poller must never lose its devices).
 - ``incident_write_ms``: p50/p99/max from the moment the pipeline saw the transition (the probe
   result; it queues the write in the same step) to the moment the committed write was reported
-  back to the event loop, for opening and closing incidents, and the same for tickets.
-- ``pg_connections``: the most client connections seen at once (sampled every second).
+  back to the event loop, for opening and closing incidents; ``ticket_write_ms`` the same for
+  tickets; ``incident_in_store_ms`` the store call alone on the writer thread (the rest is the
+  wait behind the poller's earlier writes and for the event loop).
+- ``pg_connections``: the most client connections seen at once (sampled every second);
+  ``pollers_cpu_s``/``postgres_cpu_s``: CPU of the worker processes and of PostgreSQL over the
+  window; ``idle_select1_ms``: an idle client's ``SELECT 1`` (a saturated machine shows here).
 
 Correctness, checked at the end after the writes and pages are drained: every device the
 pollers hold in a fault has exactly one open incident of its hall, and no other device has one;
