@@ -462,20 +462,27 @@ def dsn(url: str) -> str:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu() -> float:
-    """CPU seconds (user + system) of every postgres process alive now (server and backends)."""
+def postgres_cpu(postmaster: int) -> float:
+    """CPU seconds (user + system) of this server's processes alive now: the postmaster and its
+    children (the backends; other PostgreSQL servers on the machine are not counted)."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            if "(postgres)" in text:
-                fields = text.rsplit(")", 1)[1].split()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
                 total += int(fields[11]) + int(fields[12])
     return total / TICK
 
 
+def postmaster_of(url: str) -> int:
+    with psycopg.connect(dsn(url), autocommit=True) as c:
+        row = c.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int, float]],
-           rtt: list[float]) -> None:
+           rtt: list[float], postmaster: int) -> None:
     """Every second: (time, client connections, live leases, PostgreSQL's CPU so far), and
     the round trip of one ``SELECT 1`` from this idle process (how long the machine makes a
     query wait that has no queue of its own: a loaded CPU shows here)."""
@@ -488,7 +495,8 @@ def sample(url: str, stop: threading.Event, seen: list[tuple[float, int, int, fl
                             "WHERE backend_type = 'client backend'), (SELECT count(*) FROM "
                             "pollers WHERE expires_at > clock_timestamp())").fetchone()
             if row:
-                seen.append((time.perf_counter(), int(row[0]), int(row[1]), postgres_cpu()))
+                seen.append((time.perf_counter(), int(row[0]), int(row[1]),
+                             postgres_cpu(postmaster)))
 
 
 @dataclass
@@ -527,9 +535,11 @@ def run(plan: Plan, pg_url: str) -> Outcome:
             with psycopg.connect(dsn(pg_url), autocommit=True) as c:
                 c.execute("SELECT pg_stat_reset()")
             stop, seen = threading.Event(), list[tuple[float, int, int, float]]()
-            cpu0 = postgres_cpu()
+            postmaster = postmaster_of(pg_url)
+            cpu0 = postgres_cpu(postmaster)
             rtt: list[float] = []
-            sampler = threading.Thread(target=sample, args=(pg_url, stop, seen, rtt))
+            sampler = threading.Thread(target=sample,
+                                       args=(pg_url, stop, seen, rtt, postmaster))
             sampler.start()
             started = time.perf_counter()
             go.set()
