@@ -45,6 +45,8 @@ The figures:
 - ``pg_connections``: the most client connections seen at once (sampled every second);
   ``pollers_cpu_s``/``postgres_cpu_s``: CPU of the worker processes and of PostgreSQL over the
   window; ``idle_select1_ms``: an idle client's ``SELECT 1`` (a saturated machine shows here).
+- ``checks_per_s`` polled, and ``late_slices``: sweep slices that began after their time (a
+  worker process fell behind: its CPU, not the database, was the limit then).
 
 Correctness, checked at the end after the writes and pages are drained: every device the
 pollers hold in a fault has exactly one open incident of its hall, and no other device has one;
