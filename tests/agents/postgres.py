@@ -46,8 +46,9 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Raise RuntimeError if the binaries or the postgres user are missing."""
+def postgres_server(max_connections: int = 50) -> Iterator[PostgresServer]:
+    """Raise RuntimeError if the binaries or the postgres user are missing.
+    ``max_connections``: a bench with hundreds of pollers (bench/sites_pg.py) needs more."""
     initdb, postgres = find_bin("initdb"), find_bin("postgres")
     if not initdb or not postgres:
         raise RuntimeError("PostgreSQL binaries not found (Debian: apt-get install postgresql)")
@@ -68,7 +69,8 @@ def postgres_server() -> Iterator[PostgresServer]:
                        **as_user)  # type: ignore[call-overload]
         port = free_port()
         argv = [postgres, "-D", data, "-p", str(port), "-k", tmp,
-                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                "-c", f"max_connections={max_connections}"]
         # SIGINT is the "fast" shutdown: it never waits on a stray client.
         with running(argv, what="postgres", log=Path(tmp, "postgres.log"), ready=_accepts(port),
                      stop_signal=signal.SIGINT, **as_user):  # type: ignore[arg-type]
