@@ -195,3 +195,56 @@ def test_the_engine_state_lands_with_its_messages_one_per_poller(store: Store) -
     assert store.commit([("k1/dt", "dt", {"n": 1})], '{"s": 2}', a) == 0  # a retried write
     assert (store.alert_state(a), store.alert_state(b)) == ('{"s": 2}', '{"s": "b"}')
     assert [i.key for i in store.due(datetime.now(UTC))] == ["k1/dt", "k2/dt", "k3/dt"]
+
+
+# ---- what an operator sees of the write queue (hallmon_store_write_*) ---------------------------
+
+
+async def test_the_write_queue_counts_what_waits_how_long_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "hall.db"
+    clock = Clock(100.0)
+    store = AsyncStore(Store(f"sqlite:///{path}", timezone="Asia/Shanghai", busy_timeout=0.2),
+                       clock=clock)
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    try:
+        assert (store.queued_writes, store.oldest_write_age()) == (0, 0.0)
+        with closing(sqlite3.connect(path, isolation_level=None)) as importer:
+            importer.execute("BEGIN IMMEDIATE")  # another process' write lock
+            store.queue(store.store.open_incident, "sw-1f-a", "ping", "down", "no reply", at)
+            clock.now += 30
+            store.queue(store.store.open_incident, "sw-2f-a", "ping", "down", "no reply", at)
+            await _eventually("retries behind the lock", lambda: store.retries["locked"] >= 2)
+            assert store.queued_writes == 2
+            assert store.oldest_write_age() == 30.0  # the first one's, not the last one's
+            clock.now += 15
+            assert store.oldest_write_age() == 45.0
+            assert store.writes == {"ok": 0, "failed": 0}
+            importer.execute("COMMIT")
+        assert await store.drain(20)
+        assert (store.queued_writes, store.oldest_write_age()) == (0, 0.0)
+        assert store.writes == {"ok": 2, "failed": 0}
+        assert store.retries["connection"] == store.retries["other"] == 0
+        # A write no retry can help (a bug, a refused value) is dropped and counted as failed.
+        store.queue(store.store.close_incident, 999_999, "not a datetime")  # type: ignore[arg-type]
+        assert await store.drain(20)
+        assert store.writes["failed"] == 1 and store.write_retries == store.retries["locked"]
+        assert len(await store.incidents()) == 2
+    finally:
+        await store.aclose()
+
+
+def test_a_server_that_is_away_is_a_connection_retry() -> None:
+    import sqlalchemy
+
+    from monitor.store.aio import retry_kind
+    from tests.agents.proc import free_port
+
+    # Nothing listens on that port: psycopg is refused before any server speaks (no sqlstate).
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=5")
+    try:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as refused:
+            engine.connect()
+    finally:
+        engine.dispose()
+    assert retry_kind(refused.value) == "connection"
