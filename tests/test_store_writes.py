@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -27,8 +27,16 @@ from monitor.state import DeviceStatus
 from monitor.store import AsyncStore, InvalidValue, NewTicket, Store
 from monitor.store.csvio import COLUMNS, parse_tickets_csv
 from monitor.tally import tally
-from tests.agents.daemon import ROOT, HallmonProcess, WebhookReceiver, node, small_inventory
-from tests.conftest import Clock
+from tests.agents.daemon import (
+    ROOT,
+    HallmonProcess,
+    WebhookReceiver,
+    node,
+    small_inventory,
+    write_atomically,
+)
+from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.conftest import Clock, missing_tool, require_tool
 from tests.test_alerts_restart import _notifications, _story
 from tests.test_daemon import _rows
 from tests.test_pipeline import FAIL, OK, Recorder, check, inventory
@@ -248,3 +256,90 @@ def test_a_server_that_is_away_is_a_connection_retry() -> None:
     finally:
         engine.dispose()
     assert retry_kind(refused.value) == "connection"
+
+
+# ---- as an operator finds it: the daemon's database goes away while devices go down -------------
+
+BACKLOG_DEVICES = [node(f"n-{i}", f"127.30.0.{i + 1}") for i in range(6)]
+OUTAGES = 4  # n-0 .. n-3 go down (one after the other) while the database is stopped
+WRITES = 3 * OUTAGES  # each: open its incident, close it, resolve its automatic ticket (if any)
+
+
+def _store_samples(d: HallmonProcess) -> dict[str, float]:
+    """The hallmon_store_* samples of one scrape, ``name`` or ``name{label}`` -> value; and
+    ``up`` -> how many devices are up."""
+    out: dict[str, float] = {}
+    got = d.samples()
+    for name, rows in got.items():
+        if name.startswith("hallmon_store_"):
+            for labels, value in rows:
+                out[name + "".join(f"{{{v}}}" for v in labels.values())] = value
+    out["up"] = sum(v for labels, v in got["hallmon_device_status"] if labels["status"] == "up")
+    return out
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own: it is stopped and started again (the session's
+    shared ``pg_server`` serves other tests meanwhile)."""
+    require_tool("initdb", find_bin("initdb") or "initdb")
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as exc:
+        missing_tool(str(exc))
+
+
+def test_metrics_show_writes_queued_while_postgresql_is_stopped_and_none_is_lost(
+    tmp_path: Path, own_pg: PostgresServer
+) -> None:
+    pg = own_pg
+    faults = [{"device": f"n-{i}", "mode": "down", "at": f"{i}s" if i else 0, "duration": "4s"}
+              for i in range(OUTAGES)]
+    url = pg.new_database()
+    # A lease longer than the outage: this poller keeps its devices throughout (HA is on by
+    # default on PostgreSQL; its own heartbeats fail meanwhile, and are told apart).
+    with HallmonProcess(tmp_path / "d", small_inventory(BACKLOG_DEVICES),
+                        args=(f"--storage.url={url}", "--ha.lease=120",
+                              "--ha.heartbeat=5")) as d:
+        d.wait_for(lambda: _store_samples(d)["up"] == len(BACKLOG_DEVICES), 30, "all up")
+        before = _store_samples(d)
+        assert before["hallmon_store_write_queue"] == 0
+        assert before["hallmon_store_write_oldest_seconds"] == 0
+        with pg.stopped():
+            # The outages start now: the mock's script counts from the reload.
+            write_atomically(d.inventory, small_inventory(BACKLOG_DEVICES, faults=faults))
+            assert d.http.post("/-/reload").status_code == 200, d.log_tail()
+            # Every outage queued its writes, none of them landed.
+            backlog = d.wait_for(
+                lambda: (s := _store_samples(d))["hallmon_store_write_queue"] >= WRITES
+                and s["up"] == len(BACKLOG_DEVICES) and s, 90, "the outages, queued")
+            assert backlog["hallmon_store_write_queue"] == WRITES, backlog
+            assert backlog["hallmon_store_write_retries_total{connection}"] >= 1, backlog
+            assert backlog["hallmon_store_writes_total{ok}"] == before[
+                "hallmon_store_writes_total{ok}"]
+            first_age = backlog["hallmon_store_write_oldest_seconds"]
+            assert first_age > 0
+            # Still retrying (at most every 5 s), and the oldest write keeps aging.
+            later = d.wait_for(lambda: (s := _store_samples(d))[
+                "hallmon_store_write_retries_total{connection}"] > backlog[
+                "hallmon_store_write_retries_total{connection}"] and s, 30, "another retry")
+            assert later["hallmon_store_write_oldest_seconds"] > first_age
+            assert later["hallmon_store_write_queue"] == WRITES
+            assert later["hallmon_store_write_retries_total{locked}"] == 0
+        # The database is back: the queue drains to 0 and every write lands.
+        after = d.wait_for(
+            lambda: (s := _store_samples(d))["hallmon_store_write_queue"] == 0 and s, 60,
+            "the queue drained")
+        assert after["hallmon_store_write_oldest_seconds"] == 0
+        assert after["hallmon_store_writes_total{ok}"] - before[
+            "hallmon_store_writes_total{ok}"] == WRITES
+        assert after["hallmon_store_writes_total{failed}"] == 0
+    store = Store(url, site="*")
+    try:
+        rows = store.incidents()
+    finally:
+        store.close()
+    # No incident lost: one DOWN per scripted outage, each closed, none for the others.
+    assert sorted((i.device_id, i.status, i.ended_at is not None) for i in rows) == [
+        (f"n-{i}", "down", True) for i in range(OUTAGES)]
