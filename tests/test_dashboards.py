@@ -282,6 +282,7 @@ def _alert_labels(name: str) -> dict[str, str]:
     ("HallmonPollStale", "monitoring-admins"),
     ("HallmonConfigReloadFailed", "monitoring-admins"),
     ("HallmonNotificationsFailing", "monitoring-admins"),
+    ("HallmonStoreBacklog", "monitoring-admins"),
 ])
 def test_example_alertmanager_routes_hallmon_alerts_to_admins(alert: str, receiver: str) -> None:
     amtool = require_tool("amtool")
