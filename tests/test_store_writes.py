@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -261,8 +261,10 @@ def test_a_server_that_is_away_is_a_connection_retry() -> None:
 # ---- as an operator finds it: the daemon's database goes away while devices go down -------------
 
 BACKLOG_DEVICES = [node(f"n-{i}", f"127.30.0.{i + 1}") for i in range(6)]
-OUTAGES = 4  # n-0 .. n-3 go down (one after the other) while the database is stopped
+OUTAGES = 4  # n-0 .. n-3 go down (one after the other) while the database takes no writes
 WRITES = 3 * OUTAGES  # each: open its incident, close it, resolve its automatic ticket (if any)
+FAULTS = [{"device": f"n-{i}", "mode": "down", "at": f"{i}s" if i else 0, "duration": "4s"}
+          for i in range(OUTAGES)]
 
 
 def _store_samples(d: HallmonProcess) -> dict[str, float]:
@@ -278,6 +280,59 @@ def _store_samples(d: HallmonProcess) -> dict[str, float]:
     return out
 
 
+def _outages_while_the_database_takes_no_writes(
+    d: HallmonProcess, no_writes: AbstractContextManager[object], kind: str, within: float
+) -> None:
+    """Scripted outages while ``no_writes`` holds: /metrics shows every write queued, retries
+    of ``kind`` counting and the oldest aging; after it, the queue drains to 0 and every write
+    landed. ``within``: how long the first failed try may take (a lock wait: the busy timeout)."""
+    d.wait_for(lambda: _store_samples(d)["up"] == len(BACKLOG_DEVICES), 30, "all up")
+    before = _store_samples(d)
+    assert before["hallmon_store_write_queue"] == 0
+    assert before["hallmon_store_write_oldest_seconds"] == 0
+    retries = f"hallmon_store_write_retries_total{{{kind}}}"
+    with no_writes:
+        # The outages start now: the mock's script counts from the reload.
+        write_atomically(d.inventory, small_inventory(BACKLOG_DEVICES, faults=FAULTS))
+        assert d.http.post("/-/reload").status_code == 200, d.log_tail()
+        # Every outage queued its writes, none of them landed, and they are being retried.
+        backlog = d.wait_for(
+            lambda: (s := _store_samples(d))["hallmon_store_write_queue"] >= WRITES
+            and s["up"] == len(BACKLOG_DEVICES) and s[retries] >= 1 and s,
+            60 + within, "the outages, queued and retried")
+        assert backlog["hallmon_store_write_queue"] == WRITES, backlog
+        assert backlog["hallmon_store_writes_total{ok}"] == before[
+            "hallmon_store_writes_total{ok}"]
+        first_age = backlog["hallmon_store_write_oldest_seconds"]
+        assert first_age > 0
+        # Still retrying, and the oldest write keeps aging.
+        later = d.wait_for(lambda: (s := _store_samples(d))[retries] > backlog[retries] and s,
+                           30 + within, "another retry")
+        assert later["hallmon_store_write_oldest_seconds"] > first_age
+        assert later["hallmon_store_write_queue"] == WRITES
+        others = [k for k in ("locked", "connection", "other") if k != kind]
+        assert [later[f"hallmon_store_write_retries_total{{{k}}}"] for k in others] == [0, 0]
+    # The database takes writes again: the queue drains to 0 and every write lands.
+    after = d.wait_for(
+        lambda: (s := _store_samples(d))["hallmon_store_write_queue"] == 0 and s, 60 + within,
+        "the queue drained")
+    assert after["hallmon_store_write_oldest_seconds"] == 0
+    assert after["hallmon_store_writes_total{ok}"] - before[
+        "hallmon_store_writes_total{ok}"] == WRITES
+    assert after["hallmon_store_writes_total{failed}"] == 0
+
+
+def _no_incident_lost(url: str) -> None:
+    store = Store(url, site="*")
+    try:
+        rows = store.incidents()
+    finally:
+        store.close()
+    # One DOWN per scripted outage, each closed, none for the others.
+    assert sorted((i.device_id, i.status, i.ended_at is not None) for i in rows) == [
+        (f"n-{i}", "down", True) for i in range(OUTAGES)]
+
+
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test's own: it is stopped and started again (the session's
@@ -290,56 +345,35 @@ def own_pg() -> Iterator[PostgresServer]:
         missing_tool(str(exc))
 
 
+@pytest.mark.slow
 def test_metrics_show_writes_queued_while_postgresql_is_stopped_and_none_is_lost(
     tmp_path: Path, own_pg: PostgresServer
 ) -> None:
-    pg = own_pg
-    faults = [{"device": f"n-{i}", "mode": "down", "at": f"{i}s" if i else 0, "duration": "4s"}
-              for i in range(OUTAGES)]
-    url = pg.new_database()
+    url = own_pg.new_database()
     # A lease longer than the outage: this poller keeps its devices throughout (HA is on by
-    # default on PostgreSQL; its own heartbeats fail meanwhile, and are told apart).
+    # default on PostgreSQL; its own heartbeats fail meanwhile, and are logged).
     with HallmonProcess(tmp_path / "d", small_inventory(BACKLOG_DEVICES),
                         args=(f"--storage.url={url}", "--ha.lease=120",
                               "--ha.heartbeat=5")) as d:
-        d.wait_for(lambda: _store_samples(d)["up"] == len(BACKLOG_DEVICES), 30, "all up")
-        before = _store_samples(d)
-        assert before["hallmon_store_write_queue"] == 0
-        assert before["hallmon_store_write_oldest_seconds"] == 0
-        with pg.stopped():
-            # The outages start now: the mock's script counts from the reload.
-            write_atomically(d.inventory, small_inventory(BACKLOG_DEVICES, faults=faults))
-            assert d.http.post("/-/reload").status_code == 200, d.log_tail()
-            # Every outage queued its writes, none of them landed.
-            backlog = d.wait_for(
-                lambda: (s := _store_samples(d))["hallmon_store_write_queue"] >= WRITES
-                and s["up"] == len(BACKLOG_DEVICES) and s, 90, "the outages, queued")
-            assert backlog["hallmon_store_write_queue"] == WRITES, backlog
-            assert backlog["hallmon_store_write_retries_total{connection}"] >= 1, backlog
-            assert backlog["hallmon_store_writes_total{ok}"] == before[
-                "hallmon_store_writes_total{ok}"]
-            first_age = backlog["hallmon_store_write_oldest_seconds"]
-            assert first_age > 0
-            # Still retrying (at most every 5 s), and the oldest write keeps aging.
-            later = d.wait_for(lambda: (s := _store_samples(d))[
-                "hallmon_store_write_retries_total{connection}"] > backlog[
-                "hallmon_store_write_retries_total{connection}"] and s, 30, "another retry")
-            assert later["hallmon_store_write_oldest_seconds"] > first_age
-            assert later["hallmon_store_write_queue"] == WRITES
-            assert later["hallmon_store_write_retries_total{locked}"] == 0
-        # The database is back: the queue drains to 0 and every write lands.
-        after = d.wait_for(
-            lambda: (s := _store_samples(d))["hallmon_store_write_queue"] == 0 and s, 60,
-            "the queue drained")
-        assert after["hallmon_store_write_oldest_seconds"] == 0
-        assert after["hallmon_store_writes_total{ok}"] - before[
-            "hallmon_store_writes_total{ok}"] == WRITES
-        assert after["hallmon_store_writes_total{failed}"] == 0
-    store = Store(url, site="*")
-    try:
-        rows = store.incidents()
-    finally:
-        store.close()
-    # No incident lost: one DOWN per scripted outage, each closed, none for the others.
-    assert sorted((i.device_id, i.status, i.ended_at is not None) for i in rows) == [
-        (f"n-{i}", "down", True) for i in range(OUTAGES)]
+        _outages_while_the_database_takes_no_writes(d, own_pg.stopped(), "connection", 0)
+    _no_incident_lost(url)
+
+
+@contextmanager
+def _write_locked(db: Path) -> Iterator[None]:
+    """Another process' transaction holding SQLite's write lock (as a long import did)."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("COMMIT")
+
+
+@pytest.mark.slow
+def test_metrics_show_writes_queued_while_another_process_holds_the_sqlite_lock(
+    tmp_path: Path,
+) -> None:
+    with HallmonProcess(tmp_path / "d", small_inventory(BACKLOG_DEVICES)) as d:
+        # Each try waits out SQLite's busy timeout (30 s) before it counts as a retry.
+        _outages_while_the_database_takes_no_writes(d, _write_locked(d.db), "locked", 35)
+        url = f"sqlite:///{d.db}"
+    _no_incident_lost(url)
