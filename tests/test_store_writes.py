@@ -241,20 +241,42 @@ async def test_the_write_queue_counts_what_waits_how_long_and_why(tmp_path: Path
         await store.aclose()
 
 
-def test_a_server_that_is_away_is_a_connection_retry() -> None:
+def test_retry_kinds_of_real_postgresql_errors(pg_server: PostgresServer) -> None:
     import sqlalchemy
+    from sqlalchemy import text
 
     from monitor.store.aio import retry_kind
     from tests.agents.proc import free_port
 
+    engine = sqlalchemy.create_engine(pg_server.new_database())
+    try:
+        with engine.connect() as holder, engine.connect() as waiter:
+            holder.execute(text("CREATE TABLE t (a text PRIMARY KEY)"))
+            holder.execute(text("INSERT INTO t VALUES ('locked')"))
+            holder.commit()
+            # Another transaction holds the table: the lock wait runs out (55P03).
+            holder.execute(text("LOCK TABLE t IN ACCESS EXCLUSIVE MODE"))
+            waiter.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as waited:
+                waiter.execute(text("INSERT INTO t VALUES ('x')"))
+            waiter.rollback()
+            holder.rollback()
+            # A refused value is no lock, whatever its message says ("... (a)=(locked) ...").
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as refused_value:
+                waiter.execute(text("INSERT INTO t VALUES ('locked')"))
+            waiter.rollback()
+    finally:
+        engine.dispose()
+    assert retry_kind(waited.value) == "locked"
+    assert retry_kind(refused_value.value) == "other"
     # Nothing listens on that port: psycopg is refused before any server speaks (no sqlstate).
-    engine = sqlalchemy.create_engine(
+    away = sqlalchemy.create_engine(
         f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=5")
     try:
         with pytest.raises(sqlalchemy.exc.DBAPIError) as refused:
-            engine.connect()
+            away.connect()
     finally:
-        engine.dispose()
+        away.dispose()
     assert retry_kind(refused.value) == "connection"
 
 

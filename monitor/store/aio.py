@@ -55,19 +55,23 @@ WRITE_OUTCOMES: tuple[str, ...] = ("ok", "failed")
 # starting up, "the database system is starting up" after a restart) mean the server is away.
 _PG_LOCKED = {"55P03", "40P01", "40001"}
 _PG_AWAY = {"57P01", "57P02", "57P03"}
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes (the low byte of extended ones)
 
 
 def retry_kind(exc: DBAPIError) -> str:
-    """``locked``: another writer holds the database (SQLite's "database is locked" behind a
-    long import, a PostgreSQL lock or deadlock); ``connection``: the server is away (refused,
-    dropped, restarting); ``other``: any other database error."""
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    text = str(exc.orig).lower()
-    if state in _PG_LOCKED or "locked" in text or "busy" in text:
+    """``locked``: another writer holds the database (SQLite busy/locked behind a long import,
+    a PostgreSQL lock wait, deadlock or serialization failure); ``connection``: the server is
+    away (refused, dropped, shutting down, starting up); ``other``: any other database error.
+    Decided by error codes, never by message text (a value in a message could say "locked")."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None)  # psycopg; None when no server answered
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if state in _PG_LOCKED or (
+            sqlite_code is not None and sqlite_code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)):
         return "locked"
     if exc.connection_invalidated or state in _PG_AWAY or (state or "").startswith("08"):
         return "connection"
-    if isinstance(exc, OperationalError) and state is None:
+    if state is None and sqlite_code is None and isinstance(exc, OperationalError):
         return "connection"  # psycopg: refused or dropped before the server said anything
     return "other"
 
