@@ -324,7 +324,9 @@ def _outages_while_the_database_takes_no_writes(
             lambda: (s := _store_samples(d))["hallmon_store_write_queue"] >= WRITES
             and s["up"] == len(BACKLOG_DEVICES) and s[retries] >= 1 and s,
             60 + within, "the outages, queued and retried")
-        assert backlog["hallmon_store_write_queue"] == WRITES, backlog
+        # (More than WRITES when other writes queue too: pollers sharing a site record status
+        # changes through the same queue.)
+        waiting = backlog["hallmon_store_write_queue"]
         assert backlog["hallmon_store_writes_total{ok}"] == before[
             "hallmon_store_writes_total{ok}"]
         first_age = backlog["hallmon_store_write_oldest_seconds"]
@@ -333,7 +335,7 @@ def _outages_while_the_database_takes_no_writes(
         later = d.wait_for(
             lambda: (s := _store_samples(d))["hallmon_store_write_oldest_seconds"] > first_age
             and (s[retries] > backlog[retries] or not again) and s, 30, "another retry")
-        assert later["hallmon_store_write_queue"] == WRITES
+        assert later["hallmon_store_write_queue"] >= waiting  # nothing landed, nothing lost
         others = [k for k in ("locked", "connection", "other") if k != kind]
         assert [later[f"hallmon_store_write_retries_total{{{k}}}"] for k in others] == [0, 0]
     # The database takes writes again: the queue drains to 0 and every write lands.
@@ -342,7 +344,7 @@ def _outages_while_the_database_takes_no_writes(
         "the queue drained")
     assert after["hallmon_store_write_oldest_seconds"] == 0
     assert after["hallmon_store_writes_total{ok}"] - before[
-        "hallmon_store_writes_total{ok}"] == WRITES
+        "hallmon_store_writes_total{ok}"] >= waiting  # every write that waited landed
     assert after["hallmon_store_writes_total{failed}"] == 0
 
 
