@@ -297,7 +297,17 @@ class Hall:
             reload_successful=self.holder.last_reload_successful,
             reload_success_timestamp=self.holder.last_reload_success_time,
             **self._input_metrics(),
+            **self._store_metrics(),
         )
+
+    def _store_metrics(self) -> dict[str, Any]:
+        astore = self.astore
+        if astore is None:
+            return {}
+        return {"store_write_queue": astore.queued_writes,
+                "store_write_oldest_seconds": astore.oldest_write_age(),
+                "store_write_retries": dict(astore.retries),
+                "store_writes": dict(astore.writes)}
 
     def _input_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -50,6 +50,7 @@ CORE_PANELS = {
     ("hallmon-overview", "异常设备清单"),  # devices not up
     ("hallmon-overview", "待处理工单（按类别）"),  # tickets
     ("hallmon-overview", "监控服务"),
+    ("hallmon-overview", "存储写入积压"),  # the store's write queue (0 in the demo: still data)
     ("hallmon-device", "当前状态"),
     ("hallmon-device", "往返时延"),  # RTT
     ("hallmon-device", "各检查项状态"),
@@ -178,6 +179,16 @@ def test_every_panel_and_target_uses_the_datasource_variable(name: str) -> None:
             assert t.get("expr"), f"{p['title']} {t.get('refId')}: empty query"
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED_UIDS))
+def test_dashboard_links_carry_the_chosen_site_device_and_time(name: str) -> None:
+    # From the overview to the device detail and back, the site/device picked stays picked.
+    links = DASHBOARDS[name]["links"]
+    assert links
+    for link in links:
+        assert link["type"] == "dashboards" and link["tags"] == ["hallmon"]
+        assert link["includeVars"] is True and link["keepTime"] is True, link["title"]
+
+
 def test_grid_positions_do_not_overlap() -> None:
     for dash in DASHBOARDS.values():
         cells: set[tuple[int, int]] = set()
@@ -282,6 +293,7 @@ def _alert_labels(name: str) -> dict[str, str]:
     ("HallmonPollStale", "monitoring-admins"),
     ("HallmonConfigReloadFailed", "monitoring-admins"),
     ("HallmonNotificationsFailing", "monitoring-admins"),
+    ("HallmonStoreBacklog", "monitoring-admins"),
 ])
 def test_example_alertmanager_routes_hallmon_alerts_to_admins(alert: str, receiver: str) -> None:
     amtool = require_tool("amtool")
