@@ -406,3 +406,32 @@ def test_metrics_show_writes_queued_while_another_process_holds_the_sqlite_lock(
                                                     again=False)
         url = f"sqlite:///{d.db}"
     _no_incident_lost(url)
+
+
+async def test_a_write_the_database_refuses_does_not_hold_back_the_writes_behind_it(
+        tmp_path: Path, pg_server: PostgresServer) -> None:
+    """Found by the store-metrics work: every database error was retried, so one write refused
+    for its data (a unique key taken, a value out of range) blocked every write behind it for
+    good — the daemon recorded nothing more until restarted. Such a write is dropped, logged and
+    counted as failed; a lock or a lost connection is still waited out (tests above)."""
+    from sqlalchemy import text
+
+    for url in (f"sqlite:///{tmp_path / 'hall.db'}", pg_server.new_database()):
+        store = AsyncStore(Store(url, timezone="Asia/Shanghai"))
+        at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        try:
+            def refused(store: Store = store.store) -> None:
+                with store.tx() as conn:  # a key that is taken: no retry can help
+                    conn.execute(text("INSERT INTO store_meta (key, value) VALUES ('k', 'a')"))
+                    conn.execute(text("INSERT INTO store_meta (key, value) VALUES ('k', 'b')"))
+
+            store.queue(refused)
+            landed = store.queue(store.store.open_incident, "sw-1f-a", "ping", "down",
+                                 "no reply", at)
+            assert await store.drain(20), f"{url.split(':')[0]}: the queue is stuck behind it"
+            assert landed.done() and landed.exception() is None
+            assert store.writes == {"ok": 1, "failed": 1}
+            assert sum(store.retries.values()) == 0
+            assert [i.device_id for i in await store.incidents()] == ["sw-1f-a"]
+        finally:
+            await store.aclose()

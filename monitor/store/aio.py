@@ -8,6 +8,9 @@ callers expect.
 must never wait for, or depend on, a store write). Queued writes run in order, one at a time; a
 write that fails for a reason of the database's (locked by a long import, connection lost) is
 retried until it lands, and the writes behind it wait, so they land in the order they happened.
+A write the database refuses for its data (a constraint, a bad value: ``refused()``) gets the
+same answer every time: it is logged, counted as failed and dropped, so it cannot hold back the
+writes behind it for good.
 
 What an operator needs to see of that queue (``hallmon_store_write_*`` on /metrics) is kept here
 as plain counters read at scrape time: how many writes wait and since when, every retry by the
@@ -26,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from monitor.store.models import (
     Incident,
@@ -76,6 +79,15 @@ def retry_kind(exc: DBAPIError) -> str:
     return "other"
 
 
+def refused(exc: DBAPIError) -> bool:
+    """The database refused the write's data (a constraint, a value out of range or of the
+    wrong type): trying it again gets the same answer, so retrying would only hold back every
+    write queued behind it. PostgreSQL SQLSTATE classes 22 and 23; SQLite's IntegrityError and
+    DataError (SQLAlchemy maps the driver's exceptions to these classes for both)."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return isinstance(exc, IntegrityError | DataError) or state[:2] in ("22", "23")
+
+
 class AsyncStore:
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
@@ -108,7 +120,8 @@ class AsyncStore:
 
     def queue(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Run ``fn`` on the store thread after every write queued before it, retrying it on a
-        database error until it lands. Returns at once; the future holds its result."""
+        database error until it lands (unless the database refuses its data: ``refused``).
+        Returns at once; the future holds its result."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[R] = loop.create_future()
         self._writes.append((functools.partial(fn, *args, **kwargs), done, self.clock()))
@@ -135,8 +148,11 @@ class AsyncStore:
             fn, done, _ = self._writes[0]
             try:
                 result = await self.run(fn)
-            except DBAPIError as exc:  # locked, busy, connection lost: the write itself is fine
-                kind = retry_kind(exc)
+            except DBAPIError as exc:
+                if refused(exc):  # the data itself: the same write is refused every time
+                    self._drop(exc, fn)
+                    continue
+                kind = retry_kind(exc)  # locked, busy, connection lost: the write is fine
                 self.retries[kind] += 1
                 log.warning("store write failed (%s, %s); retrying in %.1f s, %d queued",
                             kind, type(exc.orig).__name__, delay, len(self._writes))
@@ -144,18 +160,24 @@ class AsyncStore:
                 delay = min(RETRY_MAX, delay * 2)
                 continue
             except Exception as exc:  # a bug or a refused value: retrying cannot help
-                log.exception("store write dropped")
-                self.writes["failed"] += 1
-                self._writes.popleft()
-                if not done.done():
-                    done.set_exception(exc)
-                    done.exception()  # retrieved: nobody has to await it
+                self._drop(exc, fn)
                 continue
             delay = RETRY_FIRST
             self.writes["ok"] += 1
             self._writes.popleft()
             if not done.done():
                 done.set_result(result)
+
+    def _drop(self, exc: Exception, fn: Callable[[], Any]) -> None:
+        """The head write can never land: log it (by name: its arguments may be long), count
+        it as failed, hand its error to whoever awaits it, and go on with the writes behind."""
+        what = getattr(getattr(fn, "func", fn), "__qualname__", "write")
+        log.error("store write %s dropped: %s", what, exc, exc_info=exc)
+        self.writes["failed"] += 1
+        _, done, _ = self._writes.popleft()
+        if not done.done():
+            done.set_exception(exc)
+            done.exception()  # retrieved: nobody has to await it
 
     def __repr__(self) -> str:
         return f"<AsyncStore {self.store!r}>"
