@@ -7,7 +7,7 @@ The probe configs are probes' own frozen dataclasses; this module fills them fro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from monitor.inventory import (
@@ -115,6 +115,8 @@ def probe_call(
     else:
         config = probe_config(inventory, device, check)
         fn = PROBES[check.kind]
+        if fn is icmp_probe.probe:
+            return _IcmpCall(fn, device.address, config)
     return _Call(fn, device.address, config)
 
 
@@ -124,6 +126,7 @@ class _Call:
     (10k checks: 2.1 MB as partials, bench/memory.py)."""
 
     __slots__ = ("address", "config", "fn")
+    batch: Any = None  # see _IcmpCall: None = this kind runs one call at a time
 
     def __init__(self, fn: Callable[[str, Any], Awaitable[ProbeResult]], address: str,
                  config: Any) -> None:
@@ -154,3 +157,15 @@ def _mock_config(name: str, kind: str, values: Mapping[str, float]) -> mock_prob
             check=name, kind=kind, values=dict(values)
         )
     return config
+
+
+class _IcmpCall(_Call):
+    """An ICMP check: besides the one-call path (recheck, ``hallmon probe``), the scheduler
+    hands every ICMP check due in one wake-up to ``batch`` at once (monitor/scheduler.py): one
+    engine submit for all of them, results delivered per check, no task per check."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def batch(calls: Sequence[_Call], deliver: icmp_probe.Deliver) -> icmp_probe.Submitted:
+        return icmp_probe.submit([(c.address, c.config) for c in calls], deliver)

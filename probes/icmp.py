@@ -6,10 +6,12 @@ matched by an 8-byte token in the payload (unique per packet for the engine's li
 than 65k probes may be in flight even though the ICMP sequence number has only 16 bits. The
 event loop's timer heap holds one deadline per batch.
 
-probe() calls sharing an IcmpConfig that arrive in the same loop iteration are sent as one
-batch through the sweep machinery (one task, timer and send loop per batch, not per call); each
-caller is answered as soon as its own replies are in, and a cancelled caller withdraws only its
-own packets.
+Two ways in, one engine. :func:`submit` is the daemon's: the scheduler hands it every ICMP
+check due in one wake-up and gets each result through a callback as soon as that target's
+replies are in (no task, future or timer per target). :func:`probe` is the one-call API: calls
+sharing an IcmpConfig that arrive in the same loop iteration are gathered into the same batches
+(one task, timer and send loop per batch and config, not per call). A withdrawn request or a
+cancelled caller takes back only its own packets.
 
 Backends: ``native`` (this engine: raw socket with CAP_NET_RAW, else a ping socket where
 ``net.ipv4.ping_group_range`` allows it), ``ping3`` (portable, thread pool; Windows/macOS) and
@@ -26,10 +28,10 @@ import random
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from probes._perloop import PerLoop
 from probes.result import ProbeResult
@@ -216,20 +218,26 @@ class _Group:
         self.done = done
 
 
+# Where a finished target's result goes: ``sink(tag, result)``, called once, synchronously.
+Sink = Callable[[Any, ProbeResult], None]
+
+
 class _Probe:
-    """Book-keeping of one target in a sweep: send times and RTTs by packet index. A probe()
-    call's entry also carries the caller's ``waiter``, resolved as soon as its figures are in."""
+    """Book-keeping of one target in a sweep: send times and RTTs by packet index. A submitted
+    target (or probe() call) also carries its ``sink`` and ``tag``: the result is handed over
+    as soon as its figures are in, not at the batch's end."""
 
     __slots__ = ("address", "family", "sent", "rtts", "tokens", "expected", "group", "finished",
-                 "error", "start", "waiter")
+                 "error", "start", "sink", "tag")
 
     def __init__(self, family: int, address: str, expected: int, start: float,
-                 waiter: asyncio.Future[ProbeResult] | None = None) -> None:
+                 sink: Sink | None = None, tag: Any = None) -> None:
         self.family = family
         self.address = address
         self.expected = expected
         self.start = start
-        self.waiter = waiter
+        self.sink = sink
+        self.tag = tag
         self.group: _Group | None = None
         self.sent: list[float] = []
         self.rtts: dict[int, float] = {}
@@ -237,11 +245,17 @@ class _Probe:
         self.finished = 0.0
         self.error: str | None = None
 
+    def answer(self, result: ProbeResult) -> None:
+        """Hand ``result`` to the sink, once (a withdrawn target has no sink any more)."""
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink(self.tag, result)
+
     def complete(self, now: float) -> None:
         self.finished = now
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():  # answer this caller now, not at batch end
-            waiter.set_result(_result(self, now))
+        if self.sink is not None:  # answer this caller now, not at batch end
+            self.answer(_result(self, now))
         group = self.group
         if group is None:
             return
@@ -263,6 +277,7 @@ class _Engine:
         # probe() calls gathering for the next batch, by config, with the flush's timer
         self.gathering: dict[IcmpConfig, tuple[list[_Probe], asyncio.TimerHandle]] = {}
         self.running: dict[asyncio.Task[None], list[_Probe]] = {}
+        self.resolving: set[asyncio.Task[None]] = set()  # submit()'s hostname look-ups
         self.batches = 0  # batches sent and probe() calls they carried (tests, benchmarks)
         self.batched = 0
 
@@ -364,21 +379,22 @@ class _Engine:
                     pending.pop(token, None)
         return loop.time()
 
-    def enqueue(self, family: int, address: str, config: IcmpConfig, start: float) -> _Probe:
-        """Add a probe() call to the batch gathering for ``config``; the first call of a batch
-        arms its flush, ``BATCH_WINDOW`` later (next loop iteration when 0)."""
+    def enqueue(self, family: int, address: str, config: IcmpConfig, start: float,
+                sink: Sink, tag: Any) -> _Probe:
+        """Add a target to the batch gathering for ``config``; the first one of a batch arms
+        its flush, ``BATCH_WINDOW`` later (next loop iteration when 0)."""
         entry = self.gathering.get(config)
         if entry is None:
             entry = ([], self.loop.call_later(BATCH_WINDOW, self.flush, config))
             self.gathering[config] = entry
-        p = _Probe(family, address, config.packets, start, self.loop.create_future())
+        p = _Probe(family, address, config.packets, start, sink, tag)
         entry[0].append(p)
         return p
 
     def flush(self, config: IcmpConfig) -> None:
         """Send a gathered batch as one sweep, in a task of its own (callers only wait)."""
         batch, _ = self.gathering.pop(config)
-        live = [p for p in batch if p.error is None]  # callers cancelled while gathering left
+        live = [p for p in batch if p.error is None]  # withdrawn while gathering: left
         if not live:
             return
         self.batches += 1
@@ -390,9 +406,8 @@ class _Engine:
     async def _serve(self, live: list[_Probe], config: IcmpConfig) -> None:
         end = await self.run(live, config)
         for p in live:  # the rest timed out (or failed to send): "no reply", partial loss
-            waiter = p.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(_result(p, end))
+            if p.sink is not None:
+                p.answer(_result(p, end))
 
     def _served(self, task: asyncio.Task[None]) -> None:
         live = self.running.pop(task, ())
@@ -401,7 +416,9 @@ class _Engine:
             _fail_waiters(live, self.loop.time(), reason)
 
     def drop(self, p: _Probe) -> None:
-        """A caller was cancelled (its deadline): forget its packets, leave the batch alone."""
+        """A target was withdrawn (its caller's deadline): forget its packets and its sink,
+        leave the batch alone."""
+        p.sink = None
         pending = self.pending
         for token in p.tokens:
             pending.pop(token, None)
@@ -445,6 +462,8 @@ class _Engine:
         self.gathering.clear()
         for task in self.running:
             task.cancel()  # its done-callback answers the callers
+        for task in self.resolving:
+            task.cancel()
         for sock in self._socks.values():
             if not self.loop.is_closed():
                 self.loop.remove_reader(sock.fileno())
@@ -455,8 +474,8 @@ class _Engine:
 
 def _fail_waiters(probes: Sequence[_Probe], now: float, reason: str) -> None:
     for p in probes:
-        if p.waiter is not None and not p.waiter.done():
-            p.waiter.set_result(ProbeResult.failure(now - p.start, reason))
+        if p.sink is not None:
+            p.answer(ProbeResult.failure(now - p.start, reason))
 
 
 def _same_address(got: str, want: str) -> bool:
@@ -474,7 +493,7 @@ async def close() -> None:
     """Close this loop's ICMP sockets and ping3 pool (shutdown, test teardown); idempotent."""
     engine = _engines.pop()
     if engine is not None:
-        tasks = list(engine.running)
+        tasks = [*engine.running, *engine.resolving]
         engine.close()
         await asyncio.gather(*tasks, return_exceptions=True)
     from probes import icmp_ping3  # lazy: the portable backend is rarely used
@@ -618,10 +637,106 @@ async def probe(target: str, config: IcmpConfig) -> ProbeResult:
     found = parse_literal(target) or await resolve(target)
     if found is None:
         return _UNRESOLVED
-    p = engine.enqueue(found[0], found[1], config, start)
-    assert p.waiter is not None
+    waiter: asyncio.Future[ProbeResult] = engine.loop.create_future()
+    p = engine.enqueue(found[0], found[1], config, start, _set_result, waiter)
     try:
-        return await p.waiter
+        return await waiter
     except asyncio.CancelledError:
         engine.drop(p)
         raise
+
+
+def _set_result(waiter: asyncio.Future[ProbeResult], result: ProbeResult) -> None:
+    if not waiter.done():
+        waiter.set_result(result)
+
+
+
+# ---------------------------------------------------------------- the daemon's batch path
+Deliver = Callable[[int, ProbeResult], None]
+
+
+class Submitted:
+    """The requests of one :func:`submit` call, by index: withdraw any before its result."""
+
+    __slots__ = ("_engine", "entries", "_withdrawn")
+
+    def __init__(self, engine: _Engine | None, size: int) -> None:
+        self._engine = engine
+        # per request: its engine entry, its ping3 task, or None while its name resolves
+        self.entries: list[_Probe | asyncio.Task[None] | None] = [None] * size
+        self._withdrawn: set[int] = set()
+
+    def withdraw(self, index: int) -> None:
+        """No more packets and no result for request ``index`` (its caller's deadline)."""
+        entry = self.entries[index]
+        if isinstance(entry, _Probe):
+            assert self._engine is not None
+            self._engine.drop(entry)
+        elif entry is not None:
+            entry.cancel()
+        else:
+            self._withdrawn.add(index)
+
+    def withdrawn(self, index: int) -> bool:
+        return index in self._withdrawn
+
+
+def submit(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Submitted:
+    """Probe each ``(target, config)`` and call ``deliver(index, result)`` once per request,
+    as soon as that target's replies are in or its ``config.timeout`` passed; never from inside
+    this call. Requests sharing a config go out as one sweep in the next loop iteration (with
+    any probe() calls gathering for it): one task, timer and send loop per config, nothing per
+    target but its book-keeping. Hostnames are resolved first, concurrently, off the loop.
+
+    The scheduler's path: every ICMP check due in one wake-up is one call (monitor/checks.py).
+    """
+    if backend() == "ping3":
+        return _submit_ping3(requests, deliver)
+    engine = _engine()
+    start = engine.loop.time()
+    handle = Submitted(engine, len(requests))
+    entries = handle.entries
+    names: list[int] = []
+    enqueue = engine.enqueue
+    for i, (target, config) in enumerate(requests):
+        found = parse_literal(target)
+        if found is None:
+            names.append(i)
+        else:
+            entries[i] = enqueue(found[0], found[1], config, start, deliver, i)
+    if names:
+        task = engine.loop.create_task(_submit_names(engine, handle, requests, names, deliver))
+        engine.resolving.add(task)
+        task.add_done_callback(engine.resolving.discard)
+    return handle
+
+
+async def _submit_names(engine: _Engine, handle: Submitted,
+                        requests: Sequence[tuple[str, IcmpConfig]], names: list[int],
+                        deliver: Deliver) -> None:
+    start = engine.loop.time()
+    found = await asyncio.gather(*(resolve(requests[i][0]) for i in names))
+    for i, res in zip(names, found, strict=True):
+        if handle.withdrawn(i):
+            continue
+        if res is None:
+            handle.entries[i] = None
+            handle.withdraw(i)  # answered: a later withdraw has nothing to take back
+            deliver(i, ProbeResult.failure(engine.loop.time() - start, "name not resolved"))
+        else:
+            handle.entries[i] = engine.enqueue(res[0], res[1], requests[i][1], start, deliver, i)
+
+
+def _submit_ping3(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Submitted:
+    """The portable backend has no batch engine: one task per request, same contract."""
+    from probes import icmp_ping3
+
+    async def one(i: int, target: str, config: IcmpConfig) -> None:
+        deliver(i, await icmp_ping3.probe(target, config))
+
+    handle = Submitted(None, len(requests))
+    loop = asyncio.get_running_loop()
+    for i, (target, config) in enumerate(requests):
+        handle.entries[i] = loop.create_task(one(i, target, config))
+    return handle
