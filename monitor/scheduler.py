@@ -268,6 +268,8 @@ class SchedulerStats:
     probe_errors: dict[str, int] = field(default_factory=dict)  # unexpected exceptions
     handler_errors: int = 0  # on_result raised
     overdue_total: int = 0
+    batches: int = 0  # batched runs (one per wake-up and batch runner) ...
+    batched: int = 0  # ... and the checks they carried
     durations: dict[str, DurationHistogram] = field(default_factory=dict)
 
 
@@ -632,6 +634,8 @@ class _Batch:
             if not kept:
                 owner._batches.discard(self)
                 return
+        owner.stats.batches += 1
+        owner.stats.batched += len(self.checks)
         clock = owner.clock
         start = self.start = clock.monotonic()
         started = clock.time()
