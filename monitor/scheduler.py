@@ -2,9 +2,10 @@
 
 Knows nothing of state or alerts. Design (and why):
 
-- One timer per check in the clock's queue (a heap of due times), and a task only while a run
-  is in flight: each check's timing stays independent (a slow SNMP walk never delays a ping),
-  and the next run is armed when the previous one ends. One sleeping task per check held
+- One timer per wake-up time in the clock's queue (a heap of due times), holding the list of
+  checks it wakes, and a task only while a run is in flight: each check's timing stays
+  independent (a slow SNMP walk never delays a ping), and the next run is armed when the
+  previous one ends. One sleeping task per check held
   ~9 MB at 10,000 devices (task, coroutine, frame, weakref; bench/memory.py).
 - First runs are splayed by a stable hash of the device id over ``first_window`` (the
   inventory defaults' interval) or the check's own interval if shorter, so a restart keeps each
@@ -277,15 +278,10 @@ class SchedulerStats:
 class _Slot:
     check: ScheduledCheck
     due: float
-    owner: Scheduler | None = None
     task: asyncio.Task[None] | None = None  # the run in flight, if any
-    timer: Timer | None = None  # the wake-up of the next run, while none is in flight
+    wake_at: float | None = None  # the wake-up of the next run, while none is in flight
     batch: _Batch | None = None  # the batch its run is in, if any ...
     index: int = 0  # ... and its place there
-
-    def __call__(self) -> None:  # the timer's callback: no partial per wake-up (10k of them)
-        assert self.owner is not None
-        self.owner._wake(self)
 
 
 # A wake grid step is at most this share of a check's interval (1 s checks: 10 ms).
@@ -325,11 +321,14 @@ class Scheduler:
         self._slots: dict[Key, _Slot] = {}
         self._extra: set[asyncio.Task[Any]] = set()
         self._gathering: dict[BatchRunner, _Batch] = {}  # batches filling in this wake-up
+        # Wake-up time -> the slots it wakes and its one timer: with the wake grid, ~120
+        # timers per 30 s cycle instead of one per check (a Timer, a heap push and pop each).
+        self._wheel: dict[float, tuple[list[_Slot], Timer]] = {}
         self._batches: set[_Batch] = set()  # every batch not finished
         self._rechecking: set[Key] = set()
         self._running = False
         for c in checks:
-            self._slots[c.key] = _Slot(c, self._first_due(c), self)
+            self._slots[c.key] = _Slot(c, self._first_due(c))
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -358,6 +357,9 @@ class Scheduler:
         self._gathering.clear()
         for s in self._slots.values():
             self._disarm(s)
+        for _, timer in self._wheel.values():
+            timer.cancel()
+        self._wheel.clear()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -381,7 +383,7 @@ class Scheduler:
         for key, c in new.items():
             slot = self._slots.get(key)
             if slot is None:
-                added = self._slots[key] = _Slot(c, self._first_due(c), self)
+                added = self._slots[key] = _Slot(c, self._first_due(c))
                 if self._running:
                     self._arm(added)
             elif slot.check.interval != c.interval:
@@ -453,17 +455,27 @@ class Scheduler:
         wake = slot.due - slot.due % grid if grid > 0 else slot.due
         if wake <= self.clock.monotonic():
             self._wake(slot)
-        else:
-            slot.timer = self.clock.call_at(wake, slot)
+            return
+        slot.wake_at = wake
+        entry = self._wheel.get(wake)
+        if entry is None:
+            entry = self._wheel[wake] = ([], self.clock.call_at(wake, partial(self._ring, wake)))
+        entry[0].append(slot)
+
+    def _ring(self, wake: float) -> None:
+        """Wake every slot still armed for ``wake`` (a disarmed slot is skipped: lazy removal;
+        one re-armed for the same time is listed twice and woken once)."""
+        slots, _ = self._wheel.pop(wake)
+        for slot in slots:
+            if slot.wake_at == wake:
+                self._wake(slot)
 
     def _disarm(self, slot: _Slot) -> None:
-        if slot.timer is not None:
-            slot.timer.cancel()
-            slot.timer = None
+        slot.wake_at = None
         slot.task = None
 
     def _wake(self, slot: _Slot) -> None:
-        slot.timer = None
+        slot.wake_at = None
         check = slot.check
         if not self._running or self._slots.get(check.key) is not slot:
             return  # stopped, or removed by a reload (its timer was cancelled)
