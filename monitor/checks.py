@@ -168,4 +168,4 @@ class _IcmpCall(_Call):
 
     @staticmethod
     def batch(calls: Sequence[_Call], deliver: icmp_probe.Deliver) -> icmp_probe.Submitted:
-        return icmp_probe.submit([(c.address, c.config) for c in calls], deliver)
+        return icmp_probe.submit(calls, deliver)  # each call has the address and config

@@ -476,9 +476,9 @@ class Scheduler:
 
     def _wake(self, slot: _Slot) -> None:
         slot.wake_at = None
+        if not self._running:
+            return  # stopped (a reload disarms the slots it removes: never woken)
         check = slot.check
-        if not self._running or self._slots.get(check.key) is not slot:
-            return  # stopped, or removed by a reload (its timer was cancelled)
         runner: BatchRunner | None = getattr(check.call, "batch", None)
         if (runner is not None and check.device_id not in self._busy
                 and check.kind not in self._sems):
@@ -608,19 +608,22 @@ class Scheduler:
 class _Batch:
     """The batched checks woken together (see the module's doc): one runner call, one task.
 
-    ``slots[i]`` is None once check ``i``'s result is queued or it was withdrawn; ``open``
-    counts the checks whose device turn is still held (result not yet applied)."""
+    ``slots[i]`` is None once check ``i``'s result is applied or it was withdrawn;
+    ``results[i]`` is its result once delivered (queued in ``ready`` by index until applied);
+    ``open`` counts the checks whose device turn is still held."""
 
-    __slots__ = ("owner", "runner", "slots", "checks", "open", "ready", "wake", "handle",
-                 "start", "task")
+    __slots__ = ("owner", "runner", "slots", "checks", "results", "times", "open", "ready",
+                 "wake", "handle", "start", "task")
 
     def __init__(self, owner: Scheduler, runner: BatchRunner) -> None:
         self.owner = owner
         self.runner = runner
         self.slots: list[_Slot | None] = []
         self.checks: list[ScheduledCheck] = []
+        self.results: list[ProbeResult | None] = []
+        self.times: list[float] = []  # monotonic time each result came in
         self.open = 0
-        self.ready: deque[tuple[_Slot, ScheduledCheck, ProbeResult, float]] = deque()
+        self.ready: deque[int] = deque()
         self.wake: asyncio.Future[None] | None = None
         self.handle: Withdrawable | None = None
         self.start = 0.0
@@ -646,8 +649,10 @@ class _Batch:
             if not kept:
                 owner._batches.discard(self)
                 return
+        size = len(self.checks)
+        self.results, self.times = [None] * size, [0.0] * size
         owner.stats.batches += 1
-        owner.stats.batched += len(self.checks)
+        owner.stats.batched += size
         clock = owner.clock
         start = self.start = clock.monotonic()
         started = clock.time()
@@ -663,7 +668,7 @@ class _Batch:
             try:
                 self.handle = self.runner([c.call for c in self.checks], self.deliver)
             except Exception as exc:  # a bug in the runner: every check fails, polling goes on
-                log.warning("batch of %d checks raised", len(self.checks), exc_info=True)
+                log.warning("batch of %d checks raised", size, exc_info=True)
                 reason = f"probe error: {type(exc).__name__}: {exc}"[:200]
                 for i, check in enumerate(self.checks):
                     _bump(owner.stats.probe_errors, check.kind)
@@ -677,11 +682,11 @@ class _Batch:
 
     def deliver(self, index: int, result: ProbeResult) -> None:
         """The runner's callback: queue the result for the batch's task (once per check)."""
-        slot = self.slots[index]
-        if slot is None:
+        if self.slots[index] is None or self.results[index] is not None:
             return  # withdrawn, or timed out first
-        self.slots[index] = None
-        self.ready.append((slot, self.checks[index], result, self.owner.clock.monotonic()))
+        self.results[index] = result
+        self.times[index] = self.owner.clock.monotonic()
+        self.ready.append(index)
         wake = self.wake
         if wake is not None:
             self.wake = None
@@ -692,16 +697,26 @@ class _Batch:
         """Results in arrival order, each as a run of its own would: duration, on_result under
         the device's turn, then the turn passed on and the next run armed."""
         owner = self.owner
-        on_result, record, ready, start = owner.on_result, owner._record, self.ready, self.start
+        on_result, ready, start = owner.on_result, self.ready, self.start
+        slots, checks, results, times = self.slots, self.checks, self.results, self.times
+        runs, durations = owner.stats.runs, owner.stats.durations
+        busy, waiters = owner._busy, owner._waiters
+        kind, hist = "", DurationHistogram()
         while self.open > 0:
             if not ready:
                 self.wake = asyncio.get_running_loop().create_future()
                 await self.wake
                 continue
-            slot, check, result, now = ready.popleft()
+            i = ready.popleft()
+            slot, check, result = slots[i], checks[i], results[i]
+            assert slot is not None and result is not None
             self.open -= 1
-            elapsed = now - start
-            record(check.kind, elapsed)
+            elapsed = times[i] - start
+            if check.kind != kind:  # _record, with the kind's histogram kept at hand
+                kind = check.kind
+                hist = durations.get(kind) or durations.setdefault(kind, DurationHistogram())
+            runs[kind] = runs.get(kind, 0) + 1
+            hist.observe(elapsed)
             try:
                 ret = on_result(check, result, started, started + elapsed)
                 if ret is not None:
@@ -710,7 +725,12 @@ class _Batch:
                 owner.stats.handler_errors += 1
                 log.exception("on_result failed for %s/%s", *check.key)
             finally:
-                owner._next_turn(check.device_id)
+                slots[i] = None
+                device = check.device_id
+                if device in waiters:
+                    owner._next_turn(device)
+                else:  # nobody waits for this device: _next_turn's common case, inline
+                    busy.discard(device)
             if slot.batch is self:  # not re-phased or removed by a reload meanwhile
                 slot.batch = None
                 owner._rearm(slot, start)
@@ -718,9 +738,10 @@ class _Batch:
     def _expire(self, timeout: float) -> None:
         """The deadline of the checks with this timeout: withdraw the unanswered ones."""
         now = self.owner.clock.monotonic()
+        results = self.results
         for i, slot in enumerate(self.slots):
             check = self.checks[i]
-            if slot is not None and check.timeout == timeout:
+            if slot is not None and results[i] is None and check.timeout == timeout:
                 if self.handle is not None:
                     self.handle.withdraw(i)
                 _bump(self.owner.stats.timeouts, check.kind)
@@ -732,7 +753,7 @@ class _Batch:
             return
         slot.batch = None
         i = slot.index
-        if self.slots[i] is not slot:
+        if self.slots[i] is not slot or (self.results and self.results[i] is not None):
             return  # its result is queued: applied (device turn passed on), but not re-armed
         self.slots[i] = None
         if self.handle is not None:
@@ -744,15 +765,17 @@ class _Batch:
 
     def release(self) -> None:
         """Stopped (or the task ended early): withdraw what is left, pass every turn on."""
-        for slot in self.slots:
+        slots = self.slots
+        while self.ready:  # delivered, not applied
+            i = self.ready.popleft()
+            slot, slots[i] = slots[i], None
+            self.open -= 1
+            if slot is not None and slot.batch is self:
+                slot.batch = None
+            self.owner._next_turn(self.checks[i].device_id)
+        for slot in slots:
             if slot is not None:
                 self.withdraw(slot)
-        while self.ready:
-            slot, check, _, _ = self.ready.popleft()
-            self.open -= 1
-            if slot.batch is self:
-                slot.batch = None
-            self.owner._next_turn(check.device_id)
 
 
 def _bump(counts: dict[str, int], kind: str) -> None:

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from probes._perloop import PerLoop
 from probes.result import ProbeResult
@@ -48,6 +48,7 @@ _PROTO: dict[int, int] = {
 # Room for a 10k-host burst of replies: a loopback skb costs ~1-2 KiB of buffer each.
 _BUFFER_BYTES = 32 * 1024 * 1024
 _SOL_RAW, _ICMP_FILTER, _ICMP6_FILTER = 255, 1, 1
+_U16, _U64 = struct.Struct("!H"), struct.Struct("!Q")  # the reply's ident and match token
 # Paced sends go out in bursts of this many seconds at the pacing rate (2000/s: 10 packets).
 PACING_BURST = 0.005
 
@@ -272,7 +273,7 @@ class _Engine:
         self._token = random.getrandbits(62)  # random start: stale replies of an old engine miss
         self._socks: dict[int, socket.socket] = {}
         self._idents: dict[int, int] = {}
-        self.pending: dict[int, tuple[_Probe, int]] = {}
+        self.pending: dict[int, _Probe] = {}  # by token (a packet's index: its place in tokens)
         self._next_send = 0.0
         # probe() calls gathering for the next batch, by config, with the flush's timer
         self.gathering: dict[IcmpConfig, tuple[list[_Probe], asyncio.TimerHandle]] = {}
@@ -314,9 +315,9 @@ class _Engine:
         """Send packet ``index`` of ``probe`` without blocking; returns the packet if the send
         buffer is full (the caller awaits room), ends the probe with its reason on errors."""
         family = probe.family
-        token = self.next_token()
+        token = self._token = self._token + 1  # next_token(), inline: once per packet
         packet = build_echo(family, self._idents[family], token & 0xFFFF, token, size)
-        self.pending[token] = (probe, index)
+        self.pending[token] = probe
         probe.tokens.append(token)
         probe.sent.append(self.loop.time())
         try:
@@ -383,13 +384,17 @@ class _Engine:
                 sink: Sink, tag: Any) -> _Probe:
         """Add a target to the batch gathering for ``config``; the first one of a batch arms
         its flush, ``BATCH_WINDOW`` later (next loop iteration when 0)."""
+        p = _Probe(family, address, config.packets, start, sink, tag)
+        self.gather(config).append(p)
+        return p
+
+    def gather(self, config: IcmpConfig) -> list[_Probe]:
+        """The batch gathering for ``config`` (made, and its flush armed, if none)."""
         entry = self.gathering.get(config)
         if entry is None:
             entry = ([], self.loop.call_later(BATCH_WINDOW, self.flush, config))
             self.gathering[config] = entry
-        p = _Probe(family, address, config.packets, start, sink, tag)
-        entry[0].append(p)
-        return p
+        return entry[0]
 
     def flush(self, config: IcmpConfig) -> None:
         """Send a gathered batch as one sweep, in a task of its own (callers only wait)."""
@@ -429,7 +434,8 @@ class _Engine:
 
     def _on_readable(self, sock: socket.socket, family: int) -> None:
         now = self.loop.time()
-        strip_ip = family == socket.AF_INET and self.kind == "raw"
+        raw = self.kind == "raw"
+        strip_ip = family == socket.AF_INET and raw
         reply_type = _ECHO_REPLY[family]
         ident = self._idents[family]
         pending = self.pending
@@ -443,13 +449,15 @@ class _Engine:
             off = (data[0] & 0x0F) * 4 if strip_ip else 0
             if len(data) < off + 16 or data[off] != reply_type:
                 continue
-            if self.kind == "raw" and struct.unpack_from("!H", data, off + 4)[0] != ident:
+            if raw and _U16.unpack_from(data, off + 4)[0] != ident:
                 continue  # another process' echo
-            entry = pending.pop(struct.unpack_from("!Q", data, off + 8)[0], None)
-            if entry is None:
+            token = _U64.unpack_from(data, off + 8)[0]
+            probe = pending.pop(token, None)
+            if probe is None:
                 continue
-            probe, index = entry
             if addr[0] == probe.address or _same_address(addr[0], probe.address):
+                tokens = probe.tokens
+                index = 0 if tokens[0] == token else tokens.index(token)
                 probe.rtts[index] = now - probe.sent[index]
                 if len(probe.rtts) == probe.expected:
                     probe.complete(now)
@@ -656,6 +664,24 @@ def _set_result(waiter: asyncio.Future[ProbeResult], result: ProbeResult) -> Non
 Deliver = Callable[[int, ProbeResult], None]
 
 
+class Request(Protocol):
+    """What :func:`submit` reads of each request (the daemon passes its check calls as they
+    are: no tuple per target per cycle)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def config(self) -> IcmpConfig: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A plain :class:`Request` for callers without objects of their own."""
+
+    address: str
+    config: IcmpConfig
+
+
 class Submitted:
     """The requests of one :func:`submit` call, by index: withdraw any before its result."""
 
@@ -682,12 +708,13 @@ class Submitted:
         return index in self._withdrawn
 
 
-def submit(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Submitted:
-    """Probe each ``(target, config)`` and call ``deliver(index, result)`` once per request,
-    as soon as that target's replies are in or its ``config.timeout`` passed; never from inside
-    this call. Requests sharing a config go out as one sweep in the next loop iteration (with
-    any probe() calls gathering for it): one task, timer and send loop per config, nothing per
-    target but its book-keeping. Hostnames are resolved first, concurrently, off the loop.
+def submit(requests: Sequence[Request], deliver: Deliver) -> Submitted:
+    """Probe each request's ``address`` with its ``config``; call ``deliver(index, result)``
+    once per request, as soon as that target's replies are in or its ``config.timeout``
+    passed; never from inside this call. Requests sharing a config go out as one sweep in the
+    next loop iteration (with any probe() calls gathering for it): one task, timer and send
+    loop per config, nothing per target but its book-keeping. Hostnames are resolved first,
+    concurrently, off the loop.
 
     The scheduler's path: every ICMP check due in one wake-up is one call (monitor/checks.py).
     """
@@ -698,13 +725,24 @@ def submit(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Subm
     handle = Submitted(engine, len(requests))
     entries = handle.entries
     names: list[int] = []
-    enqueue = engine.enqueue
-    for i, (target, config) in enumerate(requests):
-        found = parse_literal(target)
-        if found is None:
-            names.append(i)
-        else:
-            entries[i] = enqueue(found[0], found[1], config, start, deliver, i)
+    config: IcmpConfig | None = None
+    batch: list[_Probe] = []
+    inet_pton, af_inet = socket.inet_pton, int(socket.AF_INET)
+    for i, request in enumerate(requests):
+        address, cfg = request.address, request.config
+        try:
+            inet_pton(af_inet, address)  # parse_literal's common case, without its tuple
+            family = af_inet
+        except OSError:
+            found = parse_literal(address)
+            if found is None:
+                names.append(i)
+                continue
+            family, address = found
+        if cfg is not config:  # runs of one config object: hashed once, not per target
+            config, batch = cfg, engine.gather(cfg)
+        p = entries[i] = _Probe(family, address, cfg.packets, start, deliver, i)
+        batch.append(p)
     if names:
         task = engine.loop.create_task(_submit_names(engine, handle, requests, names, deliver))
         engine.resolving.add(task)
@@ -712,11 +750,10 @@ def submit(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Subm
     return handle
 
 
-async def _submit_names(engine: _Engine, handle: Submitted,
-                        requests: Sequence[tuple[str, IcmpConfig]], names: list[int],
-                        deliver: Deliver) -> None:
+async def _submit_names(engine: _Engine, handle: Submitted, requests: Sequence[Request],
+                        names: list[int], deliver: Deliver) -> None:
     start = engine.loop.time()
-    found = await asyncio.gather(*(resolve(requests[i][0]) for i in names))
+    found = await asyncio.gather(*(resolve(requests[i].address) for i in names))
     for i, res in zip(names, found, strict=True):
         if handle.withdrawn(i):
             continue
@@ -725,10 +762,11 @@ async def _submit_names(engine: _Engine, handle: Submitted,
             handle.withdraw(i)  # answered: a later withdraw has nothing to take back
             deliver(i, ProbeResult.failure(engine.loop.time() - start, "name not resolved"))
         else:
-            handle.entries[i] = engine.enqueue(res[0], res[1], requests[i][1], start, deliver, i)
+            handle.entries[i] = engine.enqueue(res[0], res[1], requests[i].config, start,
+                                               deliver, i)
 
 
-def _submit_ping3(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) -> Submitted:
+def _submit_ping3(requests: Sequence[Request], deliver: Deliver) -> Submitted:
     """The portable backend has no batch engine: one task per request, same contract."""
     from probes import icmp_ping3
 
@@ -737,6 +775,6 @@ def _submit_ping3(requests: Sequence[tuple[str, IcmpConfig]], deliver: Deliver) 
 
     handle = Submitted(None, len(requests))
     loop = asyncio.get_running_loop()
-    for i, (target, config) in enumerate(requests):
-        handle.entries[i] = loop.create_task(one(i, target, config))
+    for i, request in enumerate(requests):
+        handle.entries[i] = loop.create_task(one(i, request.address, request.config))
     return handle
