@@ -72,6 +72,7 @@ def children_cpu() -> float:
 
 
 async def native(targets: list[str], config: IcmpConfig) -> dict[str, float]:
+    gc.collect()
     c0, t0 = cpu(), time.perf_counter()
     results = await icmp.sweep(targets, config)
     wall, used = time.perf_counter() - t0, cpu() - c0
@@ -83,6 +84,7 @@ async def native_per_probe(targets: list[str], config: IcmpConfig) -> dict[str, 
     """The scheduler's path: one probe() call (task) per host, all at once."""
     engine = icmp._engine()
     batches = engine.batches
+    gc.collect()
     c0, t0 = cpu(), time.perf_counter()
     results = await asyncio.gather(*(icmp.probe(t, config) for t in targets))
     wall, used = time.perf_counter() - t0, cpu() - c0
@@ -146,6 +148,7 @@ async def scheduler_cycle(checks: list[ScheduledCheck]) -> dict[str, float]:
             done.set_result(None)
 
     sched = Scheduler(checks, on_result, first_window=1e-9, wake_grid=WAKE_GRID_SECONDS)
+    gc.collect()  # not this run's garbage: the previous run's scheduler, its 10k slots
     c0, t0 = cpu(), time.perf_counter()
     sched.start()
     await asyncio.wait_for(done, 30)

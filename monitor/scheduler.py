@@ -613,11 +613,12 @@ class _Batch:
     ``open`` counts the checks whose device turn is still held."""
 
     __slots__ = ("owner", "runner", "slots", "checks", "results", "times", "open", "ready",
-                 "wake", "handle", "start", "task")
+                 "wake", "handle", "start", "task", "now")
 
     def __init__(self, owner: Scheduler, runner: BatchRunner) -> None:
         self.owner = owner
         self.runner = runner
+        self.now = owner.clock.monotonic
         self.slots: list[_Slot | None] = []
         self.checks: list[ScheduledCheck] = []
         self.results: list[ProbeResult | None] = []
@@ -685,7 +686,7 @@ class _Batch:
         if self.slots[index] is None or self.results[index] is not None:
             return  # withdrawn, or timed out first
         self.results[index] = result
-        self.times[index] = self.owner.clock.monotonic()
+        self.times[index] = self.now()
         self.ready.append(index)
         wake = self.wake
         if wake is not None:

@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from probes._perloop import PerLoop
-from probes.result import ProbeResult
+from probes.result import ProbeResult, fast_success
 
 Backend = Literal["auto", "native", "ping3"]
 SocketMode = Literal["raw", "dgram"]
@@ -542,18 +542,8 @@ async def resolve(target: str) -> tuple[int, str] | None:
 def summarize(duration: float, sent: int, rtts: list[float], error: str | None) -> ProbeResult:
     """Loss and RTT figures shared by both backends (RTTs in send order)."""
     received = len(rtts)
-    if received == 1 and sent == 1:  # the common sweep case, kept cheap (one dict literal)
-        rtt = rtts[0]
-        one = {
-            "packets_sent": 1.0,
-            "packets_received": 1.0,
-            "loss_ratio": 0.0,
-            "rtt_min_seconds": rtt,
-            "rtt_max_seconds": rtt,
-            "rtt_avg_seconds": rtt,
-            "rtt_jitter_seconds": 0.0,
-        }
-        return ProbeResult(True, duration, None, MappingProxyType(one))
+    if received == 1 and sent == 1:
+        return _one_reply(duration, rtts[0])
     values: dict[str, float] = {
         "packets_sent": float(sent),
         "packets_received": float(received),
@@ -572,7 +562,7 @@ def summarize(duration: float, sent: int, rtts: list[float], error: str | None) 
         diffs = [abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)]
         values["rtt_jitter_seconds"] = sum(diffs) / len(diffs)
     # Direct construction: ProbeResult.success copies the dict again (10k results per sweep).
-    return ProbeResult(True, duration, None, MappingProxyType(values))
+    return fast_success(duration, MappingProxyType(values))
 
 
 _SEND_ERRORS = {
@@ -611,9 +601,26 @@ async def sweep(targets: Sequence[str], config: IcmpConfig) -> list[ProbeResult]
 _UNRESOLVED = ProbeResult.failure(0.0, "name not resolved")
 
 
+def _one_reply(duration: float, rtt: float) -> ProbeResult:
+    """One packet sent, its reply in: the common sweep case, kept cheap (one dict literal)."""
+    one = {
+        "packets_sent": 1.0,
+        "packets_received": 1.0,
+        "loss_ratio": 0.0,
+        "rtt_min_seconds": rtt,
+        "rtt_max_seconds": rtt,
+        "rtt_avg_seconds": rtt,
+        "rtt_jitter_seconds": 0.0,
+    }
+    return fast_success(duration, MappingProxyType(one))
+
+
 def _result(p: _Probe, end: float) -> ProbeResult:
-    rtts = [p.rtts[i] for i in sorted(p.rtts)] if len(p.rtts) > 1 else list(p.rtts.values())
-    return summarize((p.finished or end) - p.start, len(p.sent), rtts, p.error)
+    rtts = p.rtts
+    if len(rtts) == 1 and len(p.sent) == 1:  # summarize's fast path, without its list
+        return _one_reply((p.finished or end) - p.start, rtts[0])
+    ordered = [rtts[i] for i in sorted(rtts)] if len(rtts) > 1 else list(rtts.values())
+    return summarize((p.finished or end) - p.start, len(p.sent), ordered, p.error)
 
 
 def _finish(done: asyncio.Future[None]) -> None:
