@@ -13,7 +13,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -22,6 +22,7 @@ from monitor.inventory import Inventory
 from monitor.pipeline import Pipeline
 from monitor.scheduler import ManualClock, ScheduledCheck, Scheduler
 from probes import icmp
+from probes.result import ProbeResult
 from tests.agents.netns import namespace, run_in_namespace
 from tests.conftest import require_root, require_tool
 
@@ -86,10 +87,11 @@ async def test_icmp_checks_due_in_one_wake_up_go_out_as_one_batch_and_reach_the_
     pipeline = Pipeline(inv, clock=time.time)
     peak_tasks = 0
 
-    def on_result(sc: ScheduledCheck, result: object, started: float, finished: float) -> object:
+    def on_result(sc: ScheduledCheck, result: ProbeResult, started: float,
+                  finished: float) -> Awaitable[None]:
         nonlocal peak_tasks
         peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
-        return pipeline.handle(sc.context, result)  # type: ignore[arg-type]
+        return pipeline.handle(sc.context, result)
 
     clock = ManualClock()  # 1_000_000.0: on the 0.25 s grid, so every first run is due now
     checks = scheduled(inv)
@@ -222,3 +224,25 @@ def test_silent_hosts_and_mixed_timeouts_in_one_batch_reach_the_state() -> None:
     ok, error, took, sent = out["v6/ping3"]
     assert ok and error is None and sent == 3.0 and took < 1.0  # not held back by the silent
     assert state["v6/ping3"] == [True, None]
+
+
+async def test_a_handler_error_in_a_batch_is_counted_and_the_rest_applied() -> None:
+    inv = hall(ALIVE)
+    checks = scheduled(inv)
+    seen: list[tuple[str, str]] = []
+
+    async def on_result(sc: ScheduledCheck, r: ProbeResult, s: float, f: float) -> None:
+        await asyncio.sleep(0)  # an async handler that really suspends, as the daemon's may
+        if sc.key == checks[0].key:
+            raise RuntimeError("handler bug")
+        seen.append(sc.key)
+
+    clock = ManualClock()
+    sched = Scheduler(checks, on_result, clock=clock, first_window=0.2, wake_grid=0.25)
+    sched.start()
+    await until(lambda: sum(sched.stats.runs.values()) == len(checks), "the first cycle")
+    assert sched.stats.handler_errors == 1 and len(seen) == len(checks) - 1
+    await clock.advance(30.0)  # polling goes on, the failing check included
+    await until(lambda: sum(sched.stats.runs.values()) == 2 * len(checks), "the next cycle")
+    assert sched.stats.handler_errors == 2 and sched.stats.batches == 2
+    await sched.stop()
