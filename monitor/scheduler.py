@@ -465,8 +465,8 @@ class Scheduler:
     def _ring(self, wake: float) -> None:
         """Wake every slot still armed for ``wake`` (a disarmed slot is skipped: lazy removal;
         one re-armed for the same time is listed twice and woken once)."""
-        slots, _ = self._wheel.pop(wake)
-        for slot in slots:
+        entry = self._wheel.pop(wake, None)
+        for slot in entry[0] if entry is not None else ():
             if slot.wake_at == wake:
                 self._wake(slot)
 
