@@ -198,14 +198,19 @@ def checksum(data: bytes) -> int:
 def build_echo(family: int, ident: int, seq: int, token: int, size: int) -> bytes:
     """Echo request whose payload starts with the 8-byte match token (rest zero)."""
     kind = _ECHO_REQUEST[family]
+    pad = _PADDING.get(size) or _PADDING.setdefault(size, bytes(size - 8))
     if family == socket.AF_INET6:  # the kernel fills the ICMPv6 checksum (pseudo-header)
-        return struct.pack("!BBHHHQ", kind, 0, 0, ident, seq, token) + bytes(size - 8)
+        return _ECHO.pack(kind, 0, 0, ident, seq, token) + pad
     # The checksum of header + token, summed as integers: ~5x cheaper than over the bytes.
     total = (kind << 8) + ident + seq
     total += (token >> 48) + ((token >> 32) & 0xFFFF) + ((token >> 16) & 0xFFFF) + (token & 0xFFFF)
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
-    return struct.pack("!BBHHHQ", kind, 0, ~total & 0xFFFF, ident, seq, token) + bytes(size - 8)
+    return _ECHO.pack(kind, 0, ~total & 0xFFFF, ident, seq, token) + pad
+
+
+_ECHO = struct.Struct("!BBHHHQ")  # type, code, checksum, ident, sequence, match token
+_PADDING: dict[int, bytes] = {}  # zero payload after the token, by packet size (a few sizes)
 
 
 # ---------------------------------------------------------------- the engine (one per loop)
