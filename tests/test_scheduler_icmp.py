@@ -32,6 +32,7 @@ async def _engine() -> AsyncIterator[None]:
     icmp.configure()
     yield
     await icmp.close()
+    icmp.configure()
 
 
 FAST = {"name": "ping", "kind": "icmp", "role": "reachability", "packets": 1,
@@ -245,4 +246,20 @@ async def test_a_handler_error_in_a_batch_is_counted_and_the_rest_applied() -> N
     await clock.advance(30.0)  # polling goes on, the failing check included
     await until(lambda: sum(sched.stats.runs.values()) == 2 * len(checks), "the next cycle")
     assert sched.stats.handler_errors == 2 and sched.stats.batches == 2
+    await sched.stop()
+
+
+async def test_a_batch_keeps_the_global_send_pacing() -> None:
+    icmp.configure(pacing_per_second=200)
+    inv = hall({f"p{i}": f"127.6.1.{i}" for i in range(1, 21)}, cls="fast")
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[bool, float]] = []
+    sched = Scheduler(scheduled(inv), lambda sc, r, s, f: seen.append((r.ok, loop.time())),
+                      clock=ManualClock(), first_window=0.2, wake_grid=0.25)
+    start = loop.time()
+    sched.start()
+    await until(lambda: len(seen) == 20, "every check")
+    assert sched.stats.batches == 1 and all(ok for ok, _ in seen)
+    # one batch, yet 20 packets at 200/s: the last reply comes >= ~95 ms after the start
+    assert max(t for _, t in seen) - start >= 19 / 200 * 0.9
     await sched.stop()
