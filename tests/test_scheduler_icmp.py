@@ -263,3 +263,23 @@ async def test_a_batch_keeps_the_global_send_pacing() -> None:
     # one batch, yet 20 packets at 200/s: the last reply comes >= ~95 ms after the start
     assert max(t for _, t in seen) - start >= 19 / 200 * 0.9
     await sched.stop()
+
+
+async def test_a_late_batch_is_counted_overdue_and_re_anchored_not_bunched() -> None:
+    inv = hall(ALIVE)
+    checks = scheduled(inv)
+    seen: list[tuple[str, str]] = []
+    clock = ManualClock()
+    sched = Scheduler(checks, lambda sc, r, s, f: seen.append(sc.key), clock=clock,
+                      first_window=0.2, wake_grid=0.25)
+    await clock.advance(10.0)  # the loop was held 10 s past every first due time (> 3 s grace)
+    sched.start()
+    await until(lambda: len(seen) == len(checks), "the late cycle")
+    assert sched.stats.overdue_total == len(checks) and sched.stats.batches == 1
+    await clock.advance(29.0)  # re-anchored on the late start: nothing due yet, no catch-up
+    await asyncio.sleep(0.05)
+    assert len(seen) == len(checks)
+    await clock.advance(1.0)
+    await until(lambda: len(seen) == 2 * len(checks), "the next cycle, on time")
+    assert sched.stats.overdue_total == len(checks) and sched.stats.batches == 2
+    await sched.stop()
