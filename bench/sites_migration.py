@@ -1,6 +1,6 @@
 """Budget: migrating a single-site PostgreSQL store to sites (``_v5_sites``, issue 17) and on to
-today's schema (v6: the pair table, issue 12) takes < 20 s for 100,000 tickets, incidents and
-outbox rows, tally rebuild included.
+today's schema (the pair table of issue 12 included) takes < 20 s for 100,000 tickets,
+incidents and outbox rows, tally rebuild included.
 
 Builds a store of schema v4 (no site column, keys unique per database) on a throw-away real
 PostgreSQL on loopback, fills it with N rows per table in the database, opens it with today's

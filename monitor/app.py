@@ -42,6 +42,7 @@ from monitor.pipeline import Pipeline
 from monitor.push import Heartbeats
 from monitor.receiver import TrapReceiver, passive
 from monitor.report_delivery import ReportSender
+from monitor.reports import Hall as ReportHall
 from monitor.scheduler import ScheduledCheck, Scheduler
 from monitor.store import Store, sqlite_url
 from monitor.store.aio import AsyncStore
@@ -296,7 +297,17 @@ class Hall:
             reload_successful=self.holder.last_reload_successful,
             reload_success_timestamp=self.holder.last_reload_success_time,
             **self._input_metrics(),
+            **self._store_metrics(),
         )
+
+    def _store_metrics(self) -> dict[str, Any]:
+        astore = self.astore
+        if astore is None:
+            return {}
+        return {"store_write_queue": astore.queued_writes,
+                "store_write_oldest_seconds": astore.oldest_write_age(),
+                "store_write_retries": dict(astore.retries),
+                "store_writes": dict(astore.writes)}
 
     def _input_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -369,12 +380,14 @@ class Hall:
                         "site.id was set), set site.id back to it", inventory.site.id,
                         ", ".join(held))
         self.astore = AsyncStore(self.store)
+        self._register_site(inventory)
         self.pipeline = Pipeline(
             inventory,
             store=self.astore,
             recheck=lambda dev: self.scheduler.request_recheck(dev),
             clock=time.time,
         )
+        self.pipeline.poller_id = self.poller_id
         await self._join(inventory)
         await self.pipeline.resume(self.owned)
         await self._start_alerts(inventory)
@@ -397,6 +410,7 @@ class Hall:
         self.holder.subscribe(self._apply_inventory)
         if self.lease is not None:
             self._spawn(self.lease.run())
+            self._spawn(self._watch_peers())
         self._spawn(self._refresh_maintenance())
         self._spawn(self.holder.watch(self.options.watch_interval))
         loop = asyncio.get_running_loop()
@@ -444,7 +458,24 @@ class Hall:
                  len(self.lease.live), len(self.owned), len(inventory.devices))
 
     def _share(self, inventory: Inventory, live: tuple[str, ...]) -> set[str]:
-        return {d for d, p in assignment(inventory, live).items() if p == self.poller_id}
+        """This poller's devices; every device's poller goes to the API and pages."""
+        owners = assignment(inventory, live)
+        self.pipeline.owners = owners
+        return {d for d, p in owners.items() if p == self.poller_id}
+
+    async def _watch_peers(self) -> None:
+        """Pollers sharing the site: the other pollers' devices as the store knows them, read
+        again every heartbeat (what ``/api/v1/devices`` and the pages show for them)."""
+        while True:
+            await self.refresh_peers()
+            await asyncio.sleep(self.options.ha_heartbeat)
+
+    async def refresh_peers(self) -> None:
+        assert self.astore is not None and self.store is not None
+        try:
+            self.pipeline.peers = await self.astore.run(self.store.peer_view)
+        except Exception as exc:  # the database away: keep the last view, say so once a beat
+            log.warning("cannot read the other pollers' device statuses: %s", exc)
 
     async def rebalance(self, live: tuple[str, ...]) -> None:
         """The live pollers changed (or the inventory did): give away the devices another
@@ -476,6 +507,7 @@ class Hall:
             self._expected = set(self.scheduler.checks)
             self._seen &= self._expected
         self.renderer = CachedRenderer(self)
+        await self.refresh_peers()  # the devices given away: shown as their new poller records
         log.info("rebalanced over %d live poller(s): gave away %d devices, took %d "
                  "(%d open incidents resumed); owns %d", len(live), len(released), len(taken),
                  resumed, len(new))
@@ -523,8 +555,18 @@ class Hall:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
+    def _register_site(self, inventory: Inventory) -> None:
+        """This site's reporting profile in the store, where the other sites' daemons read it
+        for reports across sites (issue 17). Queued: retried until it lands, never waited on."""
+        profile = ReportHall.of(inventory).profile()
+        site = inventory.site
+        assert self.astore is not None and self.store is not None
+        self.astore.queue(self.store.register_site, site.name, site.timezone,
+                          site.opening_hours, len(inventory.devices), profile)
+
     def _apply_inventory(self, inventory: Inventory) -> None:
         """A good reload: swap the state's devices and the scheduler's checks."""
+        self._register_site(inventory)
         self._labels = self.metric_labels(inventory)
         self.pipeline.use(inventory)
         if self.heartbeats is not None:

@@ -130,6 +130,13 @@ class Snapshot:
     heartbeats: Mapping[tuple[str, str], int] = field(default_factory=dict)
     pollers: Sequence[PollerRow] = ()
     pollers_live: int | None = None  # None: not reported (tests' bare snapshots)
+    # The store's write queue (issue 10.3: incident and ticket writes are queued and retried
+    # while the database is locked or away): writes waiting, the oldest one's age, retries by
+    # kind of error and writes done by outcome, every kind and outcome listed from start-up.
+    store_write_queue: int = 0
+    store_write_oldest_seconds: float = 0.0
+    store_write_retries: Mapping[str, int] = field(default_factory=dict)
+    store_writes: Mapping[str, int] = field(default_factory=dict)
 
 
 class MetricsSource(Protocol):
@@ -194,6 +201,17 @@ FAMILIES: dict[str, tuple[str, str]] = {
                             "sees them (0: not even its own, the database is out of reach)."),
     "hallmon_poller_last_heartbeat_timestamp_seconds": (
         "gauge", "When each poller last renewed its lease (the database's clock)."),
+    "hallmon_store_write_queue": ("gauge", "Incident and ticket writes queued for the store "
+                                  "and not yet landed (they wait while the database is locked "
+                                  "or away, and are retried until they land)."),
+    "hallmon_store_write_oldest_seconds": ("gauge", "How long the oldest queued store write has "
+                                           "waited (0: none queued)."),
+    "hallmon_store_write_retries_total": ("counter", "Queued store writes tried again after a "
+                                          "database error, by kind (locked: another writer "
+                                          "holds the database; connection: the server is "
+                                          "away; other)."),
+    "hallmon_store_writes_total": ("counter", "Queued store writes done, by outcome (ok: "
+                                   "landed; failed: dropped, an error no retry can help)."),
 }
 _ONE, _ZERO, _NAN = "1", "0", "NaN"
 # Per status: the six one-hot line endings, built once.
@@ -407,9 +425,23 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
                f"{_num(snap.reload_success_timestamp)}\n")
     _inputs(snap, out)
     _pollers(snap, out)
+    _store(snap, out)
     _head("hallmon_build_info", out)
     out.append(f'hallmon_build_info{{version="{_esc(version)}",'
                f'python="{platform.python_version()}"}} 1\n')
+
+
+def _store(snap: Snapshot, out: list[str]) -> None:
+    _head("hallmon_store_write_queue", out)
+    out.append(f"hallmon_store_write_queue {snap.store_write_queue}\n")
+    _head("hallmon_store_write_oldest_seconds", out)
+    out.append(f"hallmon_store_write_oldest_seconds {_num(snap.store_write_oldest_seconds)}\n")
+    for name, label, data in (
+        ("hallmon_store_write_retries_total", "kind", snap.store_write_retries),
+        ("hallmon_store_writes_total", "outcome", snap.store_writes),
+    ):
+        _head(name, out)
+        out += [f'{name}{{{label}="{_esc(k)}"}} {data[k]}\n' for k in sorted(data)]
 
 
 def _inputs(snap: Snapshot, out: list[str]) -> None:

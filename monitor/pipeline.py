@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError
 
 from monitor.alerts.base import AlertEvent
 from monitor.alerts.base import Location as AlertLocation
@@ -37,6 +40,7 @@ from monitor.state import (
     restored,
 )
 from monitor.store.aio import AsyncStore
+from monitor.store.device_status import KnownStatus
 from monitor.store.models import NewTicket
 from probes.result import ProbeResult
 
@@ -147,6 +151,14 @@ class Pipeline:
         self._ticket_tasks: dict[str, asyncio.Task[None]] = {}
         # The devices this poller owns when pollers share the site (None: all; issue 17).
         self.owned: set[str] | None = None
+        # Pollers sharing the site (issue 17): this one's name, who polls each device, and the
+        # others' devices as the store knows them (refreshed by the daemon, see status_of).
+        self.poller_id = ""
+        self.owners: Mapping[str, str] = {}
+        self.peers: Mapping[str, KnownStatus] = {}
+        self._changes: dict[str, tuple[str, str, datetime]] = {}  # to record, by device
+        self._changes_lock = threading.Lock()  # filled here, drained on the store thread
+        self._changes_queued = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -320,6 +332,7 @@ class Pipeline:
             log.log(level, "device %s: %s -> %s (%s)", t.device, t.from_.value, t.to.value,
                     t.cause)
             await self._incident(t, check)
+            self._record(t)
             self._alert(t)
             await self._ticket(t)
 
@@ -343,6 +356,49 @@ class Pipeline:
             if t.device not in self.outages:
                 self.outages[t.device] = Outage(inc, t.at)
         return old
+
+    def _record(self, t: DeviceTransition) -> None:
+        """Pollers sharing the site: the new status goes to the store for the others to show.
+        Changes pile up here and one queued write records them all (its device's latest)."""
+        if self.store is None or self.owned is None:
+            return
+        with self._changes_lock:
+            self._changes[t.device] = (t.to.value, t.cause, _utc(t.at))
+            queue, self._changes_queued = not self._changes_queued, True
+        if queue:
+            self.store.queue(self._record_changes)
+
+    def _record_changes(self) -> None:
+        assert self.store is not None
+        with self._changes_lock:
+            changes, self._changes, self._changes_queued = self._changes, {}, False
+        try:
+            self.store.store.record_statuses(
+                self.poller_id, [(d, *v) for d, v in changes.items()])
+        except DBAPIError:
+            with self._changes_lock:  # the queue tries this call again: with what came since
+                self._changes = {**changes, **self._changes}
+                self._changes_queued = True
+            raise
+        except Exception:
+            with self._changes_lock:  # dropped by the queue (a bug): the next change re-queues
+                self._changes_queued = False
+            raise
+
+    def status_of(self, device: str) -> tuple[DeviceStatus, str, float | None]:
+        """(status, cause, since) of a device: this poller's state for its own devices; for
+        another poller's, what the store knows (its open incident, else the status its poller
+        last recorded), as of the daemon's last refresh."""
+        if self.owned is None or device in self.owned:
+            st, cause = self.state.statuses.get(device, (DeviceStatus.UNKNOWN, "not yet polled"))
+            return st, cause, self.state.since.get(device)
+        known = self.peers.get(device)
+        if known is None:
+            owner = self.owners.get(device)
+            return (DeviceStatus.UNKNOWN,
+                    f"polled by {owner}, no status recorded yet" if owner else "not yet polled",
+                    None)
+        return DeviceStatus(known.status), known.cause, known.since.timestamp()
 
     # Run on the store thread, in the order queued: an incident's id is known to every write
     # queued after its opening (its close, its ticket).

@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from monitor.inventory import Inventory
-from monitor.store import Store, Ticket, schema
+from monitor.store import InvalidValue, Store, Ticket, schema
+from monitor.store.engine import ALL_SITES
 from monitor.store.localtime import date_key, local_midnight_utc, period_bounds, period_label
 from monitor.store.models import CATEGORY_ZH
 from monitor.tally import Availability, DeviceRef, availability, fold, mttr_sums, open_at, tally
@@ -106,6 +107,8 @@ TEXT: dict[str, dict[str, str]] = {
     "none": {"zh": "(无)", "en": "(none)"},
     "not_listed": {"zh": "(未在清单中)", "en": "(not in inventory)"},
     "left_out": {"zh": "另有 {n} 条未列出", "en": "{n} more not listed"},
+    "site": {"zh": "站点", "en": "Site"}, "sites": {"zh": "各站点关键指标", "en": "Sites"},
+    "total": {"zh": "合计", "en": "Total"}, "all_sites": {"zh": "全部站点", "en": "All sites"},
 }
 
 # Excel number formats per column (the same rounding is applied to the values themselves).
@@ -116,6 +119,8 @@ NUMBER_FORMATS: dict[str, str] = {
     "availability_pct": "0.000",
     "start": "yyyy-mm-dd hh:mm", "end": "yyyy-mm-dd hh:mm", "opened_at": "yyyy-mm-dd hh:mm",
     "resolved_at": "yyyy-mm-dd hh:mm",
+    "opened": "0", "resolved": "0", "backlog": "0", "mttr_all": "0.0", "avail_all": "0.000",
+    "incidents_all": "0", "down_all": "0.0",
 }
 
 
@@ -145,6 +150,8 @@ class Hall:
     opening_hours: str | None = None
     calendar: WorkCalendar | None = None
     from_inventory: bool = False
+    site: str = ""  # the inventory's site.id ("" for a hall built by hand)
+    timezone: str = ""
 
     @classmethod
     def of(cls, inventory: Inventory) -> Hall:
@@ -161,6 +168,39 @@ class Hall:
             opening_hours=inventory.site.opening_hours,
             calendar=WorkCalendar.of(inventory.site),
             from_inventory=True,
+            site=inventory.site.id,
+            timezone=inventory.site.timezone,
+        )
+
+    def profile(self) -> dict[str, Any]:
+        """What another daemon needs to report on this hall (JSON; monitor.store.sites)."""
+        cal = self.calendar or WorkCalendar()
+        return {
+            "name": self.name, "timezone": self.timezone,
+            "opening_hours": self.opening_hours,
+            "holidays": sorted(d.isoformat() for d in cal.holidays),
+            "workdays": sorted(d.isoformat() for d in cal.workdays),
+            "class_labels": dict(self.class_labels),
+            "line_classes": sorted(self.line_classes),
+            "all_day_classes": sorted(self.all_day_classes),
+            "devices": [[d.id, d.name, d.device_class, d.floor, d.owner] for d in self.devices],
+        }
+
+    @classmethod
+    def from_profile(cls, site: str, p: Mapping[str, Any]) -> Hall:
+        """The hall a daemon registered (``profile``); a site that never registered: ids only."""
+        if not p:
+            return cls(site=site)
+        return cls(
+            name=p["name"],
+            devices=tuple(HallDevice(*d) for d in p["devices"]),
+            class_labels=dict(p["class_labels"]),
+            line_classes=frozenset(p["line_classes"]),
+            all_day_classes=frozenset(p["all_day_classes"]),
+            opening_hours=p["opening_hours"],
+            calendar=WorkCalendar(frozenset(map(date.fromisoformat, p["holidays"])),
+                                  frozenset(map(date.fromisoformat, p["workdays"]))),
+            from_inventory=True, site=site, timezone=p["timezone"],
         )
 
 
@@ -191,6 +231,8 @@ class Report:
     hall: str
     sections: list[Section]
     class_labels: Mapping[str, str] = field(default_factory=dict)
+    site: str = ""  # the site reported on; "*" for every site (sections carry a site column)
+    totals: Mapping[str, float] = field(default_factory=dict)  # raw sums (see _totals)
 
     def section(self, key: str) -> Section:
         return next(s for s in self.sections if s.key == key)
@@ -283,7 +325,82 @@ def build_report(store: Store, period: str, day: date, hall: Hall | None = None,
          tk.floor or "", tk.owner or "", tk.assignee or "", tk.summary, tk.resolved_at,
          tk.resolution or ""] for tk in listed], note))
     return Report(period, period_label(start, period), start, end, store.tz.key, hall.name,
-                  sections, dict(hall.class_labels))
+                  sections, dict(hall.class_labels), store.site, cur["sums"])
+
+
+SITE_COLUMNS = ["site", "hall", "timezone", "opened", "resolved", "backlog", "mttr_all",
+                "avail_all", "incidents_all", "down_all"]
+
+
+def build_sites_report(store: Store, period: str, day: date, halls: Mapping[str, Hall], *,
+                       top: int = 10, now: datetime | None = None,
+                       tickets: int = TICKET_LIST_MAX) -> Report:
+    """One report over the sites sharing the store (``halls``: site id -> its hall, as its
+    daemon registered it). Each site is counted on its own: its rows, its timezone's local
+    days, its calendar and opening hours. First section: each site's key figures and their
+    totals (availability over the sum of every site's observed time); then every section of
+    the single-site report, each row led by its site, so a device id used in two halls stays
+    two rows and a spreadsheet filters by site. Times are each site's local time."""
+    reports = [build_report(store.for_site(sid), period, day, hall, top=top, now=now,
+                            tickets=tickets) for sid, hall in sorted(halls.items())]
+    start, end = period_bounds(day, period)
+    rows = [[r.site, r.hall or "-", r.timezone, *_key_figures(r.totals)] for r in reports]
+    total: dict[str, float] = {}
+    for r in reports:
+        for k, v in r.totals.items():
+            total[k] = total.get(k, 0) + v
+    rows.append([Label("text", "total"), "", "", *_key_figures(total)])
+    sections = [Section("sites", list(SITE_COLUMNS), rows)]
+    for key in ([s.key for s in reports[0].sections] if reports else []):
+        parts = [(r, r.section(key)) for r in reports]
+        left = sum(s.left_out or 0 for _, s in parts)
+        sections.append(Section(key, ["site", *parts[0][1].columns],
+                                [[r.site, *(_local(v, r.timezone) for v in row)]
+                                 for r, s in parts for row in s.rows], left or None))
+    labels: dict[str, str] = {}
+    for r in reports:
+        labels.update(r.class_labels)
+    zones = ", ".join(sorted({r.timezone for r in reports}))
+    return Report(period, period_label(start, period), start, end, zones, "", sections, labels,
+                  ALL_SITES, dict(total))
+
+
+def report_for_site(store: Store, period: str, when: date, site: str | None,
+                    own: Hall | None) -> Report:
+    """The report of this store's site (``own``: its hall from the inventory), of another
+    registered site, or of every site ("*"). InvalidValue when ``site`` never registered."""
+    if site is None or site == store.site:
+        if own is None and store.site != ALL_SITES:  # no inventory: the registered profile
+            try:
+                own = Hall.from_profile(store.site, store.site_profiles(store.site)[store.site])
+            except InvalidValue:
+                own = None
+        return build_report(store, period, when, own)
+    profiles = store.site_profiles(site)
+    halls = {sid: Hall.from_profile(sid, p) for sid, p in profiles.items()}
+    if site != ALL_SITES:
+        return build_report(store.for_site(site), period, when, halls[site])
+    for sid in store.sites():  # a site holding rows but never registered: ids only
+        halls.setdefault(sid, Hall.from_profile(sid, {}))
+    if own is not None:
+        halls[store.site] = own  # this daemon's inventory is the freshest profile of its site
+    return build_sites_report(store, period, when, halls)
+
+
+def _key_figures(s: Mapping[str, float]) -> list[Any]:
+    """opened, resolved, backlog, MTTR (h), availability (%), incidents, downtime (min)."""
+    n, observed = s.get("mttr_n", 0), s.get("observed_s", 0.0)
+    return [int(s.get("opened", 0)), int(s.get("resolved", 0)), int(s.get("backlog", 0)),
+            _r(s.get("mttr_s", 0.0) / n / 3600, 1) if n else None,
+            _r((1 - s.get("down_s", 0.0) / observed) * 100, 3) if observed else None,
+            int(s.get("incidents", 0)), _r(s.get("down_s", 0.0) / 60, 1)]
+
+
+def _local(v: Any, zone: str) -> Any:
+    """A time cell as its site's local wall time (a report over sites has no one zone)."""
+    if isinstance(v, datetime) and v.tzinfo is not None:
+        return v.astimezone(ZoneInfo(zone)).replace(tzinfo=None, second=0, microsecond=0)
+    return v
 
 
 def _ticket_class(tk: Ticket, known: Mapping[str, HallDevice]) -> Label | str:
@@ -326,15 +443,19 @@ def _figures(store: Store, hall: Hall, refs: list[DeviceRef], start: date, end: 
     sums = mttr_sums(store, start, end, "category")
     total_s, total_n = sum(s for s, _ in sums.values()), sum(n for _, n in sums.values())
     observed, down = sum(a.observed_s for a in per_dev), sum(a.down_s for a in per_dev)
+    resolved, backlog = _resolved(store, lo, hi), open_at(store, hi)
     return {
         "by_cat": by_cat, "availability": (per_dev, per_class), "mttr": sums,
         "opened": sum(by_cat.values()),
-        "resolved": _resolved(store, lo, hi),
-        "backlog": open_at(store, hi),
+        "resolved": resolved,
+        "backlog": backlog,
         "mttr_all": _r(total_s / total_n / 3600, 1) if total_n else None,
         "avail_all": _r((1 - down / observed) * 100, 3) if observed else None,
         "incidents_all": sum(a.failures for a in per_dev),
         "down_all": _r(down / 60, 1),
+        "sums": {"opened": sum(by_cat.values()), "resolved": resolved, "backlog": backlog,
+                 "observed_s": observed, "down_s": down, "mttr_s": total_s, "mttr_n": total_n,
+                 "incidents": sum(a.failures for a in per_dev)},
     }
 
 
@@ -442,7 +563,7 @@ def _value(v: Any, report: Report, lang: str) -> Any:
     datetimes, everything else text."""
     if isinstance(v, Label):
         return _label(v, report, lang)
-    if isinstance(v, datetime):
+    if isinstance(v, datetime) and v.tzinfo is not None:
         return v.astimezone(ZoneInfo(report.timezone)).replace(tzinfo=None, second=0,
                                                                 microsecond=0)
     return v
@@ -466,7 +587,8 @@ def _table(report: Report, s: Section, lang: str) -> tuple[list[str], list[list[
 
 def title(report: Report, lang: str) -> str:
     sep = "" if lang == "zh" else " "
-    hall = f"{report.hall} " if report.hall else ""
+    name = t("all_sites", lang) if report.site == ALL_SITES else report.hall
+    hall = f"{name} " if name else ""
     return f"{hall}{t('title', lang)}{sep}({t(report.period, lang)}) {report.label}"
 
 
@@ -556,6 +678,8 @@ def _xlsx(report: Report, lang: str) -> bytes:
             if fmt:
                 for i in range(3, 3 + len(rows)):
                     ws.cell(row=i, column=j).number_format = fmt
+        if s.columns[0] == "site":  # a report over sites: one chart per site would mislead
+            continue
         if s.key == "months" and rows:
             _chart(ws, BarChart(), Reference, t(s.key, lang), 2, len(rows), t("count", lang))
         if s.key == "availability" and rows:

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from monitor import __version__, pages
-from monitor.api import auth, devices, inputs, limits, pollers, reports, tickets
+from monitor.api import auth, devices, inputs, limits, pollers, reports, sites, tickets
 from monitor.api.auth import Auth
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -215,6 +215,7 @@ def create_app(
         inputs.push_router,
         inputs.events_router,
         pollers.router,
+        sites.router,
         *extra_routers,
     ):
         app.include_router(router, prefix="/api/v1")

@@ -6,10 +6,12 @@ matched by an 8-byte token in the payload (unique per packet for the engine's li
 than 65k probes may be in flight even though the ICMP sequence number has only 16 bits. The
 event loop's timer heap holds one deadline per batch.
 
-probe() calls sharing an IcmpConfig that arrive in the same loop iteration are sent as one
-batch through the sweep machinery (one task, timer and send loop per batch, not per call); each
-caller is answered as soon as its own replies are in, and a cancelled caller withdraws only its
-own packets.
+Two ways in, one engine. :func:`submit` is the daemon's: the scheduler hands it every ICMP
+check due in one wake-up and gets each result through a callback as soon as that target's
+replies are in (no task, future or timer per target). :func:`probe` is the one-call API: calls
+sharing an IcmpConfig that arrive in the same loop iteration are gathered into the same batches
+(one task, timer and send loop per batch and config, not per call). A withdrawn request or a
+cancelled caller takes back only its own packets.
 
 Backends: ``native`` (this engine: raw socket with CAP_NET_RAW, else a ping socket where
 ``net.ipv4.ping_group_range`` allows it), ``ping3`` (portable, thread pool; Windows/macOS) and
@@ -26,13 +28,13 @@ import random
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from probes._perloop import PerLoop
-from probes.result import ProbeResult
+from probes.result import ProbeResult, fast_success
 
 Backend = Literal["auto", "native", "ping3"]
 SocketMode = Literal["raw", "dgram"]
@@ -46,6 +48,7 @@ _PROTO: dict[int, int] = {
 # Room for a 10k-host burst of replies: a loopback skb costs ~1-2 KiB of buffer each.
 _BUFFER_BYTES = 32 * 1024 * 1024
 _SOL_RAW, _ICMP_FILTER, _ICMP6_FILTER = 255, 1, 1
+_U16, _U64 = struct.Struct("!H"), struct.Struct("!Q")  # the reply's ident and match token
 # Paced sends go out in bursts of this many seconds at the pacing rate (2000/s: 10 packets).
 PACING_BURST = 0.005
 
@@ -195,14 +198,19 @@ def checksum(data: bytes) -> int:
 def build_echo(family: int, ident: int, seq: int, token: int, size: int) -> bytes:
     """Echo request whose payload starts with the 8-byte match token (rest zero)."""
     kind = _ECHO_REQUEST[family]
+    pad = _PADDING.get(size) or _PADDING.setdefault(size, bytes(size - 8))
     if family == socket.AF_INET6:  # the kernel fills the ICMPv6 checksum (pseudo-header)
-        return struct.pack("!BBHHHQ", kind, 0, 0, ident, seq, token) + bytes(size - 8)
+        return _ECHO.pack(kind, 0, 0, ident, seq, token) + pad
     # The checksum of header + token, summed as integers: ~5x cheaper than over the bytes.
     total = (kind << 8) + ident + seq
     total += (token >> 48) + ((token >> 32) & 0xFFFF) + ((token >> 16) & 0xFFFF) + (token & 0xFFFF)
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
-    return struct.pack("!BBHHHQ", kind, 0, ~total & 0xFFFF, ident, seq, token) + bytes(size - 8)
+    return _ECHO.pack(kind, 0, ~total & 0xFFFF, ident, seq, token) + pad
+
+
+_ECHO = struct.Struct("!BBHHHQ")  # type, code, checksum, ident, sequence, match token
+_PADDING: dict[int, bytes] = {}  # zero payload after the token, by packet size (a few sizes)
 
 
 # ---------------------------------------------------------------- the engine (one per loop)
@@ -216,20 +224,26 @@ class _Group:
         self.done = done
 
 
+# Where a finished target's result goes: ``sink(tag, result)``, called once, synchronously.
+Sink = Callable[[Any, ProbeResult], None]
+
+
 class _Probe:
-    """Book-keeping of one target in a sweep: send times and RTTs by packet index. A probe()
-    call's entry also carries the caller's ``waiter``, resolved as soon as its figures are in."""
+    """Book-keeping of one target in a sweep: send times and RTTs by packet index. A submitted
+    target (or probe() call) also carries its ``sink`` and ``tag``: the result is handed over
+    as soon as its figures are in, not at the batch's end."""
 
     __slots__ = ("address", "family", "sent", "rtts", "tokens", "expected", "group", "finished",
-                 "error", "start", "waiter")
+                 "error", "start", "sink", "tag")
 
     def __init__(self, family: int, address: str, expected: int, start: float,
-                 waiter: asyncio.Future[ProbeResult] | None = None) -> None:
+                 sink: Sink | None = None, tag: Any = None) -> None:
         self.family = family
         self.address = address
         self.expected = expected
         self.start = start
-        self.waiter = waiter
+        self.sink = sink
+        self.tag = tag
         self.group: _Group | None = None
         self.sent: list[float] = []
         self.rtts: dict[int, float] = {}
@@ -237,11 +251,17 @@ class _Probe:
         self.finished = 0.0
         self.error: str | None = None
 
+    def answer(self, result: ProbeResult) -> None:
+        """Hand ``result`` to the sink, once (a withdrawn target has no sink any more)."""
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink(self.tag, result)
+
     def complete(self, now: float) -> None:
         self.finished = now
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():  # answer this caller now, not at batch end
-            waiter.set_result(_result(self, now))
+        if self.sink is not None:  # answer this caller now, not at batch end
+            self.answer(_result(self, now))
         group = self.group
         if group is None:
             return
@@ -258,11 +278,12 @@ class _Engine:
         self._token = random.getrandbits(62)  # random start: stale replies of an old engine miss
         self._socks: dict[int, socket.socket] = {}
         self._idents: dict[int, int] = {}
-        self.pending: dict[int, tuple[_Probe, int]] = {}
+        self.pending: dict[int, _Probe] = {}  # by token (a packet's index: its place in tokens)
         self._next_send = 0.0
         # probe() calls gathering for the next batch, by config, with the flush's timer
         self.gathering: dict[IcmpConfig, tuple[list[_Probe], asyncio.TimerHandle]] = {}
         self.running: dict[asyncio.Task[None], list[_Probe]] = {}
+        self.resolving: set[asyncio.Task[None]] = set()  # submit()'s hostname look-ups
         self.batches = 0  # batches sent and probe() calls they carried (tests, benchmarks)
         self.batched = 0
 
@@ -299,9 +320,9 @@ class _Engine:
         """Send packet ``index`` of ``probe`` without blocking; returns the packet if the send
         buffer is full (the caller awaits room), ends the probe with its reason on errors."""
         family = probe.family
-        token = self.next_token()
+        token = self._token = self._token + 1  # next_token(), inline: once per packet
         packet = build_echo(family, self._idents[family], token & 0xFFFF, token, size)
-        self.pending[token] = (probe, index)
+        self.pending[token] = probe
         probe.tokens.append(token)
         probe.sent.append(self.loop.time())
         try:
@@ -364,21 +385,26 @@ class _Engine:
                     pending.pop(token, None)
         return loop.time()
 
-    def enqueue(self, family: int, address: str, config: IcmpConfig, start: float) -> _Probe:
-        """Add a probe() call to the batch gathering for ``config``; the first call of a batch
-        arms its flush, ``BATCH_WINDOW`` later (next loop iteration when 0)."""
+    def enqueue(self, family: int, address: str, config: IcmpConfig, start: float,
+                sink: Sink, tag: Any) -> _Probe:
+        """Add a target to the batch gathering for ``config``; the first one of a batch arms
+        its flush, ``BATCH_WINDOW`` later (next loop iteration when 0)."""
+        p = _Probe(family, address, config.packets, start, sink, tag)
+        self.gather(config).append(p)
+        return p
+
+    def gather(self, config: IcmpConfig) -> list[_Probe]:
+        """The batch gathering for ``config`` (made, and its flush armed, if none)."""
         entry = self.gathering.get(config)
         if entry is None:
             entry = ([], self.loop.call_later(BATCH_WINDOW, self.flush, config))
             self.gathering[config] = entry
-        p = _Probe(family, address, config.packets, start, self.loop.create_future())
-        entry[0].append(p)
-        return p
+        return entry[0]
 
     def flush(self, config: IcmpConfig) -> None:
         """Send a gathered batch as one sweep, in a task of its own (callers only wait)."""
         batch, _ = self.gathering.pop(config)
-        live = [p for p in batch if p.error is None]  # callers cancelled while gathering left
+        live = [p for p in batch if p.error is None]  # withdrawn while gathering: left
         if not live:
             return
         self.batches += 1
@@ -390,9 +416,8 @@ class _Engine:
     async def _serve(self, live: list[_Probe], config: IcmpConfig) -> None:
         end = await self.run(live, config)
         for p in live:  # the rest timed out (or failed to send): "no reply", partial loss
-            waiter = p.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(_result(p, end))
+            if p.sink is not None:
+                p.answer(_result(p, end))
 
     def _served(self, task: asyncio.Task[None]) -> None:
         live = self.running.pop(task, ())
@@ -401,7 +426,9 @@ class _Engine:
             _fail_waiters(live, self.loop.time(), reason)
 
     def drop(self, p: _Probe) -> None:
-        """A caller was cancelled (its deadline): forget its packets, leave the batch alone."""
+        """A target was withdrawn (its caller's deadline): forget its packets and its sink,
+        leave the batch alone."""
+        p.sink = None
         pending = self.pending
         for token in p.tokens:
             pending.pop(token, None)
@@ -412,7 +439,8 @@ class _Engine:
 
     def _on_readable(self, sock: socket.socket, family: int) -> None:
         now = self.loop.time()
-        strip_ip = family == socket.AF_INET and self.kind == "raw"
+        raw = self.kind == "raw"
+        strip_ip = family == socket.AF_INET and raw
         reply_type = _ECHO_REPLY[family]
         ident = self._idents[family]
         pending = self.pending
@@ -426,13 +454,15 @@ class _Engine:
             off = (data[0] & 0x0F) * 4 if strip_ip else 0
             if len(data) < off + 16 or data[off] != reply_type:
                 continue
-            if self.kind == "raw" and struct.unpack_from("!H", data, off + 4)[0] != ident:
+            if raw and _U16.unpack_from(data, off + 4)[0] != ident:
                 continue  # another process' echo
-            entry = pending.pop(struct.unpack_from("!Q", data, off + 8)[0], None)
-            if entry is None:
+            token = _U64.unpack_from(data, off + 8)[0]
+            probe = pending.pop(token, None)
+            if probe is None:
                 continue
-            probe, index = entry
             if addr[0] == probe.address or _same_address(addr[0], probe.address):
+                tokens = probe.tokens
+                index = 0 if tokens[0] == token else tokens.index(token)
                 probe.rtts[index] = now - probe.sent[index]
                 if len(probe.rtts) == probe.expected:
                     probe.complete(now)
@@ -445,6 +475,8 @@ class _Engine:
         self.gathering.clear()
         for task in self.running:
             task.cancel()  # its done-callback answers the callers
+        for task in self.resolving:
+            task.cancel()
         for sock in self._socks.values():
             if not self.loop.is_closed():
                 self.loop.remove_reader(sock.fileno())
@@ -455,8 +487,8 @@ class _Engine:
 
 def _fail_waiters(probes: Sequence[_Probe], now: float, reason: str) -> None:
     for p in probes:
-        if p.waiter is not None and not p.waiter.done():
-            p.waiter.set_result(ProbeResult.failure(now - p.start, reason))
+        if p.sink is not None:
+            p.answer(ProbeResult.failure(now - p.start, reason))
 
 
 def _same_address(got: str, want: str) -> bool:
@@ -474,7 +506,7 @@ async def close() -> None:
     """Close this loop's ICMP sockets and ping3 pool (shutdown, test teardown); idempotent."""
     engine = _engines.pop()
     if engine is not None:
-        tasks = list(engine.running)
+        tasks = [*engine.running, *engine.resolving]
         engine.close()
         await asyncio.gather(*tasks, return_exceptions=True)
     from probes import icmp_ping3  # lazy: the portable backend is rarely used
@@ -515,18 +547,8 @@ async def resolve(target: str) -> tuple[int, str] | None:
 def summarize(duration: float, sent: int, rtts: list[float], error: str | None) -> ProbeResult:
     """Loss and RTT figures shared by both backends (RTTs in send order)."""
     received = len(rtts)
-    if received == 1 and sent == 1:  # the common sweep case, kept cheap (one dict literal)
-        rtt = rtts[0]
-        one = {
-            "packets_sent": 1.0,
-            "packets_received": 1.0,
-            "loss_ratio": 0.0,
-            "rtt_min_seconds": rtt,
-            "rtt_max_seconds": rtt,
-            "rtt_avg_seconds": rtt,
-            "rtt_jitter_seconds": 0.0,
-        }
-        return ProbeResult(True, duration, None, MappingProxyType(one))
+    if received == 1 and sent == 1:
+        return _one_reply(duration, rtts[0])
     values: dict[str, float] = {
         "packets_sent": float(sent),
         "packets_received": float(received),
@@ -545,7 +567,7 @@ def summarize(duration: float, sent: int, rtts: list[float], error: str | None) 
         diffs = [abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)]
         values["rtt_jitter_seconds"] = sum(diffs) / len(diffs)
     # Direct construction: ProbeResult.success copies the dict again (10k results per sweep).
-    return ProbeResult(True, duration, None, MappingProxyType(values))
+    return fast_success(duration, MappingProxyType(values))
 
 
 _SEND_ERRORS = {
@@ -584,9 +606,26 @@ async def sweep(targets: Sequence[str], config: IcmpConfig) -> list[ProbeResult]
 _UNRESOLVED = ProbeResult.failure(0.0, "name not resolved")
 
 
+def _one_reply(duration: float, rtt: float) -> ProbeResult:
+    """One packet sent, its reply in: the common sweep case, kept cheap (one dict literal)."""
+    one = {
+        "packets_sent": 1.0,
+        "packets_received": 1.0,
+        "loss_ratio": 0.0,
+        "rtt_min_seconds": rtt,
+        "rtt_max_seconds": rtt,
+        "rtt_avg_seconds": rtt,
+        "rtt_jitter_seconds": 0.0,
+    }
+    return fast_success(duration, MappingProxyType(one))
+
+
 def _result(p: _Probe, end: float) -> ProbeResult:
-    rtts = [p.rtts[i] for i in sorted(p.rtts)] if len(p.rtts) > 1 else list(p.rtts.values())
-    return summarize((p.finished or end) - p.start, len(p.sent), rtts, p.error)
+    rtts = p.rtts
+    if len(rtts) == 1 and len(p.sent) == 1:  # summarize's fast path, without its list
+        return _one_reply((p.finished or end) - p.start, rtts[0])
+    ordered = [rtts[i] for i in sorted(rtts)] if len(rtts) > 1 else list(rtts.values())
+    return summarize((p.finished or end) - p.start, len(p.sent), ordered, p.error)
 
 
 def _finish(done: asyncio.Future[None]) -> None:
@@ -618,10 +657,136 @@ async def probe(target: str, config: IcmpConfig) -> ProbeResult:
     found = parse_literal(target) or await resolve(target)
     if found is None:
         return _UNRESOLVED
-    p = engine.enqueue(found[0], found[1], config, start)
-    assert p.waiter is not None
+    waiter: asyncio.Future[ProbeResult] = engine.loop.create_future()
+    p = engine.enqueue(found[0], found[1], config, start, _set_result, waiter)
     try:
-        return await p.waiter
+        return await waiter
     except asyncio.CancelledError:
         engine.drop(p)
         raise
+
+
+def _set_result(waiter: asyncio.Future[ProbeResult], result: ProbeResult) -> None:
+    if not waiter.done():
+        waiter.set_result(result)
+
+
+
+# ---------------------------------------------------------------- the daemon's batch path
+Deliver = Callable[[int, ProbeResult], None]
+
+
+class Request(Protocol):
+    """What :func:`submit` reads of each request (the daemon passes its check calls as they
+    are: no tuple per target per cycle)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def config(self) -> IcmpConfig: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A plain :class:`Request` for callers without objects of their own."""
+
+    address: str
+    config: IcmpConfig
+
+
+class Submitted:
+    """The requests of one :func:`submit` call, by index: withdraw any before its result."""
+
+    __slots__ = ("_engine", "entries", "_withdrawn")
+
+    def __init__(self, engine: _Engine | None, size: int) -> None:
+        self._engine = engine
+        # per request: its engine entry, its ping3 task, or None while its name resolves
+        self.entries: list[_Probe | asyncio.Task[None] | None] = [None] * size
+        self._withdrawn: set[int] = set()
+
+    def withdraw(self, index: int) -> None:
+        """No more packets and no result for request ``index`` (its caller's deadline)."""
+        entry = self.entries[index]
+        if isinstance(entry, _Probe):
+            assert self._engine is not None
+            self._engine.drop(entry)
+        elif entry is not None:
+            entry.cancel()
+        else:
+            self._withdrawn.add(index)
+
+    def withdrawn(self, index: int) -> bool:
+        return index in self._withdrawn
+
+
+def submit(requests: Sequence[Request], deliver: Deliver) -> Submitted:
+    """Probe each request's ``address`` with its ``config``; call ``deliver(index, result)``
+    once per request, as soon as that target's replies are in or its ``config.timeout``
+    passed; never from inside this call. Requests sharing a config go out as one sweep in the
+    next loop iteration (with any probe() calls gathering for it): one task, timer and send
+    loop per config, nothing per target but its book-keeping. Hostnames are resolved first,
+    concurrently, off the loop.
+
+    The scheduler's path: every ICMP check due in one wake-up is one call (monitor/checks.py).
+    """
+    if backend() == "ping3":
+        return _submit_ping3(requests, deliver)
+    engine = _engine()
+    start = engine.loop.time()
+    handle = Submitted(engine, len(requests))
+    entries = handle.entries
+    names: list[int] = []
+    config: IcmpConfig | None = None
+    batch: list[_Probe] = []
+    inet_pton, af_inet = socket.inet_pton, int(socket.AF_INET)
+    for i, request in enumerate(requests):
+        address, cfg = request.address, request.config
+        try:
+            inet_pton(af_inet, address)  # parse_literal's common case, without its tuple
+            family = af_inet
+        except OSError:
+            found = parse_literal(address)
+            if found is None:
+                names.append(i)
+                continue
+            family, address = found
+        if cfg is not config:  # runs of one config object: hashed once, not per target
+            config, batch = cfg, engine.gather(cfg)
+        p = entries[i] = _Probe(family, address, cfg.packets, start, deliver, i)
+        batch.append(p)
+    if names:
+        task = engine.loop.create_task(_submit_names(engine, handle, requests, names, deliver))
+        engine.resolving.add(task)
+        task.add_done_callback(engine.resolving.discard)
+    return handle
+
+
+async def _submit_names(engine: _Engine, handle: Submitted, requests: Sequence[Request],
+                        names: list[int], deliver: Deliver) -> None:
+    start = engine.loop.time()
+    found = await asyncio.gather(*(resolve(requests[i].address) for i in names))
+    for i, res in zip(names, found, strict=True):
+        if handle.withdrawn(i):
+            continue
+        if res is None:
+            handle.entries[i] = None
+            handle.withdraw(i)  # answered: a later withdraw has nothing to take back
+            deliver(i, ProbeResult.failure(engine.loop.time() - start, "name not resolved"))
+        else:
+            handle.entries[i] = engine.enqueue(res[0], res[1], requests[i].config, start,
+                                               deliver, i)
+
+
+def _submit_ping3(requests: Sequence[Request], deliver: Deliver) -> Submitted:
+    """The portable backend has no batch engine: one task per request, same contract."""
+    from probes import icmp_ping3
+
+    async def one(i: int, target: str, config: IcmpConfig) -> None:
+        deliver(i, await icmp_ping3.probe(target, config))
+
+    handle = Submitted(None, len(requests))
+    loop = asyncio.get_running_loop()
+    for i, request in enumerate(requests):
+        handle.entries[i] = loop.create_task(one(i, request.address, request.config))
+    return handle

@@ -28,11 +28,12 @@ SERIES = [
 
 
 def panel_expr(title: str, range_: str) -> str:
-    """A panel's query as Grafana would send it with every category selected."""
+    """A panel's query as Grafana would send it with every site and category selected."""
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     (panel,) = [p for p in dash["panels"] if p["title"] == title]
     expr: str = panel["targets"][0]["expr"]
-    return expr.replace("$category", ".*").replace("$__range", range_)
+    return (expr.replace("$site", ".*").replace("$category", ".*")
+            .replace("$__range", range_))
 
 
 def promtool_eval(tmp_path: Path, cases: list[dict[str, Any]]) -> None:

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.inventory import BUILTIN_CLASSES, SnmpCheck
 from monitor.metrics import CheckRow, DeviceRow, Snapshot, ValueSpec, expose
 from tests.agents.proc import free_port, http_ready, running
-from tests.agents.prometheus import PrometheusServer, PromQLError, prometheus_server
+from tests.agents.prometheus import PrometheusServer, PromQLError, prometheus_with_config
 from tests.conftest import missing_tool, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,7 @@ CORE_PANELS = {
     ("hallmon-overview", "异常设备清单"),  # devices not up
     ("hallmon-overview", "待处理工单（按类别）"),  # tickets
     ("hallmon-overview", "监控服务"),
+    ("hallmon-overview", "存储写入积压"),  # the store's write queue (0 in the demo: still data)
     ("hallmon-device", "当前状态"),
     ("hallmon-device", "往返时延"),  # RTT
     ("hallmon-device", "各检查项状态"),
@@ -178,6 +179,16 @@ def test_every_panel_and_target_uses_the_datasource_variable(name: str) -> None:
             assert t.get("expr"), f"{p['title']} {t.get('refId')}: empty query"
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED_UIDS))
+def test_dashboard_links_carry_the_chosen_site_device_and_time(name: str) -> None:
+    # From the overview to the device detail and back, the site/device picked stays picked.
+    links = DASHBOARDS[name]["links"]
+    assert links
+    for link in links:
+        assert link["type"] == "dashboards" and link["tags"] == ["hallmon"]
+        assert link["includeVars"] is True and link["keepTime"] is True, link["title"]
+
+
 def test_grid_positions_do_not_overlap() -> None:
     for dash in DASHBOARDS.values():
         cells: set[tuple[int, int]] = set()
@@ -188,6 +199,50 @@ def test_grid_positions_do_not_overlap() -> None:
                     for y in range(g["y"], g["y"] + g["h"])}
             assert not cells & mine, f"{dash['uid']}: {p['title']} overlaps"
             cells |= mine
+
+
+# ---- sites (issue 17): one set of dashboards over every hall ---------------------------------
+SITE_VAR = "label_values(hallmon_build_info, site)"
+# A selector of one of hallmon's series (or their `up`), with its label matchers if any.
+SELECTOR = re.compile(r"\b(hallmon_\w+|up)\b(?!\s*\()(\{[^}]*\})?")
+
+
+def selectors(expr: str) -> list[str]:
+    """The selectors of ``expr`` as written (found with string contents masked, so that
+    ``status="up"`` is no selector of ``up``)."""
+    masked = _STRINGS.sub(lambda m: m.group()[0] + "x" * (len(m.group()) - 2) + m.group()[-1],
+                          expr)
+    return [expr[m.start():m.end()] for m in SELECTOR.finditer(masked)]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_UIDS))
+def test_every_dashboard_has_the_site_variable_all_by_default(name: str) -> None:
+    variables = DASHBOARDS[name]["templating"]["list"]
+    # Right after the datasource: every other variable's query narrows by it.
+    site = variables[1]
+    assert site["name"] == "site" and site["type"] == "query"
+    assert variable_query(site) == site["definition"] == SITE_VAR
+    assert site["multi"] is True and site["includeAll"] is True
+    assert site["allValue"] == ".*"  # also matches a Prometheus that sets no site label
+    assert site["current"]["value"] == ["$__all"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_UIDS))
+def test_every_hallmon_selector_narrows_by_site(name: str) -> None:
+    dash = DASHBOARDS[name]
+    exprs = [(q.panel, q.expr) for q in queries(dash)]
+    exprs += [(f"variable ${v['name']}", variable_query(v)) for v in dash["templating"]["list"]
+              if v["type"] == "query" and v["name"] != "site"]
+    for where, expr in exprs:
+        found = selectors(expr)
+        assert found, f"{where}: no hallmon selector in {expr!r}"
+        for sel in found:
+            assert 'site=~"$site"' in sel, f"{where}: {sel}"
+        # Device ids are unique per site only: whatever matches or groups by device must
+        # carry the site too, or two halls' kiosk-1f-03 merge (or a join fails many-to-many).
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            labels = {x.strip() for x in clause.split(",")}
+            assert "device" not in labels or "site" in labels, f"{where}: ({clause})"
 
 
 def test_provisioning_points_at_the_dashboards() -> None:
@@ -238,6 +293,7 @@ def _alert_labels(name: str) -> dict[str, str]:
     ("HallmonPollStale", "monitoring-admins"),
     ("HallmonConfigReloadFailed", "monitoring-admins"),
     ("HallmonNotificationsFailing", "monitoring-admins"),
+    ("HallmonStoreBacklog", "monitoring-admins"),
 ])
 def test_example_alertmanager_routes_hallmon_alerts_to_admins(alert: str, receiver: str) -> None:
     amtool = require_tool("amtool")
@@ -431,13 +487,17 @@ def interpolate(text: str, values: dict[str, str]) -> str:
 PREFER = {"device": 'hallmon_icmp_rtt_seconds{device="%s"}'}
 
 
-def resolve_variables(prom: PrometheusServer, dash: dict[str, Any], *, all_values: bool
-                      ) -> dict[str, str]:
+def resolve_variables(prom: PrometheusServer, dash: dict[str, Any], *, all_values: bool,
+                      fixed: dict[str, str] | None = None) -> dict[str, str]:
     """Values as Grafana would give them: "All" (its allValue) for multi-value variables when
-    ``all_values``, else real values read through the variable's own label_values query."""
+    ``all_values``, else real values read through the variable's own label_values query;
+    ``fixed`` ones as given (a person's pick, e.g. one site)."""
     values = builtins()
     for var in dash["templating"]["list"]:
         if var["type"] != "query":
+            continue
+        if fixed and var["name"] in fixed:
+            values[var["name"]] = fixed[var["name"]]
             continue
         m = LABEL_VALUES.match(variable_query(var))
         assert m, var["name"]
@@ -454,11 +514,28 @@ def resolve_variables(prom: PrometheusServer, dash: dict[str, Any], *, all_value
     return values
 
 
+# The demo is scraped as two halls (the `site` target label, as deploy/prometheus.yml sets it):
+# every device id then exists in both sites, the overlap of issue 17 (kiosk-1f-03 in two halls).
+SITES = ("hall-a", "hall-b")
+
+
+def two_site_scrape_config(address: str) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": "hallmon", "scrape_interval": "1s", "scrape_timeout": "1s",
+            "static_configs": [{"targets": [address], "labels": {"site": site}}
+                               for site in SITES],
+        }],
+    }
+
+
 @pytest.fixture(scope="module")
 def prom(demo: Demo) -> Iterator[PrometheusServer]:
     binary = require_tool("prometheus")
-    with prometheus_server(binary, {"hallmon": demo.address}, "1s") as server:
-        server.wait_for_samples('hallmon_build_info{job="hallmon"}', timeout=15)
+    with prometheus_with_config(binary, two_site_scrape_config(demo.address)) as server:
+        for site in SITES:
+            server.wait_for_samples(f'hallmon_build_info{{job="hallmon", site="{site}"}}', 15)
         # A real scrape history for rate() and *_over_time(), and the scripted day far enough
         # along that devices are down/degraded (the demo's first faults land ~20 s in).
         time.sleep(SCRAPE_SECONDS)
@@ -497,6 +574,36 @@ def test_every_query_runs_and_core_panels_have_data(prom: PrometheusServer, name
     run_all(prom, dash, resolve_variables(prom, dash, all_values=False))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED_UIDS))
+def test_one_site_picked_core_panels_still_have_data(prom: PrometheusServer, name: str) -> None:
+    dash = DASHBOARDS[name]
+    site_var = LABEL_VALUES.match(SITE_VAR)
+    assert site_var and sorted(prom.label_values("site", site_var["sel"])) == sorted(SITES)
+    has_data = run_all(prom, dash, resolve_variables(prom, dash, all_values=True,
+                                                     fixed={"site": SITES[1]}))
+    empty = sorted(title for uid, title in CORE_PANELS if uid == dash["uid"]
+                   and not has_data[title])
+    assert not empty, f"{dash['uid']}: core panels without data for one site: {empty}"
+
+
+def grid_rows(prom: PrometheusServer, site: str) -> list[tuple[str, str]]:
+    dash = DASHBOARDS["hall-overview.json"]
+    grid = find_panel(dash, "全部设备状态")
+    values = resolve_variables(prom, dash, all_values=True, fixed={"site": site})
+    result = prom.query(interpolate(grid["targets"][0]["expr"], values))["result"]
+    return sorted((r["metric"]["site"], r["metric"]["device"]) for r in result)
+
+
+def test_the_device_grid_shows_each_site_apart(prom: PrometheusServer) -> None:
+    # All sites: every device once per site (the same ids in both halls neither merge nor
+    # break the join); one site: exactly that site's devices.
+    every = grid_rows(prom, ".*")
+    devices = sorted({d for _, d in every})
+    assert every == sorted((s, d) for s in SITES for d in devices)
+    assert grid_rows(prom, SITES[0]) == [(SITES[0], d) for d in devices]
+
+
 # The status encoding every status panel uses (see the panels' descriptions): severity order.
 STATUS_CODES = {"unknown": -1, "up": 0, "maintenance": 1, "degraded": 2, "unreachable": 3,
                 "down": 4}
@@ -514,9 +621,9 @@ def test_status_encoding_agrees_with_the_one_hot_status(prom: PrometheusServer) 
     grid = find_panel(dash, "全部设备状态")
     values = resolve_variables(prom, dash, all_values=True)
     now = time.time()
-    codes = {r["metric"]["device"]: float(r["value"][1]) for r in
+    codes = {(r["metric"]["site"], r["metric"]["device"]): float(r["value"][1]) for r in
              prom.query(interpolate(grid["targets"][0]["expr"], values), at=now)["result"]}
-    statuses = {r["metric"]["device"]: r["metric"]["status"] for r in
+    statuses = {(r["metric"]["site"], r["metric"]["device"]): r["metric"]["status"] for r in
                 prom.query("hallmon_device_status == 1", at=now)["result"]}
     assert codes and set(codes) == set(statuses)
     assert {d: STATUS_CODES[s] for d, s in statuses.items()} == codes
@@ -539,5 +646,6 @@ def test_device_detail_shows_the_class_values(prom: PrometheusServer, device_cla
     devices = prom.label_values("device", f'hallmon_device_info{{class="{device_class}"}}')
     one = {**dash, "panels": [find_panel(dash, title)], "annotations": {"list": []}}
     shown = [d for d in devices
-             if run_all(prom, one, {**builtins(), "class": device_class, "device": d})[title]]
+             if run_all(prom, one, {**builtins(), "site": SITES[0], "class": device_class,
+                                    "device": d})[title]]
     assert shown, f"{title} shows no data for any {device_class} ({devices})"

@@ -158,6 +158,30 @@ def test_self_metrics() -> None:
     assert build.labels["version"] and build.labels["python"].count(".") == 2
 
 
+def test_store_write_queue_metrics() -> None:
+    src = Source()
+    get = make_registry(src).get_sample_value
+    # A bare snapshot: an empty queue, not "unknown" (nothing waits until a write is queued).
+    assert get("hallmon_store_write_queue") == 0
+    assert get("hallmon_store_write_oldest_seconds") == 0
+    src.extra = Snapshot(
+        store_write_queue=7, store_write_oldest_seconds=42.5,
+        store_write_retries={"locked": 3, "connection": 11, "other": 0},
+        store_writes={"ok": 120, "failed": 1},
+    )
+    assert get("hallmon_store_write_queue") == 7
+    assert get("hallmon_store_write_oldest_seconds") == 42.5
+    assert get("hallmon_store_write_retries_total", {"kind": "connection"}) == 11
+    assert get("hallmon_store_write_retries_total", {"kind": "other"}) == 0  # listed at 0
+    assert get("hallmon_store_writes_total", {"outcome": "ok"}) == 120
+    assert get("hallmon_store_writes_total", {"outcome": "failed"}) == 1
+    types = {f.name: f.type for f in text_string_to_metric_families(
+        expose(src.snapshot()).decode()) if f.name.startswith("hallmon_store_")}
+    assert types == {"hallmon_store_write_queue": "gauge",
+                     "hallmon_store_write_oldest_seconds": "gauge",
+                     "hallmon_store_write_retries": "counter", "hallmon_store_writes": "counter"}
+
+
 def test_never_the_global_registry_and_no_created_series() -> None:
     src = Source()
     poll_all(src)
@@ -175,7 +199,9 @@ def test_promtool_check_metrics_is_clean() -> None:
     src.extra = Snapshot(tickets_open={"fault": 1}, tickets_total={"fault": 1},
                          tickets_resolved={"fault": 1}, ticket_resolution_seconds={"fault": 60},
                          notifications={"email": 1}, notification_failures={"email": 0},
-                         poll_durations={"icmp": hist}, probe_errors={"icmp": 0})
+                         poll_durations={"icmp": hist}, probe_errors={"icmp": 0},
+                         store_write_queue=2, store_write_oldest_seconds=1.5,
+                         store_write_retries={"locked": 1}, store_writes={"ok": 3})
     proc = subprocess.run([promtool, "check", "metrics"], input=expose(src.snapshot()),
                           capture_output=True, timeout=30, check=False)
     assert proc.returncode == 0 and not proc.stdout and not proc.stderr, proc.stderr.decode()

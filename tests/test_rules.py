@@ -14,7 +14,7 @@ RULES = Path(__file__).resolve().parent.parent / "dashboards" / "rules"
 EXPECTED = {
     "HallDeviceDown", "HallDeviceDegraded", "HallLineLoss", "HallDeviceFlapping", "HallmonDown",
     "HallmonConfigReloadFailed", "HallmonPollStale", "HallmonNotificationsFailing",
-    "HallmonNoLivePoller",
+    "HallmonNoLivePoller", "HallmonStoreBacklog",
 }
 
 

@@ -9,6 +9,8 @@ delivered any hall's outbox rows. Also the migration bringing single-site stores
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -255,10 +257,15 @@ def test_a_site_id_is_strict() -> None:
 _OLD_UNIQUE = {("incidents", "open_key"), ("tickets", "incident_key"), ("outbox", "key")}
 
 
+_AFTER_V4 = {"sites", "device_status"}  # tables later migrations create
+
+
 def _v4_shape() -> sa.MetaData:
     """The tables as v4 left them: no site column, keys unique across the database."""
     old = sa.MetaData()
     for t in schema.metadata.sorted_tables:
+        if t.name in _AFTER_V4:
+            continue
         cols = []
         for c in t.columns:
             if c.name == "site":
@@ -309,6 +316,12 @@ def test_the_migration_gives_todays_rows_the_single_site(url: str) -> None:
         assert other.alert_state() is None
         assert single.ticket_counts()["total"]["fault"] == 1
         assert other.ticket_counts()["total"]["fault"] == 0
+        # the later migrations' tables came along too (sites, device_status)
+        single.register_site("hall", "Asia/Shanghai", None, 1, {"devices": []})
+        assert [r.id for r in other.list_sites()] == ["default"]
+        other.record_statuses("p1", [(KIOSK, "up", "", at)])
+        assert other.peer_view()[KIOSK].status == "up"
+        assert single.peer_view()[KIOSK].status == "down"  # its open incident, from v4
         if pg:  # keys are per site now: hall B opens its own incident of the same device
             mine = other.open_incident(KIOSK, "ping", "down", "no reply", at)
             assert mine != single.open_incidents()[0].id
@@ -423,6 +436,20 @@ def test_two_daemons_of_two_halls_on_one_database(tmp_path, pg_server) -> None: 
             assert reader["hall-b"].list_tickets()[1] == 0
             assert b.http.get(f"/api/v1/devices/{KIOSK}").json()["status"] == "up"
             assert reader["hall-b"].outbox_counts()["sent"] == 0
+            # each daemon registered its hall: B answers for A's and for every hall's report
+            sites = b.http.get("/api/v1/sites").json()
+            assert [(s["id"], s["this"]) for s in sites["sites"]] == [
+                ("hall-a", False), ("hall-b", True)]
+            got = b.http.get("/api/v1/reports/day", params={
+                "site": "*", "format": "csv", "lang": "en"})
+            assert got.status_code == 200, got.text
+            rows = list(csv.reader(io.StringIO(got.content.decode("utf-8-sig"))))
+            head = rows.index(["Incidents and downtime"]) + 1
+            assert rows[head][:2] == ["Site", "Device"]
+            assert [r[:2] for r in rows[head + 1:] if r[:1] == ["hall-a"]][:1] == [
+                ["hall-a", KIOSK]]  # A's kiosk is down, counted in A's report section
+            one = b.http.get("/api/v1/reports/day", params={"site": "hall-a", "lang": "en"})
+            assert one.status_code == 200 and KIOSK in one.text
 
             a.stop()  # hall A restarts with its kiosk repaired
             write_atomically(a.inventory, _daemon_hall("hall-a", down=False))

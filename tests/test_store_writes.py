@@ -14,8 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import closing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,8 +27,16 @@ from monitor.state import DeviceStatus
 from monitor.store import AsyncStore, InvalidValue, NewTicket, Store
 from monitor.store.csvio import COLUMNS, parse_tickets_csv
 from monitor.tally import tally
-from tests.agents.daemon import ROOT, HallmonProcess, WebhookReceiver, node, small_inventory
-from tests.conftest import Clock
+from tests.agents.daemon import (
+    ROOT,
+    HallmonProcess,
+    WebhookReceiver,
+    node,
+    small_inventory,
+    write_atomically,
+)
+from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.conftest import Clock, missing_tool, require_tool
 from tests.test_alerts_restart import _notifications, _story
 from tests.test_daemon import _rows
 from tests.test_pipeline import FAIL, OK, Recorder, check, inventory
@@ -195,3 +203,235 @@ def test_the_engine_state_lands_with_its_messages_one_per_poller(store: Store) -
     assert store.commit([("k1/dt", "dt", {"n": 1})], '{"s": 2}', a) == 0  # a retried write
     assert (store.alert_state(a), store.alert_state(b)) == ('{"s": 2}', '{"s": "b"}')
     assert [i.key for i in store.due(datetime.now(UTC))] == ["k1/dt", "k2/dt", "k3/dt"]
+
+
+# ---- what an operator sees of the write queue (hallmon_store_write_*) ---------------------------
+
+
+async def test_the_write_queue_counts_what_waits_how_long_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "hall.db"
+    clock = Clock(100.0)
+    store = AsyncStore(Store(f"sqlite:///{path}", timezone="Asia/Shanghai", busy_timeout=0.2),
+                       clock=clock)
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    try:
+        assert (store.queued_writes, store.oldest_write_age()) == (0, 0.0)
+        with closing(sqlite3.connect(path, isolation_level=None)) as importer:
+            importer.execute("BEGIN IMMEDIATE")  # another process' write lock
+            store.queue(store.store.open_incident, "sw-1f-a", "ping", "down", "no reply", at)
+            clock.now += 30
+            store.queue(store.store.open_incident, "sw-2f-a", "ping", "down", "no reply", at)
+            await _eventually("retries behind the lock", lambda: store.retries["locked"] >= 2)
+            assert store.queued_writes == 2
+            assert store.oldest_write_age() == 30.0  # the first one's, not the last one's
+            clock.now += 15
+            assert store.oldest_write_age() == 45.0
+            assert store.writes == {"ok": 0, "failed": 0}
+            importer.execute("COMMIT")
+        assert await store.drain(20)
+        assert (store.queued_writes, store.oldest_write_age()) == (0, 0.0)
+        assert store.writes == {"ok": 2, "failed": 0}
+        assert store.retries["connection"] == store.retries["other"] == 0
+        # A write no retry can help (a bug, a refused value) is dropped and counted as failed.
+        store.queue(store.store.close_incident, 999_999, "not a datetime")  # type: ignore[arg-type]
+        assert await store.drain(20)
+        assert store.writes["failed"] == 1 and store.write_retries == store.retries["locked"]
+        assert len(await store.incidents()) == 2
+    finally:
+        await store.aclose()
+
+
+def test_retry_kinds_of_real_postgresql_errors(pg_server: PostgresServer) -> None:
+    import sqlalchemy
+    from sqlalchemy import text
+
+    from monitor.store.aio import retry_kind
+    from tests.agents.proc import free_port
+
+    engine = sqlalchemy.create_engine(pg_server.new_database())
+    try:
+        with engine.connect() as holder, engine.connect() as waiter:
+            holder.execute(text("CREATE TABLE t (a text PRIMARY KEY)"))
+            holder.execute(text("INSERT INTO t VALUES ('locked')"))
+            holder.commit()
+            # Another transaction holds the table: the lock wait runs out (55P03).
+            holder.execute(text("LOCK TABLE t IN ACCESS EXCLUSIVE MODE"))
+            waiter.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as waited:
+                waiter.execute(text("INSERT INTO t VALUES ('x')"))
+            waiter.rollback()
+            holder.rollback()
+            # A refused value is no lock, whatever its message says ("... (a)=(locked) ...").
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as refused_value:
+                waiter.execute(text("INSERT INTO t VALUES ('locked')"))
+            waiter.rollback()
+    finally:
+        engine.dispose()
+    assert retry_kind(waited.value) == "locked"
+    assert retry_kind(refused_value.value) == "other"
+    # Nothing listens on that port: psycopg is refused before any server speaks (no sqlstate).
+    away = sqlalchemy.create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=5")
+    try:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as refused:
+            away.connect()
+    finally:
+        away.dispose()
+    assert retry_kind(refused.value) == "connection"
+
+
+# ---- as an operator finds it: the daemon's database goes away while devices go down -------------
+
+BACKLOG_DEVICES = [node(f"n-{i}", f"127.30.0.{i + 1}") for i in range(6)]
+OUTAGES = 4  # n-0 .. n-3 go down (one after the other) while the database takes no writes
+WRITES = 3 * OUTAGES  # each: open its incident, close it, resolve its automatic ticket (if any)
+FAULTS = [{"device": f"n-{i}", "mode": "down", "at": f"{i}s" if i else 0, "duration": "4s"}
+          for i in range(OUTAGES)]
+
+
+def _store_samples(d: HallmonProcess) -> dict[str, float]:
+    """The hallmon_store_* samples of one scrape, ``name`` or ``name{label}`` -> value; and
+    ``up`` -> how many devices are up."""
+    out: dict[str, float] = {}
+    got = d.samples()
+    for name, rows in got.items():
+        if name.startswith("hallmon_store_"):
+            for labels, value in rows:
+                out[name + "".join(f"{{{v}}}" for v in labels.values())] = value
+    out["up"] = sum(v for labels, v in got["hallmon_device_status"] if labels["status"] == "up")
+    return out
+
+
+def _outages_while_the_database_takes_no_writes(
+    d: HallmonProcess, no_writes: AbstractContextManager[object], kind: str, within: float,
+    *, again: bool
+) -> None:
+    """Scripted outages while ``no_writes`` holds: /metrics shows every write queued, retries
+    of ``kind`` counting (``again``: wait for one more) and the oldest aging; after it, the
+    queue drains to 0 and every write landed. ``within``: how long one failed try may take (a
+    lock wait: the busy timeout)."""
+    d.wait_for(lambda: _store_samples(d)["up"] == len(BACKLOG_DEVICES), 30, "all up")
+    before = _store_samples(d)
+    assert before["hallmon_store_write_queue"] == 0
+    assert before["hallmon_store_write_oldest_seconds"] == 0
+    retries = f"hallmon_store_write_retries_total{{{kind}}}"
+    with no_writes:
+        # The outages start now: the mock's script counts from the reload.
+        write_atomically(d.inventory, small_inventory(BACKLOG_DEVICES, faults=FAULTS))
+        assert d.http.post("/-/reload").status_code == 200, d.log_tail()
+        # Every outage queued its writes, none of them landed, and they are being retried.
+        backlog = d.wait_for(
+            lambda: (s := _store_samples(d))["hallmon_store_write_queue"] >= WRITES
+            and s["up"] == len(BACKLOG_DEVICES) and s[retries] >= 1 and s,
+            60 + within, "the outages, queued and retried")
+        # (More than WRITES when other writes queue too: pollers sharing a site record status
+        # changes through the same queue.)
+        waiting = backlog["hallmon_store_write_queue"]
+        assert backlog["hallmon_store_writes_total{ok}"] == before[
+            "hallmon_store_writes_total{ok}"]
+        first_age = backlog["hallmon_store_write_oldest_seconds"]
+        assert first_age > 0
+        # Still retrying, and the oldest write keeps aging.
+        later = d.wait_for(
+            lambda: (s := _store_samples(d))["hallmon_store_write_oldest_seconds"] > first_age
+            and (s[retries] > backlog[retries] or not again) and s, 30, "another retry")
+        assert later["hallmon_store_write_queue"] >= waiting  # nothing landed, nothing lost
+        others = [k for k in ("locked", "connection", "other") if k != kind]
+        assert [later[f"hallmon_store_write_retries_total{{{k}}}"] for k in others] == [0, 0]
+    # The database takes writes again: the queue drains to 0 and every write lands.
+    after = d.wait_for(
+        lambda: (s := _store_samples(d))["hallmon_store_write_queue"] == 0 and s, 60 + within,
+        "the queue drained")
+    assert after["hallmon_store_write_oldest_seconds"] == 0
+    assert after["hallmon_store_writes_total{ok}"] - before[
+        "hallmon_store_writes_total{ok}"] >= waiting  # every write that waited landed
+    assert after["hallmon_store_writes_total{failed}"] == 0
+
+
+def _no_incident_lost(url: str) -> None:
+    store = Store(url, site="*")
+    try:
+        rows = store.incidents()
+    finally:
+        store.close()
+    # One DOWN per scripted outage, each closed, none for the others.
+    assert sorted((i.device_id, i.status, i.ended_at is not None) for i in rows) == [
+        (f"n-{i}", "down", True) for i in range(OUTAGES)]
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own: it is stopped and started again (the session's
+    shared ``pg_server`` serves other tests meanwhile)."""
+    require_tool("initdb", find_bin("initdb") or "initdb")
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as exc:
+        missing_tool(str(exc))
+
+
+@pytest.mark.slow
+def test_metrics_show_writes_queued_while_postgresql_is_stopped_and_none_is_lost(
+    tmp_path: Path, own_pg: PostgresServer
+) -> None:
+    url = own_pg.new_database()
+    # A lease longer than the outage: this poller keeps its devices throughout (HA is on by
+    # default on PostgreSQL; its own heartbeats fail meanwhile, and are logged).
+    with HallmonProcess(tmp_path / "d", small_inventory(BACKLOG_DEVICES),
+                        args=(f"--storage.url={url}", "--ha.lease=120",
+                              "--ha.heartbeat=5")) as d:
+        _outages_while_the_database_takes_no_writes(d, own_pg.stopped(), "connection", 0,
+                                                    again=True)
+    _no_incident_lost(url)
+
+
+@contextmanager
+def _write_locked(db: Path) -> Iterator[None]:
+    """Another process' transaction holding SQLite's write lock (as a long import did)."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("COMMIT")
+
+
+@pytest.mark.slow
+def test_metrics_show_writes_queued_while_another_process_holds_the_sqlite_lock(
+    tmp_path: Path,
+) -> None:
+    with HallmonProcess(tmp_path / "d", small_inventory(BACKLOG_DEVICES)) as d:
+        # Each try waits out SQLite's busy timeout (30 s) before it counts as a retry: one
+        # is enough (the unit test above counts several with a short timeout).
+        _outages_while_the_database_takes_no_writes(d, _write_locked(d.db), "locked", 35,
+                                                    again=False)
+        url = f"sqlite:///{d.db}"
+    _no_incident_lost(url)
+
+
+async def test_a_write_the_database_refuses_does_not_hold_back_the_writes_behind_it(
+        tmp_path: Path, pg_server: PostgresServer) -> None:
+    """Found by the store-metrics work: every database error was retried, so one write refused
+    for its data (a unique key taken, a value out of range) blocked every write behind it for
+    good — the daemon recorded nothing more until restarted. Such a write is dropped, logged and
+    counted as failed; a lock or a lost connection is still waited out (tests above)."""
+    from sqlalchemy import text
+
+    for url in (f"sqlite:///{tmp_path / 'hall.db'}", pg_server.new_database()):
+        store = AsyncStore(Store(url, timezone="Asia/Shanghai"))
+        at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        try:
+            def refused(store: Store = store.store) -> None:
+                with store.tx() as conn:  # a key that is taken: no retry can help
+                    conn.execute(text("INSERT INTO store_meta (key, value) VALUES ('k', 'a')"))
+                    conn.execute(text("INSERT INTO store_meta (key, value) VALUES ('k', 'b')"))
+
+            store.queue(refused)
+            landed = store.queue(store.store.open_incident, "sw-1f-a", "ping", "down",
+                                 "no reply", at)
+            assert await store.drain(20), f"{url.split(':')[0]}: the queue is stuck behind it"
+            assert landed.done() and landed.exception() is None
+            assert store.writes == {"ok": 1, "failed": 1}
+            assert sum(store.retries.values()) == 0
+            assert [i.device_id for i in await store.incidents()] == ["sw-1f-a"]
+        finally:
+            await store.aclose()

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from monitor.store import InvalidValue, NewTicket, NotFound, Store, schema
 from monitor.store.localtime import date_key
-from monitor.store.migrations import _v6_tally2_pairs
+from monitor.store.migrations import MIGRATIONS, _v8_tally2_pairs
 from monitor.tally import (
     GROUPS,
     DeviceRef,
@@ -374,18 +374,20 @@ def test_every_filter_combination_with_every_grouping_equals_a_direct_count(
                     direct = tally_direct(conn, date_key(lo), date_key(hi), g, filters,
                                           site=site)
                 assert kept == _fold(direct, period), (site, filters, g, period)
-    # the write path, the Python rebuild and the migration's SQL backfill agree row for row
+    # the write path, the rebuilds (one hall's, every hall's) and the migration's backfill
+    # agree row for row
     kept = _pair_rows(store)
     assert {r[0] for r in kept} <= set(SITES)
-    store.rebuild_tally()
-    assert _pair_rows(store) == kept
+    for view in (halls["hall-b"], views["*"]):
+        view.rebuild_tally()
+        assert _pair_rows(store) == kept
     with store.tx() as conn:
-        _v6_tally2_pairs(conn)
+        _v8_tally2_pairs(conn)
     assert _pair_rows(store) == kept
 
 
 def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
-    """A store from before the pair table (schema 5, tickets of two halls in it, one device id
+    """A store from before the pair table (schema 7, tickets of two halls in it, one device id
     in both) is backfilled by the migration per hall, and its filtered tallies are exact from
     the first read, per hall and across halls."""
     s = Store(url, timezone="Asia/Shanghai", site="hall-a")
@@ -396,11 +398,13 @@ def test_an_older_store_gains_its_pair_counts_on_upgrade(url: str) -> None:
         for cat, floor in rows:
             s.for_site(site).create_ticket(replace(new(cat, "kiosk", None, at), floor=floor,
                                                    device_id="kiosk-1f-03"))
-    with s.tx() as conn:  # back to schema 5
+    before = MIGRATIONS.index(_v8_tally2_pairs)  # the schema version before the pair table
+    with s.tx() as conn:  # back to that schema
         conn.execute(schema.ticket_pairs.delete())
         conn.execute(text("DROP TABLE ticket_pairs"))
         conn.execute(text("DROP INDEX ix_tickets_dims"))
-        conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version > 5))
+        conn.execute(schema.schema_version.delete().where(
+            schema.schema_version.c.version > before))
     s.close()
     s = Store(url, timezone="Asia/Shanghai", site="hall-a")
     views = {"hall-a": s, "hall-b": s.for_site("hall-b"), "*": s.for_site("*")}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from monitor.api.auth import AUTH_RESPONSES, require, require_or_local
@@ -57,6 +58,10 @@ class DeviceOut(_Out):
     cause: str
     last_poll: datetime | None
     since: datetime | None
+    # The poller that polls it (pollers sharing a site, issue 17; this one's name otherwise).
+    # Another poller's device shows the status the store knows: its open incident, else what
+    # that poller last recorded (read again every heartbeat); no last_poll, no checks.
+    poller: str | None
 
 
 class LastResultOut(_Out):
@@ -100,6 +105,11 @@ class DeviceList(_Out):
     devices: list[DeviceOut]
 
 
+class ElsewhereOut(_Out):
+    detail: str
+    poller: str | None  # the poller that polls the device: ask it
+
+
 class RecheckOut(_Out):
     device: str
     queued: bool
@@ -126,10 +136,22 @@ _NOT_POLLED = (DeviceStatus.UNKNOWN, "not yet polled")
 _ROWS: TypeAdapter[list[DeviceOut]] = TypeAdapter(list[DeviceOut])
 
 
+def _poller(pipeline: Pipeline, device_id: str) -> str | None:
+    if pipeline.owned is None:
+        return pipeline.poller_id or None
+    return pipeline.owners.get(device_id)
+
+
+def _status(pipeline: Pipeline, device_id: str) -> DeviceStatus:
+    if pipeline.owned is None or device_id in pipeline.owned:
+        return pipeline.state.statuses.get(device_id, _NOT_POLLED)[0]
+    return pipeline.status_of(device_id)[0]
+
+
 def _device_out(pipeline: Pipeline, device: Device) -> DeviceOut:
     """One device's row: O(its checks), read through the state's per-device spec."""
     state = pipeline.state
-    st, cause = state.statuses.get(device.id, _NOT_POLLED)
+    st, cause, since = pipeline.status_of(device.id)
     spec = state.devices.get(device.id)
     last_poll = None
     if spec is not None:
@@ -153,7 +175,8 @@ def _device_out(pipeline: Pipeline, device: Device) -> DeviceOut:
         status=st.value,
         cause=cause,
         last_poll=_ts(last_poll),
-        since=_ts(state.since.get(device.id)),  # the device's own status change
+        since=_ts(since),  # the device's own status change
+        poller=_poller(pipeline, device.id),
     )
 
 
@@ -179,14 +202,13 @@ async def _with_status(
     pipeline: Pipeline, index: DeviceIndex, positions: Sequence[int], wanted: DeviceStatus
 ) -> list[int]:
     """The positions whose device is in ``wanted`` now, scanned in slices."""
-    statuses = pipeline.state.statuses
     devices = index.devices
     out: list[int] = []
     for start in range(0, len(positions), _SCAN):
         out.extend(
             i
             for i in positions[start : start + _SCAN]
-            if statuses.get(devices[i].id, _NOT_POLLED)[0] is wanted
+            if _status(pipeline, devices[i].id) is wanted
         )
         if start + _SCAN < len(positions):
             await asyncio.sleep(0)
@@ -242,6 +264,8 @@ async def get_device(request: Request, device_id: str) -> Any:
     base = _device_out(pipeline, device)
     resolved = pipeline.index.checks(device)
     spec = pipeline.state.devices.get(device_id)
+    if pipeline.owned is not None and device_id not in pipeline.owned:
+        spec = None  # another poller's checks: their results are on that poller
     checks = []
     for name in sorted(spec.checks) if spec is not None else ():
         cs = pipeline.state.checks.get((device_id, name))
@@ -268,10 +292,18 @@ async def get_device(request: Request, device_id: str) -> Any:
     response_model=RecheckOut,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(require_or_local("technician"))],
-    responses={404: {"description": "No such device"}},
+    responses={404: {"description": "No such device"},
+               409: {"model": ElsewhereOut, "description": "Another poller polls the device"}},
     summary="Run every check of a device now",
 )
 async def recheck(request: Request, device_id: str) -> Any:  # on the loop: it starts tasks
     hall = _hall(request)
-    _find(hall.pipeline, device_id)
+    pipeline = hall.pipeline
+    _find(pipeline, device_id)
+    if pipeline.owned is not None and device_id not in pipeline.owned:
+        owner = pipeline.owners.get(device_id)
+        return JSONResponse(ElsewhereOut(
+            detail=f"device {device_id!r} is polled by poller {owner!r}, not by this one "
+                   f"({pipeline.poller_id!r}): ask that poller to re-check it",
+            poller=owner).model_dump(), status_code=status.HTTP_409_CONFLICT)
     return RecheckOut(device=device_id, queued=hall.recheck(device_id))

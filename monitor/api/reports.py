@@ -3,6 +3,10 @@
 With the daemon's hall at ``app.state.hall`` (its ``inventory``), every device and class is
 named, availability covers devices that never failed, and it is counted over the site's opening
 hours on its working days (24 h for line classes).
+
+``site``: another hall sharing the database, reported on with the profile its daemon registered
+(monitor.store.sites: its name, devices, timezone, opening hours and calendar), or ``*`` for one
+report over every site, each counted on its own (see reports.build_sites_report).
 """
 
 from __future__ import annotations
@@ -10,14 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from monitor.api.tickets import ERRORS, GUARDS, IsoDate, StoreDep, Viewer, sane_date
+from monitor.api.tickets import ERRORS, GUARDS, SITE_PATTERN, IsoDate, StoreDep, Viewer, sane_date
 from monitor.inventory import Inventory
-from monitor.reports import MEDIA, Hall, build_report, render
+from monitor.reports import MEDIA, Hall, render, report_for_site
+from monitor.store import InvalidValue
+from monitor.store.engine import ALL_SITES
 
 router = APIRouter(prefix="/reports", tags=["reports"], responses=ERRORS, dependencies=GUARDS)
-
 
 
 @router.get(
@@ -36,13 +41,21 @@ async def report(
     day: Annotated[IsoDate | None, Query(alias="date")] = None,
     format: Literal["md", "csv", "xlsx"] = "md",
     lang: Literal["zh", "en"] = "zh",
+    site: Annotated[str | None, Query(pattern=SITE_PATTERN, max_length=64)] = None,
 ) -> Response:
-    """``date``: any local date inside the period (default: today, site time)."""
+    """``date``: any local date inside the period (default: today, site time). ``site``:
+    another hall sharing the database, or ``*`` for every hall (default: this hall)."""
     when = sane_date(day or datetime.now(store.store.tz).date(), "date")
     inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
     hall = Hall.of(inventory) if isinstance(inventory, Inventory) else None
-    rep = await store.run(build_report, store.store, period, when, hall)
+    try:
+        rep = await store.run(report_for_site, store.store, period, when, site, hall)
+    except InvalidValue as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["query", "site"], "msg": str(exc), "type": "value_error"}]) from None
     data = await store.run(render, rep, format, lang)
-    name = f"hallmon-{period}-{rep.label}.{format}"
+    tag = "" if rep.site in ("", store.store.site) else \
+        ("-all-sites" if rep.site == ALL_SITES else f"-{rep.site}")
+    name = f"hallmon-{period}-{rep.label}{tag}.{format}"
     return Response(data, media_type=MEDIA[format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from monitor.cli import DEFAULT_INVENTORY
 from monitor.inventory import Inventory
 from monitor.inventory.load import InventoryError, load_inventory
-from monitor.store import NewTicket, Store, StoreError, Ticket, sqlite_url
+from monitor.store import InvalidValue, NewTicket, Store, StoreError, Ticket, sqlite_url
 from monitor.store.csvio import decode_csv, parse_tickets_csv
 
 DEFAULT_DB = sqlite_url()  # the daemon's default log (state/hallmon.db)
@@ -236,6 +236,9 @@ def add_report_command(subparsers: Any) -> None:
     p.add_argument("--lang", choices=LANGS, default="zh")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="file to write (default: stdout; xlsx needs a file)")
+    p.add_argument("--site", default=None,
+                   help="another hall sharing the database, or '*' for every hall, each "
+                        "with the profile its daemon registered (default: this hall)")
     _common(p)
     p.set_defaults(func=run_report)
     sub = p.add_subparsers(dest="report_command", metavar="COMMAND")
@@ -277,7 +280,7 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from monitor.reports import Hall, build_report, render
+    from monitor.reports import Hall, render, report_for_site
 
     if args.format == "xlsx" and args.output is None:
         print("hallmon: --format xlsx needs --output FILE", file=sys.stderr)
@@ -289,7 +292,12 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         day = args.date or datetime.now(store.tz).date()
         hall = Hall.of(inventory) if inventory is not None else None
-        data = render(build_report(store, args.period, day, hall), args.format, args.lang)
+        try:
+            report = report_for_site(store, args.period, day, args.site, hall)
+        except InvalidValue as exc:
+            print(f"hallmon: --site: {exc}", file=sys.stderr)
+            return 2
+        data = render(report, args.format, args.lang)
     finally:
         store.close()
     if args.output is None:

@@ -26,7 +26,7 @@ from monitor.inventory import Device, Inventory
 from monitor.inventory.windows import active_window
 from monitor.pages import i18n, render
 from monitor.pages.session import astore, signed_in
-from monitor.pipeline import Pipeline
+from monitor.pipeline import INCIDENT_STATUSES, Pipeline
 from monitor.state import DeviceStatus
 
 STATUS_CHARS = {"up": "u", "degraded": "g", "maintenance": "m", "unreachable": "r",
@@ -107,6 +107,8 @@ def layout_for(request: Request, inventory: Inventory, public: bool) -> Layout:
 
 
 def status_string(pipeline: Pipeline, ids: Iterable[str]) -> str:
+    if pipeline.owned is not None:  # pollers sharing the site: the others' as the store knows
+        return "".join(STATUS_CHARS[pipeline.status_of(i)[0].value] for i in ids)
     statuses = pipeline.state.statuses
     unknown = (DeviceStatus.UNKNOWN, "")
     return "".join(STATUS_CHARS[statuses.get(i, unknown)[0].value] for i in ids)
@@ -119,16 +121,32 @@ def counts(s: str) -> dict[str, int]:
 def incidents(pipeline: Pipeline, lang: str, now: float) -> list[dict[str, Any]]:
     """Open incidents: the devices down or degraded first (the causes), then those unreachable
     behind them; longest first; at most MAX_LISTED (a core switch down makes thousands)."""
-    names = {d.id: d.name for d in pipeline.inventory.devices} if pipeline.incidents else {}
+    open_ = open_incidents(pipeline)
+    names = {d.id: d.name for d in pipeline.inventory.devices} if open_ else {}
     out = []
-    ordered = sorted(pipeline.incidents.items(),
-                     key=lambda kv: (kv[1].status is DeviceStatus.UNREACHABLE,
-                                     kv[1].started_at))
-    for dev, inc in ordered[:MAX_LISTED]:
-        status, cause = pipeline.state.statuses.get(dev, (inc.status, ""))
+    ordered = sorted(open_.items(), key=lambda kv: (kv[1][0] is DeviceStatus.UNREACHABLE,
+                                                    kv[1][2]))
+    for dev, (status, cause, started) in ordered[:MAX_LISTED]:
         out.append({"id": dev, "name": names.get(dev, dev), "status": status.value,
                     "word": i18n.STATUS_WORDS[lang][status.value], "cause": cause,
-                    "for": i18n.duration(now - inc.started_at, lang)})
+                    "for": i18n.duration(now - started, lang)})
+    return out
+
+
+def open_incidents(pipeline: Pipeline) -> dict[str, tuple[DeviceStatus, str, float]]:
+    """(status, cause, start) of each device in an incident: this poller's own, and with
+    pollers sharing the site the others' devices as the store knows them."""
+    out = {}
+    for dev, inc in pipeline.incidents.items():
+        status, cause = pipeline.state.statuses.get(dev, (inc.status, ""))
+        out[dev] = (status, cause, inc.started_at)
+    if pipeline.owned is not None:
+        for dev, known in pipeline.peers.items():
+            if dev in pipeline.owned or dev in out or dev not in pipeline.owners:
+                continue
+            status = DeviceStatus(known.status)
+            if status in INCIDENT_STATUSES:
+                out[dev] = (status, known.cause, known.since.timestamp())
     return out
 
 
@@ -187,7 +205,7 @@ async def snapshot(request: Request, public: bool) -> dict[str, Any]:
                             "at": now.isoformat(timespec="seconds")}
     if not public:
         data["incidents"] = incidents(pipeline, lang, time.time())
-        data["incidents_total"] = len(pipeline.incidents)
+        data["incidents_total"] = len(open_incidents(pipeline))
         data["maintenance"] = await maintenance(request, pipeline)
         data["maintenance_total"] = len(pipeline.state.maintenance)
     return {"layout": layout, "data": data, "lang": lang}

@@ -14,7 +14,6 @@ from monitor.pages import i18n, render
 from monitor.pages.board import STATUS_CHARS, allowed
 from monitor.pages.session import astore, signed_in
 from monitor.pipeline import Pipeline
-from monitor.state import DeviceStatus
 
 
 async def device_page(request: Request) -> Response:
@@ -31,10 +30,10 @@ async def device_page(request: Request) -> Response:
             "message": t("field_error", field="device", msg=f"unknown device {device_id!r}")},
             status=404, user=user)
     lang = i18n.pick(request)
-    status, cause = pipeline.state.statuses.get(device.id, (DeviceStatus.UNKNOWN, ""))
-    since = pipeline.state.since.get(device.id)
+    status, cause, since = pipeline.status_of(device.id)  # another poller's: as stored
     checks = []
-    for check in pipeline.inventory.checks_for(device):
+    elsewhere = pipeline.owned is not None and device.id not in pipeline.owned
+    for check in () if elsewhere else pipeline.inventory.checks_for(device):
         cs = pipeline.state.checks.get((device.id, check.name))
         last = None if cs is None else cs.last
         checks.append({"name": check.name, "kind": check.kind, "role": check.role,
@@ -59,4 +58,5 @@ async def device_page(request: Request) -> Response:
         "d": device, "status": status.value, "char": STATUS_CHARS[status.value], "cause": cause,
         "for": None if since is None else i18n.duration(time.time() - since, lang),
         "checks": checks, "tickets": tickets, "incidents": incidents, "parent": parent,
+        "poller": None if pipeline.owned is None else pipeline.owners.get(device.id),
         "chars": STATUS_CHARS}, user=user)

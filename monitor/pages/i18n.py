@@ -90,6 +90,7 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "ev_edit": ("修改", "edit"),
     "owner": ("归属单位", "Owner"),
     "parent": ("上级设备", "Upstream device"),
+    "poller": ("采集节点", "Polled by"),
     "checks": ("检查项", "Checks"),
     "recent_incidents": ("近期故障", "Recent incidents"),
     "language": ("English", "中文"),

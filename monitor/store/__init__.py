@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from monitor.store.aio import AsyncStore
+from monitor.store.device_status import DeviceStatusMixin, KnownStatus
 from monitor.store.incidents import IncidentsMixin
 from monitor.store.models import (
     DEFAULT_CATEGORIES,
@@ -28,6 +29,7 @@ from monitor.store.models import (
 )
 from monitor.store.outbox import OutboxMixin
 from monitor.store.pollers import PollersMixin
+from monitor.store.sites import SiteRow, SitesMixin
 from monitor.store.tickets import TicketsMixin
 from monitor.store.users import User, UsersMixin
 from monitor.store.windows import WindowsMixin
@@ -41,7 +43,8 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
     return f"sqlite:///{Path(state_dir) / 'hallmon.db'}"
 
 
-class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin):
+class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin,
+            SitesMixin, DeviceStatusMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -55,11 +58,13 @@ __all__ = [
     "AsyncStore",
     "Incident",
     "InvalidTransition",
+    "KnownStatus",
     "InvalidValue",
     "MaintenanceWindow",
     "NewTicket",
     "NotFound",
     "OutboxItem",
+    "SiteRow",
     "Store",
     "StoreError",
     "Ticket",

@@ -8,6 +8,13 @@ callers expect.
 must never wait for, or depend on, a store write). Queued writes run in order, one at a time; a
 write that fails for a reason of the database's (locked by a long import, connection lost) is
 retried until it lands, and the writes behind it wait, so they land in the order they happened.
+A write the database refuses for its data (a constraint, a bad value: ``refused()``) gets the
+same answer every time: it is logged, counted as failed and dropped, so it cannot hold back the
+writes behind it for good.
+
+What an operator needs to see of that queue (``hallmon_store_write_*`` on /metrics) is kept here
+as plain counters read at scrape time: how many writes wait and since when, every retry by the
+kind of error (a bounded set, ``RETRY_KINDS``), every write by outcome.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from monitor.store.models import (
     Incident,
@@ -41,25 +49,82 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between tries of a queued write that failed
 
+# Why a queued write was tried again. A bounded set: the label of hallmon_store_write_retries_total
+# (never the driver's message, which may name hosts, users or values).
+RETRY_KINDS: tuple[str, ...] = ("locked", "connection", "other")
+WRITE_OUTCOMES: tuple[str, ...] = ("ok", "failed")
+# SQLSTATEs of PostgreSQL that mean "wait and try again": lock_not_available, deadlock_detected,
+# serialization_failure; class 08 (connection exception) and 57P0x (the server shutting down or
+# starting up, "the database system is starting up" after a restart) mean the server is away.
+_PG_LOCKED = {"55P03", "40P01", "40001"}
+_PG_AWAY = {"57P01", "57P02", "57P03"}
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes (the low byte of extended ones)
+
+
+def retry_kind(exc: DBAPIError) -> str:
+    """``locked``: another writer holds the database (SQLite busy/locked behind a long import,
+    a PostgreSQL lock wait, deadlock or serialization failure); ``connection``: the server is
+    away (refused, dropped, shutting down, starting up); ``other``: any other database error.
+    Decided by error codes, never by message text (a value in a message could say "locked")."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None)  # psycopg; None when no server answered
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if state in _PG_LOCKED or (
+            sqlite_code is not None and sqlite_code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)):
+        return "locked"
+    if exc.connection_invalidated or state in _PG_AWAY or (state or "").startswith("08"):
+        return "connection"
+    if state is None and sqlite_code is None and isinstance(exc, OperationalError):
+        return "connection"  # psycopg: refused or dropped before the server said anything
+    return "other"
+
+
+def refused(exc: DBAPIError) -> bool:
+    """The database refused the write's data (a constraint, a value out of range or of the
+    wrong type): trying it again gets the same answer, so retrying would only hold back every
+    write queued behind it. PostgreSQL SQLSTATE classes 22 and 23; SQLite's IntegrityError and
+    DataError (SQLAlchemy maps the driver's exceptions to these classes for both)."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return isinstance(exc, IntegrityError | DataError) or state[:2] in ("22", "23")
+
 
 class AsyncStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock  # ages of queued writes (tests inject one)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
-        self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        # (write, its future, when it was queued by ``clock``)
+        self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any], float]] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self.write_retries = 0  # queued writes tried again after a database error
+        # Queued writes tried again after a database error, by RETRY_KINDS; queued writes done,
+        # by WRITE_OUTCOMES ("failed": dropped, an error no retry can help).
+        self.retries: dict[str, int] = dict.fromkeys(RETRY_KINDS, 0)
+        self.writes: dict[str, int] = dict.fromkeys(WRITE_OUTCOMES, 0)
+
+    @property
+    def write_retries(self) -> int:
+        return sum(self.retries.values())
 
     @property
     def queued_writes(self) -> int:
         return len(self._writes)
 
+    def oldest_write_age(self) -> float:
+        """Seconds the oldest queued write has waited (0 with none queued). Safe from any
+        thread: a deque's ``[0]`` is atomic under the GIL, and IndexError means empty."""
+        try:
+            queued_at = self._writes[0][2]
+        except IndexError:
+            return 0.0
+        return max(0.0, self.clock() - queued_at)
+
     def queue(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Run ``fn`` on the store thread after every write queued before it, retrying it on a
-        database error until it lands. Returns at once; the future holds its result."""
+        database error until it lands (unless the database refuses its data: ``refused``).
+        Returns at once; the future holds its result."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[R] = loop.create_future()
-        self._writes.append((functools.partial(fn, *args, **kwargs), done))
+        self._writes.append((functools.partial(fn, *args, **kwargs), done, self.clock()))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_all())
         return done
@@ -80,27 +145,39 @@ class AsyncStore:
     async def _write_all(self) -> None:
         delay = RETRY_FIRST
         while self._writes:
-            fn, done = self._writes[0]
+            fn, done, _ = self._writes[0]
             try:
                 result = await self.run(fn)
-            except DBAPIError as exc:  # locked, busy, connection lost: the write itself is fine
-                self.write_retries += 1
-                log.warning("store write failed (%s); retrying in %.1f s, %d queued",
-                            type(exc.orig).__name__, delay, len(self._writes))
+            except DBAPIError as exc:
+                if refused(exc):  # the data itself: the same write is refused every time
+                    self._drop(exc, fn)
+                    continue
+                kind = retry_kind(exc)  # locked, busy, connection lost: the write is fine
+                self.retries[kind] += 1
+                log.warning("store write failed (%s, %s); retrying in %.1f s, %d queued",
+                            kind, type(exc.orig).__name__, delay, len(self._writes))
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
                 continue
             except Exception as exc:  # a bug or a refused value: retrying cannot help
-                log.exception("store write dropped")
-                self._writes.popleft()
-                if not done.done():
-                    done.set_exception(exc)
-                    done.exception()  # retrieved: nobody has to await it
+                self._drop(exc, fn)
                 continue
             delay = RETRY_FIRST
+            self.writes["ok"] += 1
             self._writes.popleft()
             if not done.done():
                 done.set_result(result)
+
+    def _drop(self, exc: Exception, fn: Callable[[], Any]) -> None:
+        """The head write can never land: log it (by name: its arguments may be long), count
+        it as failed, hand its error to whoever awaits it, and go on with the writes behind."""
+        what = getattr(getattr(fn, "func", fn), "__qualname__", "write")
+        log.error("store write %s dropped: %s", what, exc, exc_info=exc)
+        self.writes["failed"] += 1
+        _, done, _ = self._writes.popleft()
+        if not done.done():
+            done.set_exception(exc)
+            done.exception()  # retrieved: nobody has to await it
 
     def __repr__(self) -> str:
         return f"<AsyncStore {self.store!r}>"

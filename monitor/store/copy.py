@@ -18,7 +18,7 @@ from monitor.store import schema
 from monitor.store.engine import StoreBase
 from monitor.store.models import InvalidValue
 
-SKIP = frozenset({"schema_version", "pollers"})
+SKIP = frozenset({"schema_version", "pollers", "device_status"})  # live state, not history
 BATCH = 2000
 
 

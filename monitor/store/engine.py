@@ -70,6 +70,37 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     return engine
 
 
+LEGACY_TZ_KEY = "timezone"  # the database's first zone: the fallback of a site without its own
+
+
+def _tz_key(site: str) -> str:
+    return f"timezone/{site}"
+
+
+def _zones(conn: Connection) -> dict[str, str]:
+    """The recorded zones: ``timezone`` and ``timezone/<site>`` keys of store_meta."""
+    meta = schema.store_meta
+    rows = conn.execute(select(meta.c.key, meta.c.value).where(
+        (meta.c.key == LEGACY_TZ_KEY) | meta.c.key.startswith("timezone/")))
+    return {str(k): str(v) for k, v in rows}
+
+
+def site_zones(conn: Connection) -> tuple[dict[str, ZoneInfo], ZoneInfo | None]:
+    """The zone each site recorded, and the database's first zone (that of a site without
+    one; None before any zone was given)."""
+    zones = _zones(conn)
+    first = zones.get(LEGACY_TZ_KEY)
+    return ({k.split("/", 1)[1]: _zone(v) for k, v in zones.items() if "/" in k},
+            None if first is None else _zone(first))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidValue(f"unknown timezone {name!r} (use an IANA name)") from exc
+
+
 def _checked_site(site: str) -> str:
     if site != ALL_SITES and not SITE_ID.fullmatch(site):
         raise InvalidValue(f"site {site!r}: a site id is lowercase ASCII letters, digits "
@@ -129,9 +160,14 @@ class StoreBase:
 
     def for_site(self, site: str) -> Self:
         """This store seen from another site ("*": every site), sharing its engine and settings:
-        what the API's ``site=`` parameter reads. Close the store, never a view of it."""
+        what the API's ``site=`` parameter reads. Local days and periods are that site's (its
+        recorded timezone). Close the store, never a view of it."""
         view = copy.copy(self)
         view.site = _checked_site(site)
+        if view.site != self.site:
+            with self.read() as conn:
+                zones = _zones(conn)
+            view.tz = _zone(zones.get(_tz_key(view.site)) or zones.get(LEGACY_TZ_KEY) or "UTC")
         return view
 
     def sites(self) -> list[str]:
@@ -189,40 +225,43 @@ class StoreBase:
         return at.astimezone(UTC)
 
     def _settle_timezone(self, wanted: str | None) -> ZoneInfo:
-        """The database remembers the site timezone its local days were computed in.
+        """The database remembers the timezone each site's local days were computed in.
 
-        Never changed silently: a store that holds tickets in another zone refuses a new one
-        (TimezoneMismatch) unless ``change_timezone`` says the site really moved; then the local
-        days are recomputed. A store that has no zone yet takes the first one given and records
-        it; opened with none, it works in UTC and records nothing, so that the site's zone,
+        Never changed silently: a site that holds tickets in another zone refuses a new one
+        (TimezoneMismatch) unless ``change_timezone`` says the site really moved; then its local
+        days are recomputed. Sites sharing a database may be in different zones (issue 17): each
+        has its own key ``timezone/<site>``; the first zone the database got (``timezone``) is
+        what a site that has none yet, or a store for every site ("*"), falls back to. A site
+        opened with no zone works in that one (or UTC) and records nothing, so that its zone,
         given later, is not refused."""
+        meta = schema.store_meta
+        own = _tz_key(self.site)
         with self.tx() as conn:
             if conn.dialect.name == "postgresql":  # pollers starting together on a fresh database
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
-            stored = conn.execute(
-                select(schema.store_meta.c.value).where(schema.store_meta.c.key == "timezone")
-            ).scalar_one_or_none()
+            zones = _zones(conn)
+            mine, first = zones.get(own), zones.get(LEGACY_TZ_KEY)
+            stored = mine or first
             name = wanted or stored or "UTC"
-            try:
-                tz = ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise InvalidValue(f"unknown timezone {name!r} (use an IANA name)") from exc
+            tz = _zone(name)
             self.timezone_recorded = stored is not None or wanted is not None
-            if stored is None:
-                if wanted is not None:
-                    conn.execute(schema.store_meta.insert().values(key="timezone", value=name))
-                    self._relocalise(conn, tz)  # rows written before any zone was known
-            elif stored != name:
-                held = conn.execute(select(schema.tickets.c.id).limit(1)).first()
+            if wanted is None or self.site == ALL_SITES:
+                return tz
+            if first is None:
+                conn.execute(meta.insert().values(key=LEGACY_TZ_KEY, value=name))
+            if stored is not None and stored != name:
+                held = conn.execute(select(schema.tickets.c.id)
+                                    .where(schema.tickets.c.site == self.site).limit(1)).first()
                 if held is not None and not self._change_timezone:
                     raise TimezoneMismatch(stored, name)
-                conn.execute(
-                    schema.store_meta.update()
-                    .where(schema.store_meta.c.key == "timezone")
-                    .values(value=name)
-                )
-                self._relocalise(conn, tz)
+            if mine is None:
+                conn.execute(meta.insert().values(key=own, value=name))
+            elif mine != name:
+                conn.execute(meta.update().where(meta.c.key == own).values(value=name))
+            if stored != name:
+                self._relocalise(conn, tz, self.site)  # rows written in another zone, or none
         return tz
 
-    def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
-        """Overridden by the tickets mixin: recompute local days and the tally table."""
+    def _relocalise(self, conn: Connection, tz: ZoneInfo, site: str | None = None) -> None:
+        """Overridden by the tickets mixin: recompute local days and the tally table (of one
+        site in ``tz``; ``None``: every site, each in its own zone)."""

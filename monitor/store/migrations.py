@@ -107,7 +107,27 @@ def _v5_sites(conn: Connection) -> None:
         "WHERE ended_at IS NULL AND \"check\" IS NOT NULL"))
 
 
-def _v6_tally2_pairs(conn: Connection) -> None:
+def _v6_crosssite_sites(conn: Connection) -> None:
+    """Issue 17: the sites sharing the database, each with the reporting profile its daemon
+    registered (reports for another site or every site need its calendar and hours).
+    Self-contained: plain DDL, the same on SQLite and PostgreSQL."""
+    conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS sites (id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "name TEXT NOT NULL, timezone VARCHAR(64) NOT NULL, opening_hours TEXT, "
+        "devices INTEGER NOT NULL, profile TEXT NOT NULL, updated_at TIMESTAMP NOT NULL)"))
+
+
+def _v7_crosssite_device_status(conn: Connection) -> None:
+    """Issue 17: each device's status as its poller last recorded it, for the other pollers of
+    the site to show. Self-contained plain DDL (SQLite and PostgreSQL)."""
+    conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS device_status (site VARCHAR(64) NOT NULL DEFAULT 'default',"
+        " device_id VARCHAR(128) NOT NULL, status VARCHAR(16) NOT NULL, cause TEXT NOT NULL,"
+        " since TIMESTAMP NOT NULL, poller VARCHAR(128) NOT NULL,"
+        " updated_at TIMESTAMP NOT NULL, PRIMARY KEY (site, device_id))"))
+
+
+def _v8_tally2_pairs(conn: Connection) -> None:
     """Issue 12: every tally the API offers within 200 ms at 1M tickets. Per-site, per-day pair
     counts (``ticket_pairs``, derived from the tickets: dropped, made and filled here) answer one
     filter grouped by another dimension and two filters; the dims index (site first) answers
@@ -138,7 +158,7 @@ def _v6_tally2_pairs(conn: Connection) -> None:
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
-    _v6_tally2_pairs,
+    _v6_crosssite_sites, _v7_crosssite_device_status, _v8_tally2_pairs,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process

@@ -256,3 +256,31 @@ pollers = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("info", Text, nullable=False, default=""),  # host and pid, for people
 )
+
+# The sites sharing the database (issue 17), each as its daemon last registered it: the
+# reporting profile (JSON, see monitor.reports.Hall.profile) and what a listing shows.
+sites = Table(
+    "sites",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("opening_hours", Text, nullable=True),
+    Column("devices", Integer, nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Each device's status as the poller polling it last recorded it (issue 17): the other pollers
+# of the site show it from here. One row per device, written on status changes only.
+device_status = Table(
+    "device_status",
+    metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
+    Column("device_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("poller", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

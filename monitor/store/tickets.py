@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     Integer,
     MetaData,
@@ -30,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from monitor.store import schema
-from monitor.store.engine import StoreBase
+from monitor.store.engine import ALL_SITES, StoreBase, site_zones
 from monitor.store.localtime import day_key
 from monitor.store.models import (
     TICKET_STATUSES,
@@ -537,7 +538,7 @@ class TicketsMixin(StoreBase):
     # ---- tally table maintenance --------------------------------------------------------------
     def rebuild_tally(self) -> None:
         with self.tx() as conn:
-            self._relocalise(conn, self.tz)
+            self._relocalise(conn, self.tz, None if self.site == ALL_SITES else self.site)
 
     def _settle_timezone(self, wanted: str | None) -> ZoneInfo:
         """Also bring a tally table written by an older hallmon up to TALLY_VERSION, once."""
@@ -558,15 +559,19 @@ class TicketsMixin(StoreBase):
                              .values(value=TALLY_VERSION))
         return tz
 
-    def _relocalise(self, conn: Connection, tz: ZoneInfo) -> None:
-        """Recompute every local_day in ``tz`` and the tally and pair tables from the tickets (every
-        site's: the timezone is the database's)."""
-        conn.execute(delete(TALLY))
-        conn.execute(delete(PAIRS))
+    def _relocalise(self, conn: Connection, tz: ZoneInfo, site: str | None = None) -> None:
+        """Recompute local_day and the tally and pair tables from the ticket rows: one site's in
+        ``tz``, or (``site`` None) every site's, each in the zone it recorded (``tz`` without
+        one)."""
+        zones, fallback = ({site: tz}, tz) if site is not None else site_zones(conn)
+        fallback = fallback or tz
+        mine = [T.c.site == site] if site is not None else []
+        conn.execute(delete(TALLY).where(*([TALLY.c.site == site] if site is not None else [])))
+        conn.execute(delete(PAIRS).where(*([PAIRS.c.site == site] if site is not None else [])))
         deltas: dict[str, Delta] = {}
         rows = conn.execute(select(T.c.id, T.c.site, T.c.opened_at, T.c.local_day,
                                    T.c.resolved_at,
-                                   *[T.c[c] for c in TALLY_DIMS.values()])).all()
+                                   *[T.c[c] for c in TALLY_DIMS.values()]).where(*mine)).all()
         # Earlier resolutions live in the audit trail only (a reopen clears resolved_at).
         resolves: dict[int, list[datetime]] = {}
         for tid, at in conn.execute(select(E.c.ticket_id, E.c.at)
@@ -576,24 +581,25 @@ class TicketsMixin(StoreBase):
         for row in rows:
             m = row._mapping
             delta = deltas.setdefault(m["site"], Delta())
-            day = day_key(m["opened_at"], tz)
+            zone = zones.get(m["site"], fallback)
+            day = day_key(m["opened_at"], zone)
             if day != m["local_day"]:
                 moved.append({"tid": m["id"], "day": day})
             for dim, value in tally_keys(dict(m)):
                 delta[(day, dim, value)] += 1
-            _recount_resolutions(delta, row, resolves.get(row.id, ()), tz)
+            _recount_resolutions(delta, row, resolves.get(row.id, ()), zone)
         if moved:
             conn.execute(update(T).where(T.c.id == bindparam("tid"))
                          .values(local_day=bindparam("day")), moved)
         for site, delta in deltas.items():
             _apply_tally(conn, delta, site)
-        _fill_pairs(conn)
+        _fill_pairs(conn, mine)
 
 
-def _fill_pairs(conn: Connection) -> None:
-    """The pair table from the tickets themselves (after their local days are set): one
-    INSERT ... SELECT ... GROUP BY per two dimensions, so a rebuild at 1M tickets (two sites:
-    ~5M pair rows) never holds the pairs in Python."""
+def _fill_pairs(conn: Connection, where: list[ColumnElement[bool]]) -> None:
+    """The pair table from the tickets ``where`` says (one site's or all) after their local days
+    are set: one INSERT ... SELECT ... GROUP BY per two dimensions, so a rebuild at 1M tickets
+    (two sites: ~5M pair rows) never holds the pairs in Python."""
     names = ["site", "dim", "value", "by_dim", "day", "by_value", "n"]
     for a, col_a in TALLY_DIMS.items():
         for b, col_b in TALLY_DIMS.items():
@@ -602,7 +608,7 @@ def _fill_pairs(conn: Connection) -> None:
             x, y = func.coalesce(T.c[col_a], ""), func.coalesce(T.c[col_b], "")
             conn.execute(PAIRS.insert().from_select(names, select(
                 T.c.site, literal(a), x, literal(b), T.c.local_day, y, func.count())
-                .group_by(T.c.site, x, T.c.local_day, y)))
+                .where(*where).group_by(T.c.site, x, T.c.local_day, y)))
 
 
 def _recount_resolutions(delta: Delta, row: Row[Any], events: Iterable[datetime],

@@ -290,6 +290,7 @@ class WebhookReceiver:
 
     received: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # each received body's request path
     refuse: Callable[[dict[str, Any]], bool] | None = None
     refused: list[dict[str, Any]] = field(default_factory=list)
 
@@ -335,6 +336,7 @@ class WebhookReceiver:
                     else:
                         receiver.received.append(body)
                         receiver.keys.append(self.headers.get("Idempotency-Key"))
+                        receiver.paths.append(self.path)
                 self.send_response(503 if refused else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

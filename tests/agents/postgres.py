@@ -1,5 +1,9 @@
 """A real PostgreSQL server for tests: initdb into a temp dir as the ``postgres`` OS user, listen
-on 127.0.0.1 at a free high port, trust auth, stopped (and removed) at teardown."""
+on 127.0.0.1 at a free high port, trust auth, stopped (and removed) at teardown.
+
+``with server.stopped():`` stops it for a while (a fast shutdown: clients' connections are cut,
+new ones refused) and starts it again on the same data and port, as a database restart does.
+Only on a server of one's own (``postgres_server()``), never the session's shared one."""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
@@ -30,6 +34,20 @@ def find_bin(name: str) -> str | None:
 class PostgresServer:
     port: int
     user: str = "postgres"
+    # Starts the server process (a context manager that stops it on exit).
+    _start: Callable[[], AbstractContextManager[object]] | None = field(default=None, repr=False)
+    _process: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server is down inside the block, and up again (accepting) after it."""
+        assert self._start is not None, "not a server of this test's own"
+        self._process.close()
+        try:
+            yield
+        finally:
+            self._process = ExitStack()
+            self._process.enter_context(self._start())
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{db}"
@@ -46,8 +64,9 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Raise RuntimeError if the binaries or the postgres user are missing."""
+def postgres_server(max_connections: int = 50) -> Iterator[PostgresServer]:
+    """Raise RuntimeError if the binaries or the postgres user are missing.
+    ``max_connections``: a bench with hundreds of pollers (bench/sites_pg.py) needs more."""
     initdb, postgres = find_bin("initdb"), find_bin("postgres")
     if not initdb or not postgres:
         raise RuntimeError("PostgreSQL binaries not found (Debian: apt-get install postgresql)")
@@ -68,11 +87,21 @@ def postgres_server() -> Iterator[PostgresServer]:
                        **as_user)  # type: ignore[call-overload]
         port = free_port()
         argv = [postgres, "-D", data, "-p", str(port), "-k", tmp,
-                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
-        # SIGINT is the "fast" shutdown: it never waits on a stray client.
-        with running(argv, what="postgres", log=Path(tmp, "postgres.log"), ready=_accepts(port),
-                     stop_signal=signal.SIGINT, **as_user):  # type: ignore[arg-type]
-            yield PostgresServer(port)
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                "-c", f"max_connections={max_connections}"]
+
+        def start() -> AbstractContextManager[object]:
+            # SIGINT is the "fast" shutdown: it never waits on a stray client.
+            return running(argv, what="postgres", log=Path(tmp, "postgres.log"),
+                           ready=_accepts(port), stop_signal=signal.SIGINT,
+                           **as_user)  # type: ignore[arg-type]
+
+        server = PostgresServer(port, _start=start)
+        server._process.enter_context(start())
+        try:
+            yield server
+        finally:
+            server._process.close()  # the one running now (it may have been restarted)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -81,17 +81,40 @@ def scrape_config(targets: dict[str, str], scrape_interval: str) -> dict[str, An
     }
 
 
+def config_addresses(config: dict[str, Any]) -> list[str]:
+    """Every address a prometheus.yml makes the server talk to: static scrape targets and
+    Alertmanagers (the only kinds of target the tests' configs use)."""
+    groups = [g for job in config.get("scrape_configs", []) for g in job.get("static_configs", [])]
+    for am in config.get("alerting", {}).get("alertmanagers", []):
+        groups += am.get("static_configs", [])
+    return [t for g in groups for t in g.get("targets", [])]
+
+
+def require_loopback(addresses: Sequence[str]) -> None:
+    for addr in addresses:
+        if not addr.startswith(("127.", "[::1]", "localhost")):
+            raise ValueError(f"tests talk to loopback only, not {addr}")
+
+
 @contextmanager
 def prometheus_server(
     binary: str, targets: dict[str, str], scrape_interval: str = "1s"
 ) -> Iterator[PrometheusServer]:
     """Start ``binary`` scraping ``targets`` (loopback only); raise RuntimeError if it fails."""
-    for addr in targets.values():
-        if not addr.startswith(("127.", "[::1]", "localhost")):
-            raise ValueError(f"tests scrape loopback only, not {addr}")
+    with prometheus_with_config(binary, scrape_config(targets, scrape_interval)) as server:
+        yield server
+
+
+@contextmanager
+def prometheus_with_config(binary: str, config_doc: dict[str, Any]) -> Iterator[PrometheusServer]:
+    """Start ``binary`` with a whole prometheus.yml (every target and Alertmanager must be on
+    loopback: checked before it starts); raise RuntimeError if it fails."""
+    require_loopback(config_addresses(config_doc))
+    if any(k.endswith("_sd_configs") for job in config_doc.get("scrape_configs", []) for k in job):
+        raise ValueError("tests use static_configs only (service discovery may leave loopback)")
     tmp = Path(tempfile.mkdtemp(prefix="hallmon-prom-"))
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval)))
+    config.write_text(yaml.safe_dump(config_doc))
     address = f"127.0.0.1:{free_port()}"
     url = f"http://{address}"
     argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
