@@ -77,8 +77,10 @@ def build(path: Path, n: int, sites: list[str]) -> Store:
                 print(f"  inserted {i + 1}", end="\r", file=sys.stderr)
         if batch:
             conn.execute(schema.tickets.insert(), batch)
-    store.rebuild_tally()
     store.close()
+    every = Store(f"sqlite:///{path}", timezone=TZ, site="*")
+    every.rebuild_tally()  # every hall's tally and pair rows ("*"; one site's store: its own)
+    every.close()
     print(f"built {n} tickets in {time.perf_counter() - t0:.1f} s: {path}", file=sys.stderr)
     return Store(f"sqlite:///{path}", timezone=TZ, site="*")
 
@@ -121,6 +123,8 @@ def main() -> None:
                   args.tickets, sites)
     views = {site: every.for_site(site) for site in ("*", *sites)}
     lo, hi = date(2023, 1, 1), date(2025, 12, 31)
+    # the counts are checked, not only timed: every ticket in the tally across halls
+    counted = sum(r.count for r in tally(views["*"], "year", lo, hi))
     worst = 0.0
     for site, store in views.items():
         for period in ("day", "week", "month", "quarter", "year"):
@@ -182,7 +186,8 @@ def main() -> None:
                      "worst_filtered_by_month_ms": worst_month * 1000,
                      "filtered_tallies": len(timings),
                      "direct_group_by_ms": s * 1000, "create_ticket_median_ms": create_s * 1000},
-           {"worst_tally_under_200ms": worst < BUDGET_S,
+           {"every_ticket_counted": counted == args.tickets,
+            "worst_tally_under_200ms": worst < BUDGET_S,
             "worst_filtered_tally_under_200ms": worst_filtered < BUDGET_S})
 
 
