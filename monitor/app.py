@@ -314,7 +314,9 @@ class Hall:
         if self.traps is not None:
             out.update(traps_received=dict(self.traps.received),
                        traps_dropped=dict(self.traps.dropped),
-                       trap_unknown_senders=self.traps.unknown_senders)
+                       trap_unknown_senders=self.traps.unknown_senders,
+                       trap_events={"stored": self.traps.events_stored,
+                                    "dropped": self.traps.events_dropped})
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
         return out

@@ -92,6 +92,8 @@ def test_restart_keeps_held_trap_conditions_and_the_clear_recovers(tmp_path: Pat
         time.sleep(1.0)  # group_wait 200 ms: a false recovery would have gone out by now
         assert _statuses(hook, "sw-1") == ["HallDeviceDegraded:firing"], hook.bodies()
         assert _statuses(hook, "led-1") == ["HallDeviceDown:firing"], hook.bodies()
+        events = d.http.get("/api/v1/events").json()  # history survives the restart
+        assert [(e["device"], e["rule"]) for e in events] == [("sw-1", "cold-start")]
 
         _trap(port, "127.35.0.1", LINK_UP, 24)
         _trap(port, "127.35.0.11", LINK_UP, 1)
