@@ -247,7 +247,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         checks they fail, (device, check) -> (error, since), for ``Pipeline.resume``."""
         if self.store is None:
             return {}
-        rows = await self.store.run(self.store.store.trap_holds, devices)
+        # Every row of the site: a device gone from the inventory is no poller's any more,
+        # so whoever reads its rows first drops them.
+        rows = await self.store.run(self.store.store.trap_holds)
         gone: set[str] = set()
         for row in rows:
             if row.device_id not in self.known.rules:
@@ -256,12 +258,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
                              "its held trap conditions are dropped", row.device_id)
                 gone.add(row.device_id)
                 continue
+            if devices is not None and row.device_id not in devices:
+                continue
             self.book.load(row.device_id, row.rule, row.instance, Hold(
                 row.message, row.until.timestamp(), row.kind, row.since.timestamp()))
         for device in gone:
             self._save(device)
         out: dict[tuple[str, str], tuple[str, float]] = {}
-        for device in {r.device_id for r in rows} - gone:
+        for device in {r.device_id for r in rows
+                       if devices is None or r.device_id in devices} - gone:
             self._drop_stale(device)
             for name, failing in self.book.failing(device).items():
                 if (device, name) in self.known.checks:

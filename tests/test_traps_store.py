@@ -243,3 +243,29 @@ async def test_the_poller_taking_a_device_over_resumes_its_held_conditions(pg_se
         assert await astore.run(astore.store.trap_holds) == []
     finally:
         await astore.aclose()
+
+
+async def test_a_reload_that_removes_a_device_or_rule_drops_its_held_condition(
+    astore: AsyncStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller = Poller(astore, _inventory())
+    await poller.up(SWITCH[0], KIOSK[0])
+    await poller.send(SWITCH, _datagram(LINK_DOWN, 3))
+    await poller.send(KIOSK, _datagram(LINK_DOWN, 1))
+    assert poller.pipeline.state.status(SWITCH[0]) is DeviceStatus.DEGRADED
+    hall = copy.deepcopy(HALL)
+    hall["devices"] = [d for d in hall["devices"] if d["id"] != KIOSK[0]]
+    sw = next(d for d in hall["devices"] if d["id"] == SWITCH[0])
+    sw["trap_rules"] = [{"name": "link-down", "oid": LINK_DOWN, "action": "event",
+                         "message": "端口断开"}]
+    inv = _inventory(hall)
+    with caplog.at_level(logging.INFO, logger="hallmon.traps"):
+        poller.pipeline.use(inv)  # the daemon's order (App._apply_inventory)
+        poller.receiver.use(inv)
+    await poller.receiver.drain()
+    assert "device kiosk-1 left the inventory" in caplog.text
+    assert "device sw-1f: trap rule 'link-down' no longer holds degraded conditions" in caplog.text
+    assert poller.receiver.book.holds == {}
+    assert poller.pipeline.state.status(SWITCH[0]) is DeviceStatus.UP  # nothing holds it now
+    assert await astore.drain(30)
+    assert await astore.run(astore.store.trap_holds) == []
