@@ -63,6 +63,7 @@ RECHECK_EVERY_SECONDS = 5.0  # a chatty device gets at most one re-check per thi
 RECHECKS_PER_SECOND = 50.0  # re-checks asked by traps, all devices together
 EVENTS_KEPT = 1000  # in memory, without a store
 EVENTS_PENDING = 2000  # events waiting for their queued write; beyond, dropped and counted
+PRUNE_EVERY = 500  # events stored between two prunings of the history (store.add_trap_events)
 RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
 
 
@@ -152,6 +153,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self._pending_events: list[tuple[str, str, str, str, datetime]] = []
         self._pending_lock = threading.Lock()  # filled on the loop, drained on the store thread
         self._holds_queued = self._events_queued = False
+        self._unpruned = PRUNE_EVERY  # the first write prunes (the retention may have shrunk)
         self.recheck = recheck
         self.clock = clock
         self.book = TrapBook()
@@ -328,8 +330,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         assert self.store is not None
         with self._pending_lock:
             events, self._pending_events, self._events_queued = self._pending_events, [], False
+        prune = self._unpruned + len(events) >= PRUNE_EVERY  # only the store thread reads it
         try:
-            self.store.store.add_trap_events(events)
+            self.store.store.add_trap_events(events, prune=prune)
         except DBAPIError:
             with self._pending_lock:
                 self._pending_events = (events + self._pending_events)[:EVENTS_PENDING]
@@ -339,6 +342,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
             with self._pending_lock:
                 self.events_dropped += len(events)
             raise
+        self._unpruned = 0 if prune else self._unpruned + len(events)
         with self._pending_lock:
             self.events_stored += len(events)
 

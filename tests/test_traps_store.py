@@ -90,6 +90,9 @@ def test_events_are_pruned_by_count_and_age_and_paged_by_id(store: Store) -> Non
     assert [e.message for e in store.trap_events(device="dev-1", limit=3)] == [
         "重启 22", "重启 19", "重启 16"]
     assert store.for_site("hall-b").trap_events() == []
+    late = [("dev-0", "cold-start", "重启 25", COLD_START, T + timedelta(seconds=25))]
+    assert store.add_trap_events(late, prune=False, keep=1) == 0  # pruned at the next pruning
+    assert len(store.trap_events(limit=100)) == 16
 
 
 # ---- the receiver with a store ---------------------------------------------------------------

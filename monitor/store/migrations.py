@@ -147,6 +147,8 @@ def _v8_trapstore_holds_events(conn: Connection) -> None:
                       " ON trap_events (site, device_id, id)"))
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_events_site_at"
                       " ON trap_events (site, at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_events_site_id"
+                      " ON trap_events (site, id)"))
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [

@@ -287,4 +287,5 @@ trap_events = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_trap_events_site_device", "site", "device_id", "id"),
     Index("ix_trap_events_site_at", "site", "at"),
+    Index("ix_trap_events_site_id", "site", "id"),
 )

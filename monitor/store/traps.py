@@ -71,15 +71,20 @@ class TrapsMixin(StoreBase):
                     if only is None or r.device_id in only]
 
     def add_trap_events(self, events: Sequence[tuple[str, str, str, str, datetime]], *,
-                        keep: int = EVENTS_KEPT, max_age: timedelta = EVENTS_MAX_AGE) -> int:
-        """Insert (device, rule, message, trap_oid, at) rows, then prune this site's history
-        to the newest ``keep`` and to ``max_age``. Returns the rows pruned."""
+                        prune: bool = True, keep: int = EVENTS_KEPT,
+                        max_age: timedelta = EVENTS_MAX_AGE) -> int:
+        """Insert (device, rule, message, trap_oid, at) rows, then (``prune``) cut this site's
+        history to the newest ``keep`` and to ``max_age``. Returns the rows pruned. Pruning
+        by count walks ``keep`` index entries: the receiver asks for it every few hundred
+        events, not on every write."""
         site = self.write_site
         with self.tx() as conn:
             if events:
                 conn.execute(E.insert(), [
                     {"site": site, "device_id": d, "rule": r, "message": m[:2000],
                      "trap_oid": o[:256], "at": at} for d, r, m, o, at in events])
+            if not prune:
+                return 0
             pruned = conn.execute(delete(E).where(
                 E.c.site == site, E.c.at < self.clock() - max_age)).rowcount
             cut = conn.execute(select(E.c.id).where(E.c.site == site).order_by(E.c.id.desc())
