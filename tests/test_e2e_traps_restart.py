@@ -14,10 +14,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tests.agents.daemon import HallmonProcess, WebhookReceiver, free_port, node, small_inventory
+from tests.agents.daemon import (
+    HallmonProcess,
+    WebhookReceiver,
+    free_port,
+    node,
+    parse_metrics,
+    small_inventory,
+)
 from tests.test_e2e_traps import ENV, LINK_DOWN, LINK_UP, _statuses, _trap
 
 COLD_START = "1.3.6.1.6.3.1.1.5.1"
@@ -106,3 +114,81 @@ def test_restart_keeps_held_trap_conditions_and_the_clear_recovers(tmp_path: Pat
                                            "HallDeviceDegraded:resolved"]
         assert _statuses(hook, "led-1") == ["HallDeviceDown:firing", "HallDeviceDown:resolved"]
         assert _open_incidents(d.db) == {}
+
+
+# ---- two pollers sharing one PostgreSQL: a take-over keeps the held condition ----------------
+
+LEDS = [node(f"led-{i}", f"127.35.1.{i + 1}", cls="led_controller") for i in range(6)]
+
+
+def _ha_hall() -> str:
+    notifications = {
+        "channels": {"hook": {"type": "webhook", "url": "${HOOK_URL}"}},
+        "routes": [{"name": "it", "channels": ["hook"], "group_wait": "200ms"}],
+        "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
+    }
+    doc = yaml.safe_load(small_inventory(LEDS, notifications=notifications))
+    doc["credentials"] = {"traps": {"version": "2c", "community": "${TRAP_COMMUNITY}"}}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+
+
+def _polled(d: HallmonProcess) -> set[str]:
+    got = parse_metrics(d.metrics()).get("hallmon_device_last_poll_timestamp_seconds", [])
+    return {labels["device"] for labels, v in got if v == v}
+
+
+def test_the_poller_taking_a_device_over_keeps_its_held_trap_condition(
+    tmp_path: Path, pg_server: Any,
+) -> None:
+    url = pg_server.new_database()
+    ports = [free_port(), free_port()]
+    with WebhookReceiver() as hook:
+        pollers = [
+            HallmonProcess(tmp_path / f"p{i}", _ha_hall(), autostart=False,
+                           env={**ENV, "HOOK_URL": hook.url},
+                           args=(f"--storage.url={url}", "--ha.lease=3", "--ha.heartbeat=1",
+                                 f"--ha.poller-id=p{i}",
+                                 f"--traps.listen-address=127.0.0.1:{ports[i]}"))
+            for i in range(2)
+        ]
+        try:
+            for p in pollers:
+                p.__enter__()
+                p.spawn()
+            for p in pollers:
+                p.wait_ready()
+            a = pollers[0]
+            a.wait_for(lambda: all(p.sample("hallmon_poller_live") == 2 for p in pollers), 30,
+                       "both pollers live")
+            a.wait_for(lambda: len(_polled(pollers[0]) | _polled(pollers[1])) == len(LEDS), 30,
+                       "every device polled")
+            owner = 0 if _polled(pollers[0]) else 1
+            victim, survivor = pollers[owner], pollers[1 - owner]
+            led = sorted(_polled(victim))[0]
+            address = next(d["address"] for d in LEDS if d["id"] == led)
+            _trap(ports[1 - owner], address, LINK_DOWN, 1)  # to the poller not polling it
+            _trap(ports[owner], address, LINK_DOWN, 1)
+            victim.wait_for(lambda: victim.status(led) == "down", 20, f"{led} down by trap")
+            victim.wait_for(lambda: _statuses(hook, led) == ["HallDeviceDown:firing"], 20,
+                            "one page")
+            survivor.wait_for(lambda: (survivor.sample("hallmon_traps_dropped_total",
+                                                       reason="not_owned") or 0) >= 1, 20,
+                              "the survivor ignored the trap of a device it does not poll")
+
+            assert victim.stop() == 0  # a clean stop: the survivor takes its devices over
+            survivor.wait_for(lambda: led in _polled(survivor), 30, f"{led} taken over")
+            survivor.wait_for(lambda: survivor.sample("hallmon_check_up", device=led,
+                                                      check="ping") == 1, 30, "its ping up")
+            time.sleep(3.0)  # more pings: a forgotten condition would have recovered by now
+            assert survivor.status(led) == "down"
+            assert "设备网络链路断开 (ifIndex=1)" in survivor.device(led)["cause"]
+            assert _statuses(hook, led) == ["HallDeviceDown:firing"], hook.bodies()
+
+            _trap(ports[1 - owner], address, LINK_UP, 1)
+            survivor.wait_for(lambda: survivor.status(led) == "up", 20, f"{led} up on linkUp")
+            survivor.wait_for(lambda: len(_statuses(hook, led)) == 2, 20, "one recovery")
+            time.sleep(1.0)
+            assert _statuses(hook, led) == ["HallDeviceDown:firing", "HallDeviceDown:resolved"]
+        finally:
+            for p in reversed(pollers):
+                p.__exit__()
