@@ -334,8 +334,10 @@ class TrapReceiver(asyncio.DatagramProtocol):
         try:
             self.store.store.add_trap_events(events, prune=prune)
         except DBAPIError:
-            with self._pending_lock:
-                self._pending_events = (events + self._pending_events)[:EVENTS_PENDING]
+            with self._pending_lock:  # the oldest kept; what no longer fits is counted
+                waiting = events + self._pending_events
+                self.events_dropped += max(0, len(waiting) - EVENTS_PENDING)
+                self._pending_events = waiting[:EVENTS_PENDING]
                 self._events_queued = True
             raise
         except Exception:  # refused by the database (a bug): dropped by the queue, counted here
