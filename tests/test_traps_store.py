@@ -272,3 +272,37 @@ async def test_a_reload_that_removes_a_device_or_rule_drops_its_held_condition(
     assert poller.pipeline.state.status(SWITCH[0]) is DeviceStatus.UP  # nothing holds it now
     assert await astore.drain(30)
     assert await astore.run(astore.store.trap_holds) == []
+
+
+@pytest.fixture
+def own_pg() -> Any:
+    """A PostgreSQL server of this test's own: it is stopped and started again."""
+    from tests.agents.postgres import find_bin, postgres_server
+    from tests.conftest import missing_tool, require_tool
+
+    require_tool("initdb", find_bin("initdb") or "initdb")
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as exc:
+        missing_tool(str(exc))
+
+
+async def test_traps_while_postgresql_is_away_land_when_it_is_back(own_pg: Any) -> None:
+    astore = AsyncStore(Store(own_pg.new_database(), timezone="Asia/Shanghai"))
+    try:
+        poller = Poller(astore, _inventory())
+        await poller.up(SWITCH[0])
+        assert await astore.drain(30)
+        with own_pg.stopped():
+            for _ in range(50):
+                await poller.send(SWITCH, _datagram(COLD_START))  # never waits for the store
+            await poller.send(SWITCH, _datagram(LINK_DOWN, 7))  # (a coldStart clears links)
+            assert poller.pipeline.state.status(SWITCH[0]) is DeviceStatus.DEGRADED
+            assert poller.receiver.events_stored == 0
+        assert await astore.drain(60)
+        assert poller.receiver.events_stored == 50 and poller.receiver.events_dropped == 0
+        assert len(await astore.run(astore.store.trap_events, None, None, 1000)) == 50
+        assert [h.instance for h in await astore.run(astore.store.trap_holds)] == ["7"]
+    finally:
+        await astore.aclose()
