@@ -102,6 +102,13 @@ def test_restart_keeps_held_trap_conditions_and_the_clear_recovers(tmp_path: Pat
         assert _statuses(hook, "led-1") == ["HallDeviceDown:firing"], hook.bodies()
         events = d.http.get("/api/v1/events").json()  # history survives the restart
         assert [(e["device"], e["rule"]) for e in events] == [("sw-1", "cold-start")]
+        _trap(port, "127.35.0.1", COLD_START, 2)  # a second event: pages of one
+        d.wait_for(lambda: len(d.http.get("/api/v1/events").json()) == 2, 20, "two events")
+        newest = d.http.get("/api/v1/events", params={"limit": 1}).json()
+        assert newest[0]["id"] > events[0]["id"]
+        older = d.http.get("/api/v1/events", params={"limit": 1, "before": newest[0]["id"]})
+        assert older.json() == events
+        assert d.http.get("/api/v1/events", params={"limit": 0}).status_code == 422
 
         _trap(port, "127.35.0.1", LINK_UP, 24)
         _trap(port, "127.35.0.11", LINK_UP, 1)
