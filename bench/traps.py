@@ -17,7 +17,11 @@ receiver admits at most 2,000 datagrams a second by default (its flood guard), a
 case must cost at most half a core, leaving the other half of a 2-core hall server to polling.
 v3 is reported, not budgeted: it runs on pysnmp (~ms per message), and v3 traps are rare.
 
-Run: .venv/bin/python bench/traps.py [--count 20000] [--rate 5000] [--v3-count 500]
+``--store``: the receiver and the pipeline write to a SQLite store (held conditions and events
+through the write queue, as the daemon does); the CPU of its writer thread counts, and the
+writes done are reported (coalesced: far fewer than the traps).
+
+Run: .venv/bin/python bench/traps.py [--count 20000] [--rate 5000] [--v3-count 500] [--store]
 Prints figures, then one JSON line.
 """
 
@@ -145,9 +149,15 @@ def inventory() -> Inventory:
     }, context={"env": {"C": COMMUNITY, "A": V3[1], "P": V3[2]}})
 
 
-async def ours(stream_path: Path, rate: float, v3_path: Path) -> dict[str, float]:
+async def ours(stream_path: Path, rate: float, v3_path: Path,
+               store_dir: Path | None = None) -> dict[str, float]:
     inv = inventory()
-    pipeline = Pipeline(inv, clock=time.time)
+    astore = None
+    if store_dir is not None:
+        from monitor.store import AsyncStore, Store, sqlite_url
+
+        astore = AsyncStore(Store(sqlite_url(store_dir), timezone="Asia/Shanghai"))
+    pipeline = Pipeline(inv, clock=time.time, store=astore)
     for device in inv.devices:  # devices up, so every trap moves a status
         for c in inv.checks_for(device):
             if c.name == "ping":
@@ -156,7 +166,7 @@ async def ours(stream_path: Path, rate: float, v3_path: Path) -> dict[str, float
                 await pipeline.handle(c, ProbeResult.success(0.001))
     receiver = TrapReceiver(inv, pipeline.handle, lambda d: None, max_per_second=1e9,
                             per_device_per_second=1e9, v3_per_second=1e9,
-                            queue_size=10**6)
+                            queue_size=10**6, store=astore)
     await receiver.start("127.0.0.1", 0)
     assert receiver.address is not None
     try:
@@ -167,6 +177,8 @@ async def ours(stream_path: Path, rate: float, v3_path: Path) -> dict[str, float
             await send(receiver.address[1], r, path, sources)
             await _settle(lambda: sum(receiver.received.values()))
             await receiver.drain()
+            if astore is not None:
+                await astore.drain(120)
             used = cpu() - c0
             handled = sum(receiver.received.values()) - before
             out[f"{label}_handled"] = handled
@@ -174,9 +186,14 @@ async def ours(stream_path: Path, rate: float, v3_path: Path) -> dict[str, float
             out[f"{label}_per_cpu_second"] = round(handled / used, 1) if used else 0.0
             out[f"{label}_wall_seconds"] = round(time.perf_counter() - t0, 2)
         out["results_applied"] = pipeline.results_total
+        if astore is not None:
+            out["store_writes"] = astore.writes["ok"]
+            out["store_writes_failed"] = astore.writes["failed"]
         return out
     finally:
         await receiver.stop()
+        if astore is not None:
+            await astore.aclose()
 
 
 def _phases(stream: Path, rate: float, v3: Path) -> list[tuple[str, Path, float, list[str]]]:
@@ -253,6 +270,8 @@ async def main() -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=5000.0, help="datagrams per second sent")
     parser.add_argument("--v3-count", type=int, default=500)
+    parser.add_argument("--store", action="store_true",
+                        help="hallmon writes to a SQLite store, as the daemon does")
     args = parser.parse_args()
     count = max(1, min(args.count, 200_000))  # bounded
     v3_count = max(1, min(args.v3_count, 20_000))
@@ -263,7 +282,7 @@ async def main() -> int:
         write_stream(v2_stream(count), stream)
         v3 = work / "v3.bin"
         write_stream([(0, v3_datagram())] * v3_count, v3)
-        mine = await ours(stream, args.rate, v3)
+        mine = await ours(stream, args.rate, v3, work if args.store else None)
         theirs = await snmptrapd(stream, args.rate, v3, work)
     ok = mine["v2c_per_cpu_second"] >= BUDGET_V2C_PER_CPU_SECOND
     print(f"hallmon   v2c: {mine['v2c_handled']:.0f} traps, {mine['v2c_cpu_seconds']:.2f} s CPU"
@@ -274,7 +293,7 @@ async def main() -> int:
               f"{theirs['v2c_cpu_seconds']:.2f} s CPU -> {theirs['v2c_per_cpu_second']:.0f}/s "
               f"per core; v3: {theirs['v3_per_cpu_second']:.0f}/s per core")
     print(json.dumps({"bench": "traps", "sent_v2c": count, "sent_v3": v3_count,
-                      "rate": args.rate, "hallmon": mine, "snmptrapd": theirs,
+                      "rate": args.rate, "store": args.store, "hallmon": mine, "snmptrapd": theirs,
                       "budget_v2c_per_cpu_second": BUDGET_V2C_PER_CPU_SECOND, "ok": ok}))
     return 0 if ok else 1
 

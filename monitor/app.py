@@ -314,7 +314,9 @@ class Hall:
         if self.traps is not None:
             out.update(traps_received=dict(self.traps.received),
                        traps_dropped=dict(self.traps.dropped),
-                       trap_unknown_senders=self.traps.unknown_senders)
+                       trap_unknown_senders=self.traps.unknown_senders,
+                       trap_events={"stored": self.traps.events_stored,
+                                    "dropped": self.traps.events_dropped})
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
         return out
@@ -389,7 +391,9 @@ class Hall:
         )
         self.pipeline.poller_id = self.poller_id
         await self._join(inventory)
-        await self.pipeline.resume(self.owned)
+        # Held trap conditions first: a device whose link a trap reported down stays down.
+        trap_held = await self._resume_traps(inventory)
+        await self.pipeline.resume(self.owned, trap_held)
         await self._start_alerts(inventory)
         if self.options.mock:
             simulate.install(inventory)
@@ -430,9 +434,19 @@ class Hall:
         handle = self.pipeline.handle
         self.heartbeats = Heartbeats(inventory, handle)
         self.heartbeats.start()
-        if self.options.traps_listen is not None:
-            self.traps = TrapReceiver(inventory, handle, self.recheck)
+        if self.traps is not None and self.options.traps_listen is not None:
             await self.traps.start(*self.options.traps_listen)
+
+    async def _resume_traps(self, inventory: Inventory) -> dict[tuple[str, str],
+                                                                tuple[str, float]]:
+        """The trap receiver (bound later, in _start_inputs) with its held conditions read
+        back from the store; returns the trap checks they fail, for Pipeline.resume."""
+        if self.options.traps_listen is None:
+            return {}
+        self.traps = TrapReceiver(inventory, self.pipeline.handle, self.recheck,
+                                  store=self.astore)
+        self.traps.owned = self.owned
+        return await self.traps.resume(self.owned)
 
     # -- pollers sharing the site (issue 17) -----------------------------------------------------
 
@@ -498,10 +512,17 @@ class Hall:
         self.owned = self.pipeline.owned = old & new
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         self.pipeline.release(released)
-        resumed = await self.pipeline.resume(taken)
+        held: dict[tuple[str, str], tuple[str, float]] = {}
+        if self.traps is not None:  # their held trap conditions go and come with them
+            self.traps.owned = self.owned
+            self.traps.release(released)
+            held = await self.traps.resume(taken)
+        resumed = await self.pipeline.resume(taken, held)
         if self.engine is not None and taken:
             self.engine.resume(self.pipeline.resumed_events(taken), datetime.now(UTC))
         self.owned = self.pipeline.owned = new
+        if self.traps is not None:
+            self.traps.owned = new
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         if not self.ready:
             self._expected = set(self.scheduler.checks)

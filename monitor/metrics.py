@@ -127,6 +127,10 @@ class Snapshot:
     traps_received: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     traps_dropped: Mapping[str, int] = field(default_factory=dict)
     trap_unknown_senders: int = 0
+    # Trap events written to the store, and those dropped before (too many waiting: a flood,
+    # the database away); both 0 without a store.
+    trap_events: Mapping[str, int] = field(
+        default_factory=lambda: {"stored": 0, "dropped": 0})
     heartbeats: Mapping[tuple[str, str], int] = field(default_factory=dict)
     pollers: Sequence[PollerRow] = ()
     pollers_live: int | None = None  # None: not reported (tests' bare snapshots)
@@ -188,7 +192,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                      "outcome (matched a rule or not)."),
     "hallmon_traps_dropped_total": ("counter", "SNMP notifications dropped, by reason "
                                     "(malformed, bad_community, rate_limited, queue_full, "
-                                    "v3_rejected, no_v3_user)."),
+                                    "v3_rejected, no_v3_user, not_owned: another poller of "
+                                    "the site polls the device)."),
+    "hallmon_trap_events_total": ("counter", "Trap events (event rules) by outcome: stored "
+                                  "(written to the store's history) or dropped (too many "
+                                  "waiting for the store: a flood, the database away)."),
     "hallmon_trap_unknown_senders_total": ("counter", "SNMP notifications from addresses of no "
                                            "inventory device."),
     "hallmon_push_heartbeats_total": ("counter", "Push heartbeats received, by device and "
@@ -454,6 +462,9 @@ def _inputs(snap: Snapshot, out: list[str]) -> None:
     out += [f'{name}{{reason="{_esc(r)}"}} {n}\n' for r, n in sorted(snap.traps_dropped.items())]
     _head("hallmon_trap_unknown_senders_total", out)
     out.append(f"hallmon_trap_unknown_senders_total {snap.trap_unknown_senders}\n")
+    name = "hallmon_trap_events_total"
+    _head(name, out)
+    out += [f'{name}{{outcome="{o}"}} {n}\n' for o, n in sorted(snap.trap_events.items())]
     name = "hallmon_push_heartbeats_total"
     _head(name, out)
     out += [f'{name}{{device="{_esc(d)}",check="{_esc(c)}"}} {n}\n'

@@ -162,12 +162,16 @@ class Pipeline:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def resume(self, devices: Iterable[str] | None = None) -> int:
+    async def resume(self, devices: Iterable[str] | None = None,
+                     held: Mapping[tuple[str, str], tuple[str, float]] | None = None) -> int:
         """After a restart: devices resume their last known status from the open incidents,
         so a device still down produces no second "down". Returns the number resumed.
 
         ``devices``: only these (a poller sharing the site resumes the devices it owns, at
-        start and when it takes devices over; issue 17)."""
+        start and when it takes devices over; issue 17). ``held``: the trap checks that held
+        conditions still fail, (device, check) -> (error, since) (TrapReceiver.resume): they
+        resume DOWN as well, so a device whose link a trap reported down stays down when its
+        ping answers after the restart (its incident was opened for the ping)."""
         if self.store is None:
             return 0
         only = None if devices is None else set(devices)
@@ -204,6 +208,9 @@ class Pipeline:
                 inc.device_id, (ticket_key(inc.device_id, opened), since))
             self.outages[inc.device_id] = Outage(opened, min(since, ticket_since),
                                                  self._auto_resolve(inc.device_id), known)
+        for key, (error, since) in (held or {}).items():
+            if key in self.state.checks and (only is None or key[0] in only):
+                states[key] = restored(CheckStatus.DOWN, since, self.state.policy(key), error)
         self.state.restore(states, self.state.maintenance, self.clock())
         for dev in unticketed:
             # Its automatic ticket was still waiting for the rule's delay when the poller that

@@ -15,6 +15,13 @@ Per datagram, in the protocol callback (cheap and bounded, never awaits):
    awaits ``Pipeline.handle`` — the same way in as a polled result.
 
 Holds that time out are ended by :meth:`TrapReceiver.expire` (a 1 s loop in the daemon).
+
+With a store, held conditions and events outlive the process: each change of a device's holds
+and each event is written through the store's write queue (``AsyncStore.queue``), never awaited
+here. Writes coalesce: one queued write at a time carries every device changed and every event
+received since the last one (at most ``EVENTS_PENDING`` events wait; beyond, they are dropped
+and counted). :meth:`TrapReceiver.resume` reads the holds back at start and when a poller takes
+devices over; a hold whose device or rule is gone is dropped, with a log line.
 """
 
 from __future__ import annotations
@@ -24,15 +31,21 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from monitor.checks import snmp_auth
 from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
-from monitor.traps import Event, TrapBook
+from monitor.store.aio import AsyncStore
+from monitor.store.traps import HoldRow
+from monitor.traps import Event, Hold, TrapBook
 from probes.result import ProbeResult
 from probes.snmp_ber import BerError, VarBind
 from probes.snmp_trap import (
@@ -48,7 +61,9 @@ Handle = Callable[[ResolvedCheck, ProbeResult], Awaitable[None]]
 LOG_EVERY_SECONDS = 60.0  # unknown senders, malformed datagrams: one log line per kind and minute
 RECHECK_EVERY_SECONDS = 5.0  # a chatty device gets at most one re-check per this, from traps
 RECHECKS_PER_SECOND = 50.0  # re-checks asked by traps, all devices together
-EVENTS_KEPT = 1000
+EVENTS_KEPT = 1000  # in memory, without a store
+EVENTS_PENDING = 2000  # events waiting for their queued write; beyond, dropped and counted
+PRUNE_EVERY = 500  # events stored between two prunings of the history (store.add_trap_events)
 RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
 
 
@@ -127,8 +142,18 @@ class TrapReceiver(asyncio.DatagramProtocol):
         per_device_per_second: float = 20.0,
         v3_per_second: float = 200.0,
         queue_size: int = 1000,
+        store: AsyncStore | None = None,
     ) -> None:
         self.handle = handle
+        self.store = store
+        self.owned: set[str] | None = None  # pollers sharing the site: this one's devices
+        self.events_stored = 0
+        self.events_dropped = 0  # not stored: too many waiting (a flood, the database away)
+        self._pending_holds: dict[str, list[HoldRow]] = {}  # by device, written by _save
+        self._pending_events: list[tuple[str, str, str, str, datetime]] = []
+        self._pending_lock = threading.Lock()  # filled on the loop, drained on the store thread
+        self._holds_queued = self._events_queued = False
+        self._unpruned = PRUNE_EVERY  # the first write prunes (the retention may have shrunk)
         self.recheck = recheck
         self.clock = clock
         self.book = TrapBook()
@@ -186,12 +211,142 @@ class TrapReceiver(asyncio.DatagramProtocol):
         old_users = self.known.v3_users
         self.known = _known(inventory)
         keep = {d.id for d in inventory.devices}
-        self.book.forget(keep)
+        for device in self.book.forget(keep):
+            log.info("device %s left the inventory: its held trap conditions are dropped",
+                     device)
+            self._save(device)
+        for device in list(self.book.holds):
+            self._drop_stale(device)
         self.received = {k: v for k, v in self.received.items() if k[0] in keep}
         self._device_buckets = {k: v for k, v in self._device_buckets.items() if k in keep}
         self._last_recheck = {k: v for k, v in self._last_recheck.items() if k in keep}
         if self._transport is not None and self.known.v3_users != old_users:
             self._build_v3()
+
+    def _drop_stale(self, device: str) -> None:
+        """End the device's conditions whose rule is gone (or no longer holds that kind)."""
+        rules = {r.name: r.action for r in self.known.rules.get(device, [])}
+
+        def keep(rule: str, hold: Hold) -> bool:
+            if rules.get(rule) == hold.kind:
+                return True
+            log.info("device %s: trap rule %r no longer holds %s conditions: its condition "
+                     "(%s) is dropped", device, rule, hold.kind, hold.message)
+            return False
+
+        changed = self.book.drop(device, keep)
+        for name, result in changed:
+            check = self.known.checks.get((device, name))
+            if check is not None:
+                self._enqueue(check, result)
+        if changed:
+            self._save(device)
+
+    async def resume(self, devices: set[str] | None = None) -> dict[tuple[str, str],
+                                                                    tuple[str, float]]:
+        """Read the held conditions of ``devices`` (None: all) back from the store; drop
+        those of devices or rules the inventory no longer has (logged). Returns the trap
+        checks they fail, (device, check) -> (error, since), for ``Pipeline.resume``."""
+        if self.store is None:
+            return {}
+        # Every row of the site: a device gone from the inventory is no poller's any more,
+        # so whoever reads its rows first drops them.
+        rows = await self.store.run(self.store.store.trap_holds)
+        gone: set[str] = set()
+        for row in rows:
+            if row.device_id not in self.known.rules:
+                if row.device_id not in gone:
+                    log.info("device %s is no longer in the inventory (or has no trap rules): "
+                             "its held trap conditions are dropped", row.device_id)
+                gone.add(row.device_id)
+                continue
+            if devices is not None and row.device_id not in devices:
+                continue
+            self.book.load(row.device_id, row.rule, row.instance, Hold(
+                row.message, row.until.timestamp(), row.kind, row.since.timestamp()))
+        for device in gone:
+            self._save(device)
+        out: dict[tuple[str, str], tuple[str, float]] = {}
+        for device in {r.device_id for r in rows
+                       if devices is None or r.device_id in devices} - gone:
+            self._drop_stale(device)
+            for name, failing in self.book.failing(device).items():
+                if (device, name) in self.known.checks:
+                    out[(device, name)] = failing
+        if out:
+            log.info("resumed %d held trap condition(s) from the store",
+                     sum(len(self.book.holds.get(d, {})) for d in {d for d, _ in out}))
+        return out
+
+    def release(self, devices: set[str]) -> None:
+        """Another poller owns these devices now: forget their conditions here (their new
+        owner resumes them from the store)."""
+        for device in devices & set(self.book.holds):
+            del self.book.holds[device]
+        with self._pending_lock:  # a write still waiting for them must not undo the new owner's
+            for device in devices:
+                self._pending_holds.pop(device, None)
+
+    # -- the store (queued writes, never awaited here) -------------------------------------
+
+    def _save(self, device: str) -> None:
+        """The device's holds changed: queue their new rows (coalesced with the others')."""
+        if self.store is None:
+            return
+        rows = [HoldRow(device, rule, instance, h.kind, h.message, _utc(h.since), _utc(h.until))
+                for (rule, instance), h in self.book.holds.get(device, {}).items()]
+        with self._pending_lock:
+            self._pending_holds[device] = rows
+            queue, self._holds_queued = not self._holds_queued, True
+        if queue:
+            self.store.queue(self._write_holds)
+
+    def _write_holds(self) -> None:
+        assert self.store is not None
+        with self._pending_lock:
+            holds, self._pending_holds, self._holds_queued = self._pending_holds, {}, False
+        try:
+            self.store.store.save_trap_holds(holds)
+        except DBAPIError:
+            with self._pending_lock:  # the queue tries again: with what came since
+                self._pending_holds = {**holds, **self._pending_holds}
+                self._holds_queued = True
+            raise
+
+    def _store_event(self, event: Event) -> None:
+        if self.store is None:
+            return
+        row = (event.device, event.rule, event.message, event.trap_oid, _utc(event.at))
+        with self._pending_lock:
+            if len(self._pending_events) >= EVENTS_PENDING:
+                self.events_dropped += 1
+                return
+            self._pending_events.append(row)
+            queue, self._events_queued = not self._events_queued, True
+        if queue:
+            self.store.queue(self._write_events)
+
+    def _write_events(self) -> None:
+        assert self.store is not None
+        with self._pending_lock:
+            events, self._pending_events, self._events_queued = self._pending_events, [], False
+        prune = self._unpruned + len(events) >= PRUNE_EVERY  # only the store thread reads it
+        try:
+            self.store.store.add_trap_events(events, prune=prune)
+        except DBAPIError:
+            with self._pending_lock:  # the oldest kept; what no longer fits is counted
+                waiting = events + self._pending_events
+                self.events_dropped += max(0, len(waiting) - EVENTS_PENDING)
+                self._pending_events = waiting[:EVENTS_PENDING]
+                self._events_queued = True
+            raise
+        except Exception:  # refused by the database (a bug): dropped by the queue, counted here
+            with self._pending_lock:
+                self.events_dropped += len(events)
+            raise
+        self._unpruned = 0 if prune else self._unpruned + len(events)
+        with self._pending_lock:
+            self.events_stored += len(events)
 
     def _build_v3(self) -> None:
         if self._v3 is not None:
@@ -266,6 +421,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         if device is None:
             self._unknown(source, trap_oid)
             return
+        if self.owned is not None and device not in self.owned:
+            self._drop("not_owned")  # another poller of the site holds its conditions
+            return
         bucket = self._device_buckets.get(device)
         if bucket is None:
             rate = self._per_device_rate
@@ -275,6 +433,8 @@ class TrapReceiver(asyncio.DatagramProtocol):
             return
         rules = self.known.rules.get(device, [])
         outcome = self.book.apply(device, rules, trap_oid, varbinds, now)
+        if outcome.held_changed:
+            self._save(device)
         label = trap_oid if trap_oid in self.known.rule_oids.get(device, ()) else "other"
         result = "matched" if outcome.matched else "unmatched"
         if not outcome.matched:  # the OIDs a rule could name: say them, once a minute at most
@@ -284,6 +444,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.received[key] = self.received.get(key, 0) + 1
         for event in outcome.events:
             self.events.append(event)
+            self._store_event(event)
             log.info("device %s: %s (trap %s)", device, event.message, trap_oid)
         for name, res in outcome.results.items():
             check = self.known.checks.get((device, name))
@@ -345,6 +506,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         """End the holds that timed out; returns how many check results that queued."""
         n = 0
         for device, name, result in self.book.expire(self.clock() if now is None else now):
+            self._save(device)
             check = self.known.checks.get((device, name))
             if check is not None:
                 self._enqueue(check, result)
@@ -357,6 +519,10 @@ class TrapReceiver(asyncio.DatagramProtocol):
         while True:
             await asyncio.sleep(1.0)
             self.expire()
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def passive(check: ResolvedCheck) -> bool:

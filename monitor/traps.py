@@ -91,6 +91,7 @@ class Hold:
     message: str
     until: float
     kind: str  # "degraded" | "down"
+    since: float = 0.0  # when the condition began (a renewal keeps it)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Outcome:
     recheck: bool = False
     events: list[Event] = field(default_factory=list)
     results: dict[str, ProbeResult] = field(default_factory=dict)
+    held_changed: bool = False  # a condition set, renewed or cleared: the store's copy is old
 
 
 class TrapBook:
@@ -127,6 +129,7 @@ class TrapBook:
                     continue
             del mine[(name, instance)]
             touched.add(hold.kind)
+            out.held_changed = True
             out.matched.append(f"{name}:cleared")
         for rule in rules:
             if not matches(rule, trap_oid, varbinds):
@@ -140,14 +143,43 @@ class TrapBook:
                 instance = _text(vb) if vb is not None else ""
                 message = f"{rule.message} ({_instance_label(rule, instance)})" if instance \
                     else rule.message
-                mine[(rule.name, instance)] = Hold(message, now + rule.hold, rule.action)
+                old = mine.get((rule.name, instance))
+                since = old.since if old is not None and old.kind == rule.action else now
+                mine[(rule.name, instance)] = Hold(message, now + rule.hold, rule.action, since)
                 touched.add(rule.action)
+                out.held_changed = True
         if mine:
             self.holds[device] = mine
         else:
             self.holds.pop(device, None)
         for kind in touched:
             out.results[_CHECK_OF[kind]] = self._result(device, kind)
+        return out
+
+    def load(self, device: str, rule: str, instance: str, hold: Hold) -> None:
+        """A condition read back from the store (a restart, a device taken over)."""
+        self.holds.setdefault(device, {})[(rule, instance)] = hold
+
+    def drop(self, device: str, keep: Callable[[str, Hold], bool]
+             ) -> list[tuple[str, ProbeResult]]:
+        """End the device's conditions ``keep(rule, hold)`` refuses (a rule removed by a
+        reload): the (check, result) of each kind that changed."""
+        mine = self.holds.get(device, {})
+        gone = {key: h for key, h in mine.items() if not keep(key[0], h)}
+        for key in gone:
+            del mine[key]
+        if not mine:
+            self.holds.pop(device, None)
+        return [(_CHECK_OF[kind], self._result(device, kind))
+                for kind in sorted({h.kind for h in gone.values()})]
+
+    def failing(self, device: str) -> dict[str, tuple[str, float]]:
+        """The device's trap checks that its conditions fail: check -> (error, since)."""
+        out: dict[str, tuple[str, float]] = {}
+        for kind in sorted({h.kind for h in self.holds.get(device, {}).values()}):
+            res = self._result(device, kind)
+            since = min(h.since for h in self.holds[device].values() if h.kind == kind)
+            out[_CHECK_OF[kind]] = (res.error or "", since)
         return out
 
     def expire(self, now: float) -> list[tuple[str, str, ProbeResult]]:
@@ -166,11 +198,13 @@ class TrapBook:
                 out.append((device, _CHECK_OF[kind], self._result(device, kind)))
         return out
 
-    def forget(self, keep: set[str]) -> None:
-        """A reload: devices no longer in the inventory lose their conditions."""
-        for device in list(self.holds):
-            if device not in keep:
-                del self.holds[device]
+    def forget(self, keep: set[str]) -> list[str]:
+        """A reload (devices no longer in the inventory) or a hand-over (devices another
+        poller owns now): these lose their conditions here. Returns the devices forgotten."""
+        gone = [device for device in self.holds if device not in keep]
+        for device in gone:
+            del self.holds[device]
+        return gone
 
     def _result(self, device: str, kind: str) -> ProbeResult:
         active = sorted(h.message for h in self.holds.get(device, {}).values() if h.kind == kind)

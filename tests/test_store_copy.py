@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from monitor.cli import main
-from monitor.store import NewTicket, Store, schema
+from monitor.store import HoldRow, NewTicket, Store, schema
 from monitor.store.copy import SKIP
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
@@ -31,6 +31,10 @@ def _fill(s: Store) -> None:
     s.close_incident(inc, T0 + timedelta(hours=1))
     s.add_window("floor", "2", T0, T0 + timedelta(hours=2), "换线", "admin")
     s.enqueue("inc-1:hook", "hook", {"text": "故障"}, at=T0)
+    s.save_trap_holds({"sw-1f": [HoldRow("sw-1f", "link-down", "24", "degraded", "端口断开",
+                                         T0, T0 + timedelta(hours=1))]})
+    s.add_trap_events([("sw-1f", "cold-start", "设备重新启动", "1.3.6.1.6.3.1.1.5.1", T0)],
+                      prune=False)
 
 
 def _dump(s: Store) -> dict[str, list[dict[str, Any]]]:
@@ -63,6 +67,10 @@ def test_copy_sqlite_to_postgres_keeps_every_row_and_id(tmp_path: Path, pg_serve
         # New rows get new ids after the copied ones (the sequences moved on).
         t = dst.create_ticket(NewTicket(category="fault", summary="新", reporter="li"))
         assert t.id == max(r["id"] for r in want["tickets"]) + 1
+        dst.add_trap_events([("sw-1f", "warm-start", "设备重新启动", "1.3.6.1.6.3.1.1.5.2", T0)],
+                            prune=False)  # T0 is older than the events kept
+        assert [e.id for e in dst.trap_events()] == [2, 1]
+        assert [h.rule for h in dst.trap_holds()] == ["link-down"]
     finally:
         dst.close()
 

@@ -31,6 +31,7 @@ class PushOut(BaseModel):
 
 class EventOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    id: int | None = None  # the store's (None: a receiver without a store); see ``before``
     device: str
     rule: str
     message: str
@@ -64,14 +65,31 @@ async def push_post(request: Request, token: str, status: Status = None,
     return await _push(request, token, status, msg)
 
 
+EVENTS_PAGE_MAX = 1000
+
+
 @events_router.get("", response_model=list[EventOut],
-                   summary="Trap events (newest last; the last 1000 kept)")
-def events(request: Request, device: str | None = None) -> Any:
+                   summary="Trap events, a page of the newest (oldest first within the page)")
+async def events(
+    request: Request,
+    device: str | None = None,
+    before: Annotated[int | None, Query(ge=1, description="Only events with ids below this "
+                                        "(the first id of the previous page)")] = None,
+    limit: Annotated[int, Query(ge=1, le=EVENTS_PAGE_MAX, description="Events per page")] = 100,
+) -> Any:
+    """Read from the store (kept across restarts, pruned to the retention; O(limit)); a
+    receiver without a store serves the last events it holds in memory."""
     receiver = getattr(request.app.state.hall, "traps", None)
     if receiver is None:
         return []
+    if receiver.store is not None:
+        store = receiver.store
+        rows = await store.run(store.store.trap_events, device, before, limit)
+        return [EventOut(id=r.id, device=r.device_id, rule=r.rule, message=r.message,
+                         trap_oid=r.trap_oid, at=r.at) for r in reversed(rows)]
+    kept = [e for e in receiver.events if device is None or e.device == device]
     return [
         EventOut(device=e.device, rule=e.rule, message=e.message, trap_oid=e.trap_oid,
                  at=datetime.fromtimestamp(e.at, UTC))
-        for e in receiver.events if device is None or e.device == device
+        for e in kept[-limit:]
     ]

@@ -31,6 +31,7 @@ from monitor.store.outbox import OutboxMixin
 from monitor.store.pollers import PollersMixin
 from monitor.store.sites import SiteRow, SitesMixin
 from monitor.store.tickets import TicketsMixin
+from monitor.store.traps import HoldRow, TrapEventRow, TrapsMixin
 from monitor.store.users import User, UsersMixin
 from monitor.store.windows import WindowsMixin
 
@@ -44,7 +45,7 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
 
 
 class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin,
-            SitesMixin, DeviceStatusMixin):
+            SitesMixin, DeviceStatusMixin, TrapsMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -70,4 +71,6 @@ __all__ = [
     "Ticket",
     "TicketEvent",
     "User",
+    "HoldRow",
+    "TrapEventRow",
 ]

@@ -156,9 +156,34 @@ def _v8_tally2_pairs(conn: Connection) -> None:
                     f"coalesce({col_a}, ''), local_day, coalesce({col_b}, '')"), {"a": a, "b": b})
 
 
+def _v9_trapstore_holds_events(conn: Connection) -> None:
+    """Issue 16 follow-up: held trap conditions (resumed after a restart or a hand-over) and
+    the trap event history, per site. Self-contained plain DDL (SQLite and PostgreSQL)."""
+    conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS trap_holds (site VARCHAR(64) NOT NULL DEFAULT 'default',"
+        " device_id VARCHAR(128) NOT NULL, rule VARCHAR(128) NOT NULL,"
+        " instance VARCHAR(256) NOT NULL, kind VARCHAR(16) NOT NULL, message TEXT NOT NULL,"
+        " since TIMESTAMP NOT NULL, until TIMESTAMP NOT NULL,"
+        " PRIMARY KEY (site, device_id, rule, instance))"))
+    key = ("SERIAL PRIMARY KEY" if conn.dialect.name == "postgresql"
+           else "INTEGER PRIMARY KEY AUTOINCREMENT")
+    conn.execute(text(
+        f"CREATE TABLE IF NOT EXISTS trap_events (id {key},"
+        " site VARCHAR(64) NOT NULL DEFAULT 'default', device_id VARCHAR(128) NOT NULL,"
+        " rule VARCHAR(128) NOT NULL, message TEXT NOT NULL, trap_oid VARCHAR(256) NOT NULL,"
+        " at TIMESTAMP NOT NULL)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_events_site_device"
+                      " ON trap_events (site, device_id, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_events_site_at"
+                      " ON trap_events (site, at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_events_site_id"
+                      " ON trap_events (site, id)"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
     _v6_crosssite_sites, _v7_crosssite_device_status, _v8_tally2_pairs,
+    _v9_trapstore_holds_events,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process

@@ -284,3 +284,36 @@ device_status = Table(
     Column("poller", String(128), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Trap conditions held until their clearing trap (issue 16), per site and device: a restart or
+# a poller taking the device over resumes them (monitor/receiver.py). One row per (rule,
+# instance) holding; written when a condition is set, renewed, cleared or runs out.
+trap_holds = Table(
+    "trap_holds",
+    metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
+    Column("device_id", String(128), primary_key=True),
+    Column("rule", String(128), primary_key=True),
+    Column("instance", String(256), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "degraded" | "down"
+    Column("message", Text, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("until", UTCDateTime, nullable=False),
+)
+
+# What devices told by trap (``event`` rules): the history /api/v1/events reads. Bounded by
+# count and age per site (TrapsMixin.add_trap_events prunes as it writes).
+trap_events = Table(
+    "trap_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    site_column(),
+    Column("device_id", String(128), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("trap_oid", String(256), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_trap_events_site_device", "site", "device_id", "id"),
+    Index("ix_trap_events_site_at", "site", "at"),
+    Index("ix_trap_events_site_id", "site", "id"),
+)
