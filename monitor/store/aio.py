@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+from monitor.store.engine import is_alone
 from monitor.store.models import (
     Incident,
     MaintenanceWindow,
@@ -48,6 +49,9 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between tries of a queued write that failed
+# Queued writes committed together at most (group commit). A switch failure queues ~50 incident
+# opens at once; 64 takes them in one transaction, and bounds how much one retry re-does.
+BATCH_MAX = 64
 
 # Why a queued write was tried again. A bounded set: the label of hallmon_store_write_retries_total
 # (never the driver's message, which may name hosts, users or values).
@@ -89,9 +93,13 @@ def refused(exc: DBAPIError) -> bool:
 
 
 class AsyncStore:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
+                 batch: int = BATCH_MAX) -> None:
         self.store = store
         self.clock = clock  # ages of queued writes (tests inject one)
+        # Group commit: at most this many queued writes per transaction (1: one each).
+        self.batch_limit = self.batch_max = max(1, batch)
+        self.commits = 0  # transactions of queued writes committed
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
         # (write, its future, when it was queued by ``clock``)
         self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any], float]] = deque()
@@ -142,31 +150,78 @@ class AsyncStore:
             return False
         return True
 
+    def _next_batch(self) -> list[Callable[[], Any]]:
+        """The writes at the head of the queue that go into one transaction: up to
+        ``batch_max``, stopping before a write marked ``alone`` (which goes by itself)."""
+        batch: list[Callable[[], Any]] = []
+        for fn, _, _ in self._writes:
+            if len(batch) >= self.batch_max or (is_alone(fn) and batch):
+                break
+            batch.append(fn)
+            if is_alone(fn):
+                break
+        return batch
+
+    def _run_batch(self, batch: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """On the store thread: every write in a savepoint of its own, one commit for all.
+        A write that raises for itself (a bug, data the database refuses) is rolled back alone
+        and reported as (False, error); a database error of any other kind (a lock, a lost
+        connection) rolls the whole transaction back and propagates (all are tried again)."""
+        outcomes: list[tuple[bool, Any]] = []
+        store = self.store
+        with store.batch():
+            for fn in batch:
+                try:
+                    outcomes.append((True, store.savepoint(fn)))
+                except DBAPIError as exc:
+                    if not refused(exc):
+                        raise
+                    outcomes.append((False, exc))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+        self.commits += 1
+        return outcomes
+
     async def _write_all(self) -> None:
         delay = RETRY_FIRST
         while self._writes:
-            fn, done, _ = self._writes[0]
+            batch = self._next_batch()
             try:
-                result = await self.run(fn)
+                outcomes = await self.run(self._run_batch, batch)
             except DBAPIError as exc:
-                if refused(exc):  # the data itself: the same write is refused every time
-                    self._drop(exc, fn)
+                if refused(exc):  # at commit (a deferred check): which write? one at a time
+                    if len(batch) == 1:
+                        self._drop(exc, batch[0])
+                    else:
+                        self.batch_max = 1
                     continue
-                kind = retry_kind(exc)  # locked, busy, connection lost: the write is fine
-                self.retries[kind] += 1
-                log.warning("store write failed (%s, %s); retrying in %.1f s, %d queued",
-                            kind, type(exc.orig).__name__, delay, len(self._writes))
+                kind = retry_kind(exc)  # locked, busy, connection lost: the writes are fine
+                self.retries[kind] += len(batch)
+                log.warning("store write failed (%s, %s); retrying %d in %.1f s, %d queued",
+                            kind, type(exc.orig).__name__, len(batch), delay,
+                            len(self._writes))
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
                 continue
-            except Exception as exc:  # a bug or a refused value: retrying cannot help
-                self._drop(exc, fn)
+            except Exception as exc:  # failed outside any write (at commit): a bug
+                if len(batch) == 1:
+                    self._drop(exc, batch[0])
+                    continue
+                self.batch_max = 1  # find the culprit one write at a time from here on
+                log.error("store batch of %d failed (%s); writing one at a time", len(batch),
+                          exc)
                 continue
+            # Committed: only now do the futures learn their results, in order.
             delay = RETRY_FIRST
-            self.writes["ok"] += 1
-            self._writes.popleft()
-            if not done.done():
-                done.set_result(result)
+            self.batch_max = self.batch_limit
+            for fn, (ok, value) in zip(batch, outcomes, strict=True):
+                if not ok:
+                    self._drop(value, fn)
+                    continue
+                self.writes["ok"] += 1
+                _, done, _ = self._writes.popleft()
+                if not done.done():
+                    done.set_result(value)
 
     def _drop(self, exc: Exception, fn: Callable[[], Any]) -> None:
         """The head write can never land: log it (by name: its arguments may be long), count
