@@ -85,7 +85,7 @@ async def test_a_switch_failure_lands_in_one_commit_not_a_hundred(url: str) -> N
     try:
         _switch_failure(one_each, 10)
         assert await one_each.drain(60)
-        assert len(commits) == one_each.commits == 20  # one transaction per write
+        assert len(commits) == one_each.batches == 20  # one transaction per write
     finally:
         await one_each.aclose()
 

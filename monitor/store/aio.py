@@ -99,7 +99,7 @@ class AsyncStore:
         self.clock = clock  # ages of queued writes (tests inject one)
         # Group commit: at most this many queued writes per transaction (1: one each).
         self.batch_limit = self.batch_max = max(1, batch)
-        self.commits = 0  # transactions of queued writes committed
+        self.batches = 0  # batches of queued writes landed (a write alone is one)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
         # (write, its future, when it was queued by ``clock``)
         self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any], float]] = deque()
@@ -169,17 +169,24 @@ class AsyncStore:
         connection) rolls the whole transaction back and propagates (all are tried again)."""
         outcomes: list[tuple[bool, Any]] = []
         store = self.store
-        with store.batch():
-            for fn in batch:
-                try:
-                    outcomes.append((True, store.savepoint(fn)))
-                except DBAPIError as exc:
-                    if not refused(exc):
-                        raise
-                    outcomes.append((False, exc))
-                except Exception as exc:
-                    outcomes.append((False, exc))
-        self.commits += 1
+
+        def attempt(write: Callable[[], Any]) -> None:
+            try:
+                outcomes.append((True, write()))
+            except DBAPIError as exc:
+                if not refused(exc):
+                    raise
+                outcomes.append((False, exc))
+            except Exception as exc:
+                outcomes.append((False, exc))
+
+        if len(batch) == 1:  # alone: its own transaction(s), as the write wrote them
+            attempt(batch[0])
+        else:
+            with store.batch():
+                for fn in batch:
+                    attempt(functools.partial(store.savepoint, fn))
+        self.batches += 1
         return outcomes
 
     async def _write_all(self) -> None:
