@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from monitor.store import AsyncStore, InvalidValue, Store
 from monitor.store.aio import BATCH_MAX
 from tests.agents.postgres import PostgresServer, find_bin, postgres_server
-from tests.conftest import missing_tool, require_tool
+from tests.conftest import Clock, missing_tool, require_tool
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SWITCH_CHILDREN = 50  # a floor switch's devices, as in bench/sites_pg.py
@@ -89,7 +89,8 @@ async def test_a_switch_failure_lands_in_one_commit_not_a_hundred(url: str) -> N
     finally:
         await one_each.aclose()
 
-    store = AsyncStore(Store(url, timezone="Asia/Shanghai"))
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai"),
+                       clock=Clock(0.0))  # stands still: batches end by count
     commits = commits_of(store.store)
     try:
         before = len(commits)
@@ -105,7 +106,8 @@ async def test_a_switch_failure_lands_in_one_commit_not_a_hundred(url: str) -> N
 
 
 async def test_a_refused_write_in_the_middle_of_a_batch_is_dropped_alone(url: str) -> None:
-    store = AsyncStore(Store(url, timezone="Asia/Shanghai"))
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai"),
+                       clock=Clock(0.0))  # stands still: batches end by count
     commits = commits_of(store.store)
 
     def taken_key(s: Store = store.store) -> None:
@@ -139,6 +141,29 @@ async def test_a_refused_write_in_the_middle_of_a_batch_is_dropped_alone(url: st
         await store.aclose()
 
 
+async def test_a_batch_commits_once_its_writes_ran_batch_seconds(tmp_path: Path) -> None:
+    """A big batch's first write would wait for the last one's work: the batch ends after the
+    write that took it past ``batch_seconds`` (an injected clock: the writes move it)."""
+    clock = Clock(0.0)
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", timezone="Asia/Shanghai"),
+                       clock=clock, batch_seconds=1.0)
+    commits = commits_of(store.store)
+
+    def slow(i: int) -> int:
+        clock.now += 0.4  # each write "takes" 0.4 s: three of them pass 1 s
+        return store.store.open_incident(f"d-{i}", None, "down", "x", AT)
+
+    try:
+        opened = [store.queue(slow, i) for i in range(7)]
+        assert await store.drain(60)
+        assert len(commits) == store.batches == 3  # 3 + 3 + 1
+        assert [f.result() for f in opened] == [i.id for i in
+                                                sorted(await store.open_incidents(),
+                                                       key=lambda i: i.device_id)]
+    finally:
+        await store.aclose()
+
+
 def test_a_savepoint_inside_a_write_inside_a_batch_still_catches_its_own_conflict(
         store: Store) -> None:
     """open_incident, enqueue and auto_ticket catch an IntegrityError of their own
@@ -156,10 +181,11 @@ def test_a_savepoint_inside_a_write_inside_a_batch_still_catches_its_own_conflic
         return "done"
 
     with store.batch():
-        inc = store.savepoint(lambda: store.open_incident("d", None, "down", "x", AT))
-        assert store.savepoint(write) == "done"
-        assert store.savepoint(lambda: store.enqueue("k", "c", {}, AT)) is True
-        assert store.savepoint(lambda: store.enqueue("k", "c", {}, AT)) is False
+        inc = store.open_incident("d", None, "down", "x", AT)
+        assert write() == "done"
+        assert store.enqueue("k", "c", {}, AT) is True
+        assert store.enqueue("k", "c", {}, AT) is False
+        assert [i.id for i in store.open_incidents()] == [inc]  # read in the batch: seen
     assert sorted(_rows(store, "SELECT key, value FROM store_meta WHERE key IN ('n', 'm')")) \
         == [("m", "3"), ("n", "1")]
     assert [i.id for i in store.open_incidents()] == [inc]
@@ -187,7 +213,8 @@ class Gate:
 async def test_a_lock_mid_batch_on_sqlite_retries_the_whole_batch_nothing_lost_or_doubled(
         tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hall.db'}"
-    store = AsyncStore(Store(url, timezone="Asia/Shanghai", busy_timeout=0.2))
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai", busy_timeout=0.2),
+                       clock=Clock(0.0))  # stands still: batches end by count
     other = create_engine(url, connect_args={"timeout": 0.2, "isolation_level": None})
 
     def locked() -> None:  # another connection wants the write lock our batch holds: busy
@@ -232,7 +259,8 @@ def own_pg() -> Iterator[PostgresServer]:
 
 async def test_postgresql_stopped_mid_batch_retries_the_whole_batch_nothing_lost_or_doubled(
         own_pg: PostgresServer) -> None:
-    store = AsyncStore(Store(own_pg.new_database(), timezone="Asia/Shanghai"))
+    store = AsyncStore(Store(own_pg.new_database(), timezone="Asia/Shanghai"),
+                       clock=Clock(0.0))  # stands still: batches end by count
     reached, go = threading.Event(), threading.Event()
 
     def server_goes_away() -> None:  # the test stops the server while this write waits

@@ -52,6 +52,9 @@ RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between tries of a queued write tha
 # Queued writes committed together at most (group commit). A switch failure queues ~50 incident
 # opens at once; 64 takes them in one transaction, and bounds how much one retry re-does.
 BATCH_MAX = 64
+# ... and for at most this long: a batch commits once its writes have run this long (every
+# write's result waits for its batch's commit, so the first must not wait for the 64th's work).
+BATCH_SECONDS = 0.05
 
 # Why a queued write was tried again. A bounded set: the label of hallmon_store_write_retries_total
 # (never the driver's message, which may name hosts, users or values).
@@ -94,11 +97,13 @@ def refused(exc: DBAPIError) -> bool:
 
 class AsyncStore:
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
-                 batch: int = BATCH_MAX) -> None:
+                 batch: int = BATCH_MAX, batch_seconds: float = BATCH_SECONDS) -> None:
         self.store = store
-        self.clock = clock  # ages of queued writes (tests inject one)
-        # Group commit: at most this many queued writes per transaction (1: one each).
+        self.clock = clock  # ages of queued writes, length of a batch (tests inject one)
+        # Group commit: at most this many queued writes per transaction (1: one each), run
+        # for at most about this long.
         self.batch_limit = self.batch_max = max(1, batch)
+        self.batch_seconds = batch_seconds
         self.batches = 0  # batches of queued writes landed (a write alone is one)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
         # (write, its future, when it was queued by ``clock``)
@@ -183,9 +188,13 @@ class AsyncStore:
         if len(batch) == 1:  # alone: its own transaction(s), as the write wrote them
             attempt(batch[0])
         else:
+            # Each Store.tx() of a write is a SAVEPOINT of the batch's transaction.
+            until = self.clock() + self.batch_seconds
             with store.batch():
                 for fn in batch:
-                    attempt(functools.partial(store.savepoint, fn))
+                    attempt(fn)
+                    if self.clock() >= until:
+                        break  # commit what ran: the first write must not wait for the 64th
         self.batches += 1
         return outcomes
 
@@ -221,7 +230,7 @@ class AsyncStore:
             # Committed: only now do the futures learn their results, in order.
             delay = RETRY_FIRST
             self.batch_max = self.batch_limit
-            for fn, (ok, value) in zip(batch, outcomes, strict=True):
+            for fn, (ok, value) in zip(batch, outcomes, strict=False):  # those that ran
                 if not ok:
                     self._drop(value, fn)
                     continue

@@ -32,7 +32,6 @@ from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, T
 
 Clock = Callable[[], datetime]
 F = TypeVar("F", bound=Callable[..., Any])
-R = TypeVar("R")
 ALL_SITES = "*"
 SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -217,7 +216,8 @@ class StoreBase:
     def tx(self) -> Iterator[Connection]:
         """One short transaction (committed on exit, rolled back on error). Inside ``batch``
         on the same thread: a SAVEPOINT of the batch's transaction (released on exit, rolled
-        back to on error), committed with the batch."""
+        back to on error: a write that fails takes back only its own statements, as its own
+        transaction would have), committed with the batch."""
         conn = self._batch.conn
         if conn is None:
             with self.engine.begin() as conn:
@@ -248,20 +248,6 @@ class StoreBase:
         finally:
             self._batch.undo = []
 
-    def savepoint(self, write: Callable[[], R]) -> R:
-        """Run one write of a ``batch`` in a SAVEPOINT of its own: when it raises, only its
-        statements are rolled back (and the ``on_rollback`` undos it registered run); the
-        batch's other writes stand."""
-        mark = len(self._batch.undo)
-        try:
-            with self.tx():
-                return write()
-        except BaseException:
-            undos, self._batch.undo[mark:] = self._batch.undo[mark:], []
-            for undo in reversed(undos):
-                undo()
-            raise
-
     @property
     def in_batch(self) -> bool:
         return self._batch.conn is not None
@@ -275,7 +261,13 @@ class StoreBase:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (on SQLite a plain deferred BEGIN, no write lock)."""
+        """A connection for reads (on SQLite a plain deferred BEGIN, no write lock). Inside
+        ``batch``: the batch's own connection (a SAVEPOINT of it), so that a write reads what
+        the writes before it in the batch wrote."""
+        if self._batch.conn is not None:
+            with self.tx() as conn:
+                yield conn
+            return
         with self.engine.connect() as conn:
             yield conn.execution_options(hallmon_read=True)
 
