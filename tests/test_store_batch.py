@@ -164,6 +164,37 @@ async def test_a_batch_commits_once_its_writes_ran_batch_seconds(tmp_path: Path)
         await store.aclose()
 
 
+async def test_an_sqlalchemy_error_in_a_batch_sends_its_writes_one_at_a_time(url: str) -> None:
+    """An error of SQLAlchemy's own (not the database's) may leave the batch's connection
+    unusable for the writes after it: rather than drop those, the batch is rolled back and its
+    writes run one at a time, where only the culprit fails."""
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai"), clock=Clock(0.0))
+
+    def no_row(s: Store = store.store) -> None:
+        with s.tx() as conn:
+            conn.execute(text("SELECT 1 WHERE 1 = 0")).one()  # NoResultFound: a bug of ours
+
+    try:
+        opened = [store.queue(store.store.open_incident, f"d-{i}", None, "down", "x", AT)
+                  for i in range(4)]
+        bad = store.queue(no_row)
+        opened += [store.queue(store.store.open_incident, f"d-{i}", None, "down", "x", AT)
+                   for i in range(4, 8)]
+        assert await store.drain(60)
+        assert bad.exception() is not None and store.write_retries == 0
+        assert store.writes == {"ok": 8, "failed": 1}
+        ids = dict(_rows(store.store, "SELECT device_id, id FROM incidents"))
+        assert [f.result() for f in opened] == [ids[f"d-{i}"] for i in range(8)]
+        # Then batches again.
+        more = [store.queue(store.store.open_incident, f"e-{i}", None, "down", "x", AT)
+                for i in range(5)]
+        batches = store.batches
+        assert await store.drain(60) and store.batches == batches + 1
+        assert all(f.result() for f in more)
+    finally:
+        await store.aclose()
+
+
 def test_a_savepoint_inside_a_write_inside_a_batch_still_catches_its_own_conflict(
         store: Store) -> None:
     """open_incident, enqueue and auto_ticket catch an IntegrityError of their own

@@ -5,16 +5,27 @@ database. Reads share the thread: they are short, and ordering them after earlie
 callers expect.
 
 ``queue(fn, ...)`` is for writes nobody may wait on (the pipeline's incidents and tickets: a page
-must never wait for, or depend on, a store write). Queued writes run in order, one at a time; a
-write that fails for a reason of the database's (locked by a long import, connection lost) is
-retried until it lands, and the writes behind it wait, so they land in the order they happened.
-A write the database refuses for its data (a constraint, a bad value: ``refused()``) gets the
-same answer every time: it is logged, counted as failed and dropped, so it cannot hold back the
-writes behind it for good.
+must never wait for, or depend on, a store write). Queued writes run in order. Group commit: the
+writes waiting at the head of the queue (up to ``BATCH_MAX``, for up to ``BATCH_SECONDS`` of
+work) run in ONE transaction (``Store.batch``), every ``Store.tx()`` of theirs a SAVEPOINT of it,
+and commit once; a switch failure's ~50 incident opens were 50 transactions one after another
+(issue 17). Each write's future gets its result only after that commit. A write alone (nothing
+behind it, or a method marked ``@alone``: its own connections or in-memory state) runs exactly
+as before, in its own transaction(s).
+
+A write that fails for a reason of the database's (locked by a long import, connection lost)
+rolls its whole batch back; the batch is retried, in order, until it lands, and the writes
+behind it wait, so they land in the order they happened. Whatever a write keeps in memory of
+a rolled-back batch is taken back by what it registered with ``Store.on_rollback`` (an incident's
+id). A write the database refuses for its data (a constraint, a bad value: ``refused()``), or one
+that raises anything else (a bug), gets the same answer every time: only its own savepoint is
+rolled back, it is logged, counted as failed and dropped, and the rest of its batch commits; it
+cannot hold back the writes behind it for good.
 
 What an operator needs to see of that queue (``hallmon_store_write_*`` on /metrics) is kept here
 as plain counters read at scrape time: how many writes wait and since when, every retry by the
-kind of error (a bounded set, ``RETRY_KINDS``), every write by outcome.
+kind of error (a bounded set, ``RETRY_KINDS``; a batch retried counts each of its writes), every
+write by outcome.
 """
 
 from __future__ import annotations
@@ -29,7 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from monitor.store.engine import is_alone
 from monitor.store.models import (
@@ -102,7 +119,8 @@ class AsyncStore:
         self.clock = clock  # ages of queued writes, length of a batch (tests inject one)
         # Group commit: at most this many queued writes per transaction (1: one each), run
         # for at most about this long.
-        self.batch_limit = self.batch_max = max(1, batch)
+        self.batch_max = max(1, batch)
+        self._singles = 0  # writes to run one at a time (a batch failed, not by a retry kind)
         self.batch_seconds = batch_seconds
         self.batches = 0  # batches of queued writes landed (a write alone is one)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
@@ -159,8 +177,9 @@ class AsyncStore:
         """The writes at the head of the queue that go into one transaction: up to
         ``batch_max``, stopping before a write marked ``alone`` (which goes by itself)."""
         batch: list[Callable[[], Any]] = []
+        limit = 1 if self._singles else self.batch_max
         for fn, _, _ in self._writes:
-            if len(batch) >= self.batch_max or (is_alone(fn) and batch):
+            if len(batch) >= limit or (is_alone(fn) and batch):
                 break
             batch.append(fn)
             if is_alone(fn):
@@ -183,6 +202,8 @@ class AsyncStore:
                     raise
                 outcomes.append((False, exc))
             except Exception as exc:
+                if isinstance(exc, SQLAlchemyError) and len(batch) > 1:
+                    raise  # the batch's connection may be unusable: then all one at a time
                 outcomes.append((False, exc))
 
         if len(batch) == 1:  # alone: its own transaction(s), as the write wrote them
@@ -207,9 +228,10 @@ class AsyncStore:
             except DBAPIError as exc:
                 if refused(exc):  # at commit (a deferred check): which write? one at a time
                     if len(batch) == 1:
+                        self._singles = max(0, self._singles - 1)
                         self._drop(exc, batch[0])
                     else:
-                        self.batch_max = 1
+                        self._singles = len(batch)
                     continue
                 kind = retry_kind(exc)  # locked, busy, connection lost: the writes are fine
                 self.retries[kind] += len(batch)
@@ -221,15 +243,16 @@ class AsyncStore:
                 continue
             except Exception as exc:  # failed outside any write (at commit): a bug
                 if len(batch) == 1:
+                    self._singles = max(0, self._singles - 1)
                     self._drop(exc, batch[0])
                     continue
-                self.batch_max = 1  # find the culprit one write at a time from here on
+                self._singles = len(batch)  # find the culprit: these one at a time
                 log.error("store batch of %d failed (%s); writing one at a time", len(batch),
                           exc)
                 continue
             # Committed: only now do the futures learn their results, in order.
             delay = RETRY_FIRST
-            self.batch_max = self.batch_limit
+            self._singles = max(0, self._singles - len(outcomes))
             for fn, (ok, value) in zip(batch, outcomes, strict=False):  # those that ran
                 if not ok:
                     self._drop(value, fn)
