@@ -195,6 +195,47 @@ async def test_an_sqlalchemy_error_in_a_batch_sends_its_writes_one_at_a_time(url
         await store.aclose()
 
 
+async def test_a_switch_failure_through_the_pipeline_is_one_batch_with_every_id_right(
+        url: str) -> None:
+    """As found: a floor switch fails and its 50 devices go unreachable in one sweep; each
+    transition queues its incident's opening. They land in a few commits, and each incident id
+    the pipeline keeps (alerts carry it, its close and ticket use it) is the committed row's."""
+    from monitor.inventory.load import parse_inventory
+    from monitor.pipeline import Pipeline
+    from monitor.state import DeviceStatus
+    from tests.agents.daemon import node, small_inventory
+    from tests.test_pipeline import FAIL, OK, Recorder, check
+
+    kids = [f"kiosk-{i:02d}" for i in range(SWITCH_CHILDREN)]
+    inv = parse_inventory(small_inventory(
+        [node("sw-1f", "127.30.0.1"),
+         *[node(k, f"127.30.1.{i + 1}", parent="sw-1f") for i, k in enumerate(kids)]]))
+    clock = Clock(datetime(2026, 3, 2, 1, 0, tzinfo=UTC).timestamp())
+    store = AsyncStore(Store(url, timezone="Asia/Shanghai"), clock=Clock(0.0))
+    p = Pipeline(inv, store=store, alerts=Recorder(), clock=clock)
+    commits = commits_of(store.store)
+    try:
+        for dev in ["sw-1f", *kids]:
+            await p.handle(check(inv, dev, "ping"), OK)
+        for _ in range(2):  # the failure threshold
+            clock.now += 1
+            await p.handle(check(inv, "sw-1f", "ping"), FAIL)
+        assert await store.drain(60)
+        before = len(commits)
+        for _ in range(2):  # one sweep after another: every child fails
+            clock.now += 1
+            for dev in kids:
+                await p.handle(check(inv, dev, "ping"), FAIL)
+        assert {p.state.status(k) for k in kids} == {DeviceStatus.UNREACHABLE}
+        assert await store.drain(60)
+        assert len(commits) - before <= 3, len(commits) - before  # was 50: one per incident
+        rows = {i.device_id: i.id for i in await store.open_incidents()}
+        assert sorted(rows) == sorted(["sw-1f", *kids])
+        assert {d: p.incidents[d].id for d in rows} == rows
+    finally:
+        await store.aclose()
+
+
 def test_a_savepoint_inside_a_write_inside_a_batch_still_catches_its_own_conflict(
         store: Store) -> None:
     """open_incident, enqueue and auto_ticket catch an IntegrityError of their own
