@@ -187,10 +187,12 @@ class AsyncStore:
         return batch
 
     def _run_batch(self, batch: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
-        """On the store thread: every write in a savepoint of its own, one commit for all.
-        A write that raises for itself (a bug, data the database refuses) is rolled back alone
-        and reported as (False, error); a database error of any other kind (a lock, a lost
-        connection) rolls the whole transaction back and propagates (all are tried again)."""
+        """On the store thread: the writes in one transaction, each store call of theirs in a
+        savepoint of its own (``Store.tx``), one commit for all. A write that raises for itself
+        (a bug, data the database refuses) has its savepoint rolled back, as its own transaction
+        would have been, and is reported as (False, error); a database error of any other kind
+        (a lock, a lost connection), or SQLAlchemy's own (the connection may be unusable), rolls
+        the whole transaction back and propagates (every write is tried again)."""
         outcomes: list[tuple[bool, Any]] = []
         store = self.store
 

@@ -248,10 +248,6 @@ class StoreBase:
         finally:
             self._batch.undo = []
 
-    @property
-    def in_batch(self) -> bool:
-        return self._batch.conn is not None
-
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Inside ``batch``: run ``undo`` if the batch's transaction is rolled back (its writes
         are then tried again, so an in-memory effect of a write must not outlive it). Outside a
