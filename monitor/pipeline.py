@@ -39,7 +39,7 @@ from monitor.state import (
     Transition,
     restored,
 )
-from monitor.store.aio import AsyncStore
+from monitor.store.aio import AsyncStore, refused
 from monitor.store.device_status import KnownStatus
 from monitor.store.models import NewTicket
 from probes.result import ProbeResult
@@ -379,18 +379,27 @@ class Pipeline:
         assert self.store is not None
         with self._changes_lock:
             changes, self._changes, self._changes_queued = self._changes, {}, False
+
+        def again() -> None:  # the queue tries this call again: with what came since
+            with self._changes_lock:
+                self._changes = {**changes, **self._changes}
+                self._changes_queued = True
+
         try:
             self.store.store.record_statuses(
                 self.poller_id, [(d, *v) for d, v in changes.items()])
-        except DBAPIError:
-            with self._changes_lock:  # the queue tries this call again: with what came since
-                self._changes = {**changes, **self._changes}
-                self._changes_queued = True
+        except DBAPIError as exc:
+            if not refused(exc):  # a refused write is dropped by the queue: as a bug, below
+                again()
+                raise
+            with self._changes_lock:
+                self._changes_queued = False
             raise
         except Exception:
             with self._changes_lock:  # dropped by the queue (a bug): the next change re-queues
                 self._changes_queued = False
             raise
+        self.store.store.on_rollback(again)  # a group commit rolled back after it
 
     def status_of(self, device: str) -> tuple[DeviceStatus, str, float | None]:
         """(status, cause, since) of a device: this poller's state for its own devices; for
@@ -411,8 +420,11 @@ class Pipeline:
     # queued after its opening (its close, its ticket).
     def _open_incident(self, device: str, inc: OpenIncident, cause: str) -> None:
         assert self.store is not None
-        inc.id = self.store.store.open_incident(device, inc.check, inc.status.value, cause,
-                                                _utc(inc.started_at))
+        store = self.store.store
+        inc.id = store.open_incident(device, inc.check, inc.status.value, cause,
+                                     _utc(inc.started_at))
+        # In a group commit rolled back, that id was never committed: 0 again until retried.
+        store.on_rollback(lambda: setattr(inc, "id", 0))
 
     def _close_incident(self, inc: OpenIncident, at: datetime) -> None:
         assert self.store is not None

@@ -5,16 +5,27 @@ database. Reads share the thread: they are short, and ordering them after earlie
 callers expect.
 
 ``queue(fn, ...)`` is for writes nobody may wait on (the pipeline's incidents and tickets: a page
-must never wait for, or depend on, a store write). Queued writes run in order, one at a time; a
-write that fails for a reason of the database's (locked by a long import, connection lost) is
-retried until it lands, and the writes behind it wait, so they land in the order they happened.
-A write the database refuses for its data (a constraint, a bad value: ``refused()``) gets the
-same answer every time: it is logged, counted as failed and dropped, so it cannot hold back the
-writes behind it for good.
+must never wait for, or depend on, a store write). Queued writes run in order. Group commit: the
+writes waiting at the head of the queue (up to ``BATCH_MAX``, for up to ``BATCH_SECONDS`` of
+work) run in ONE transaction (``Store.batch``), every ``Store.tx()`` of theirs a SAVEPOINT of it,
+and commit once; a switch failure's ~50 incident opens were 50 transactions one after another
+(issue 17). Each write's future gets its result only after that commit. A write alone (nothing
+behind it, or a method marked ``@alone``: its own connections or in-memory state) runs exactly
+as before, in its own transaction(s).
+
+A write that fails for a reason of the database's (locked by a long import, connection lost)
+rolls its whole batch back; the batch is retried, in order, until it lands, and the writes
+behind it wait, so they land in the order they happened. Whatever a write keeps in memory of
+a rolled-back batch is taken back by what it registered with ``Store.on_rollback`` (an incident's
+id). A write the database refuses for its data (a constraint, a bad value: ``refused()``), or one
+that raises anything else (a bug), gets the same answer every time: only its own savepoint is
+rolled back, it is logged, counted as failed and dropped, and the rest of its batch commits; it
+cannot hold back the writes behind it for good.
 
 What an operator needs to see of that queue (``hallmon_store_write_*`` on /metrics) is kept here
 as plain counters read at scrape time: how many writes wait and since when, every retry by the
-kind of error (a bounded set, ``RETRY_KINDS``), every write by outcome.
+kind of error (a bounded set, ``RETRY_KINDS``; a batch retried counts each of its writes), every
+write by outcome.
 """
 
 from __future__ import annotations
@@ -29,8 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
+from monitor.store.engine import is_alone
 from monitor.store.models import (
     Incident,
     MaintenanceWindow,
@@ -48,6 +66,12 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between tries of a queued write that failed
+# Queued writes committed together at most (group commit). A switch failure queues ~50 incident
+# opens at once; 64 takes them in one transaction, and bounds how much one retry re-does.
+BATCH_MAX = 64
+# ... and for at most this long: a batch commits once its writes have run this long (every
+# write's result waits for its batch's commit, so the first must not wait for the 64th's work).
+BATCH_SECONDS = 0.05
 
 # Why a queued write was tried again. A bounded set: the label of hallmon_store_write_retries_total
 # (never the driver's message, which may name hosts, users or values).
@@ -89,9 +113,16 @@ def refused(exc: DBAPIError) -> bool:
 
 
 class AsyncStore:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
+                 batch: int = BATCH_MAX, batch_seconds: float = BATCH_SECONDS) -> None:
         self.store = store
-        self.clock = clock  # ages of queued writes (tests inject one)
+        self.clock = clock  # ages of queued writes, length of a batch (tests inject one)
+        # Group commit: at most this many queued writes per transaction (1: one each), run
+        # for at most about this long.
+        self.batch_max = max(1, batch)
+        self._singles = 0  # writes to run one at a time (a batch failed, not by a retry kind)
+        self.batch_seconds = batch_seconds
+        self.batches = 0  # batches of queued writes landed (a write alone is one)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
         # (write, its future, when it was queued by ``clock``)
         self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any], float]] = deque()
@@ -142,31 +173,96 @@ class AsyncStore:
             return False
         return True
 
+    def _next_batch(self) -> list[Callable[[], Any]]:
+        """The writes at the head of the queue that go into one transaction: up to
+        ``batch_max``, stopping before a write marked ``alone`` (which goes by itself)."""
+        batch: list[Callable[[], Any]] = []
+        limit = 1 if self._singles else self.batch_max
+        for fn, _, _ in self._writes:
+            if len(batch) >= limit or (is_alone(fn) and batch):
+                break
+            batch.append(fn)
+            if is_alone(fn):
+                break
+        return batch
+
+    def _run_batch(self, batch: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """On the store thread: the writes in one transaction, each store call of theirs in a
+        savepoint of its own (``Store.tx``), one commit for all. A write that raises for itself
+        (a bug, data the database refuses) has its savepoint rolled back, as its own transaction
+        would have been, and is reported as (False, error); a database error of any other kind
+        (a lock, a lost connection), or SQLAlchemy's own (the connection may be unusable), rolls
+        the whole transaction back and propagates (every write is tried again)."""
+        outcomes: list[tuple[bool, Any]] = []
+        store = self.store
+
+        def attempt(write: Callable[[], Any]) -> None:
+            try:
+                outcomes.append((True, write()))
+            except DBAPIError as exc:
+                if not refused(exc):
+                    raise
+                outcomes.append((False, exc))
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError) and len(batch) > 1:
+                    raise  # the batch's connection may be unusable: then all one at a time
+                outcomes.append((False, exc))
+
+        if len(batch) == 1:  # alone: its own transaction(s), as the write wrote them
+            attempt(batch[0])
+        else:
+            # Each Store.tx() of a write is a SAVEPOINT of the batch's transaction.
+            until = self.clock() + self.batch_seconds
+            with store.batch():
+                for fn in batch:
+                    attempt(fn)
+                    if self.clock() >= until:
+                        break  # commit what ran: the first write must not wait for the 64th
+        self.batches += 1
+        return outcomes
+
     async def _write_all(self) -> None:
         delay = RETRY_FIRST
         while self._writes:
-            fn, done, _ = self._writes[0]
+            batch = self._next_batch()
             try:
-                result = await self.run(fn)
+                outcomes = await self.run(self._run_batch, batch)
             except DBAPIError as exc:
-                if refused(exc):  # the data itself: the same write is refused every time
-                    self._drop(exc, fn)
+                if refused(exc):  # at commit (a deferred check): which write? one at a time
+                    if len(batch) == 1:
+                        self._singles = max(0, self._singles - 1)
+                        self._drop(exc, batch[0])
+                    else:
+                        self._singles = len(batch)
                     continue
-                kind = retry_kind(exc)  # locked, busy, connection lost: the write is fine
-                self.retries[kind] += 1
-                log.warning("store write failed (%s, %s); retrying in %.1f s, %d queued",
-                            kind, type(exc.orig).__name__, delay, len(self._writes))
+                kind = retry_kind(exc)  # locked, busy, connection lost: the writes are fine
+                self.retries[kind] += len(batch)
+                log.warning("store write failed (%s, %s); retrying %d in %.1f s, %d queued",
+                            kind, type(exc.orig).__name__, len(batch), delay,
+                            len(self._writes))
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
                 continue
-            except Exception as exc:  # a bug or a refused value: retrying cannot help
-                self._drop(exc, fn)
+            except Exception as exc:  # failed outside any write (at commit): a bug
+                if len(batch) == 1:
+                    self._singles = max(0, self._singles - 1)
+                    self._drop(exc, batch[0])
+                    continue
+                self._singles = len(batch)  # find the culprit: these one at a time
+                log.error("store batch of %d failed (%s); writing one at a time", len(batch),
+                          exc)
                 continue
+            # Committed: only now do the futures learn their results, in order.
             delay = RETRY_FIRST
-            self.writes["ok"] += 1
-            self._writes.popleft()
-            if not done.done():
-                done.set_result(result)
+            self._singles = max(0, self._singles - len(outcomes))
+            for fn, (ok, value) in zip(batch, outcomes, strict=False):  # those that ran
+                if not ok:
+                    self._drop(value, fn)
+                    continue
+                self.writes["ok"] += 1
+                _, done, _ = self._writes.popleft()
+                if not done.done():
+                    done.set_result(value)
 
     def _drop(self, exc: Exception, fn: Callable[[], Any]) -> None:
         """The head write can never land: log it (by name: its arguments may be long), count

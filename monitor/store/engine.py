@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
@@ -30,6 +31,7 @@ from monitor.store.migrations import PG_LOCK_ID, migrate
 from monitor.store.models import DEFAULT_CATEGORIES, InvalidValue, StoreError, TimezoneMismatch
 
 Clock = Callable[[], datetime]
+F = TypeVar("F", bound=Callable[..., Any])
 ALL_SITES = "*"
 SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -108,6 +110,30 @@ def _checked_site(site: str) -> str:
     return site
 
 
+def alone(method: F) -> F:
+    """Mark a store method that must never run inside a group commit (``Store.batch``): it
+    uses connections of its own (a staged import), or keeps in memory what a rolled-back batch
+    would make wrong. The write queue runs it in a transaction of its own."""
+    method.hallmon_alone = True  # type: ignore[attr-defined]
+    return method
+
+
+def is_alone(fn: Callable[..., Any]) -> bool:
+    """Whether a queued callable (a ``functools.partial`` of a method, or the method) is
+    marked ``alone``."""
+    return bool(getattr(getattr(fn, "func", fn), "hallmon_alone", False))
+
+
+class _Batch(threading.local):
+    """The store thread's group commit in progress: its connection and what to undo in memory
+    if its transaction is rolled back."""
+    conn: Connection | None = None
+    undo: list[Callable[[], None]]
+
+    def __init__(self) -> None:
+        self.undo = []
+
+
 def _redacted(url: str) -> str:
     """The URL without its password (never in errors or logs)."""
     try:
@@ -140,6 +166,7 @@ class StoreBase:
             raise StoreError(f"storage URL: {_redacted(url)}: {exc}") from None
         self.categories: tuple[str, ...] = tuple(categories or DEFAULT_CATEGORIES)
         self.clock: Clock = clock or _utcnow
+        self._batch = _Batch()  # shared by the views ``for_site`` makes: one thread, one batch
         try:
             migrate(self.engine)
             self._change_timezone = change_timezone
@@ -187,16 +214,60 @@ class StoreBase:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        """One short transaction (committed on exit, rolled back on error)."""
-        with self.engine.begin() as conn:
-            yield conn
+        """One short transaction (committed on exit, rolled back on error). Inside ``batch``
+        on the same thread: a SAVEPOINT of the batch's transaction (released on exit, rolled
+        back to on error: a write that fails takes back only its own statements, as its own
+        transaction would have), committed with the batch."""
+        conn = self._batch.conn
+        if conn is None:
+            with self.engine.begin() as conn:
+                yield conn
+        else:
+            with conn.begin_nested():
+                yield conn
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: every ``tx()`` on this thread until the end of the block joins ONE
+        transaction, committed once at the end (the write queue's, see aio.py). On an error the
+        whole transaction is rolled back and the ``on_rollback`` undos run, newest first."""
+        if self._batch.conn is not None:
+            raise StoreError("store batches do not nest")
+        self._batch.undo = []
+        try:
+            with self.engine.begin() as conn:
+                self._batch.conn = conn
+                try:
+                    yield
+                finally:
+                    self._batch.conn = None
+        except BaseException:
+            for undo in reversed(self._batch.undo):
+                undo()
+            raise
+        finally:
+            self._batch.undo = []
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Inside ``batch``: run ``undo`` if the batch's transaction is rolled back (its writes
+        are then tried again, so an in-memory effect of a write must not outlive it). Outside a
+        batch the write has committed already: nothing to do."""
+        if self._batch.conn is not None:
+            self._batch.undo.append(undo)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (on SQLite a plain deferred BEGIN, no write lock)."""
+        """A connection for reads (on SQLite a plain deferred BEGIN, no write lock). Inside
+        ``batch``: the batch's own connection (a SAVEPOINT of it), so that a write reads what
+        the writes before it in the batch wrote."""
+        if self._batch.conn is not None:
+            with self.tx() as conn:
+                yield conn
+            return
         with self.engine.connect() as conn:
             yield conn.execution_options(hallmon_read=True)
 
+    @alone
     def backup(self, target: str) -> None:
         """SQLite only: a consistent copy through the online backup API while writers go on
         (PostgreSQL: use pg_dump)."""

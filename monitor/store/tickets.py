@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from monitor.store import schema
-from monitor.store.engine import ALL_SITES, StoreBase, site_zones
+from monitor.store.engine import ALL_SITES, StoreBase, alone, site_zones
 from monitor.store.localtime import day_key
 from monitor.store.models import (
     TICKET_STATUSES,
@@ -236,6 +236,7 @@ class TicketsMixin(StoreBase):
             _apply_tally(conn, delta, self.write_site)
             return self._get(conn, tid)
 
+    @alone  # its own connection, and last_import_lock_seconds
     def import_tickets(self, rows: Iterable[NewTicket], *, actor: str = "import") -> list[int]:
         """All rows or none, staged so that the log's write lock is held briefly.
 
