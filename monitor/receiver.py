@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from monitor.checks import snmp_auth
 from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
-from monitor.store.aio import AsyncStore
+from monitor.store.aio import AsyncStore, refused
 from monitor.store.traps import HoldRow
 from monitor.traps import Event, Hold, TrapBook
 from probes.result import ProbeResult
@@ -305,13 +305,20 @@ class TrapReceiver(asyncio.DatagramProtocol):
         assert self.store is not None
         with self._pending_lock:
             holds, self._pending_holds, self._holds_queued = self._pending_holds, {}, False
-        try:
-            self.store.store.save_trap_holds(holds)
-        except DBAPIError:
-            with self._pending_lock:  # the queue tries again: with what came since
+
+        def again() -> None:  # the queue tries this call again: with what came since
+            with self._pending_lock:
                 self._pending_holds = {**holds, **self._pending_holds}
                 self._holds_queued = True
-            raise
+
+        try:
+            self.store.store.save_trap_holds(holds)
+        except DBAPIError as exc:
+            if not refused(exc):
+                again()
+            raise  # refused: dropped by the queue (logged there); the next change re-queues
+        # In a group commit a later write can still roll the batch back; it is then run again.
+        self.store.store.on_rollback(again)
 
     def _store_event(self, event: Event) -> None:
         if self.store is None:
@@ -333,20 +340,38 @@ class TrapReceiver(asyncio.DatagramProtocol):
         prune = self._unpruned + len(events) >= PRUNE_EVERY  # only the store thread reads it
         try:
             self.store.store.add_trap_events(events, prune=prune)
-        except DBAPIError:
-            with self._pending_lock:  # the oldest kept; what no longer fits is counted
-                waiting = events + self._pending_events
-                self.events_dropped += max(0, len(waiting) - EVENTS_PENDING)
-                self._pending_events = waiting[:EVENTS_PENDING]
-                self._events_queued = True
+        except DBAPIError as exc:
+            if refused(exc):  # dropped by the queue, counted here
+                with self._pending_lock:
+                    self.events_dropped += len(events)
+                raise
+            self._events_again(events)
             raise
-        except Exception:  # refused by the database (a bug): dropped by the queue, counted here
+        except Exception:  # a bug: dropped by the queue, counted here
             with self._pending_lock:
                 self.events_dropped += len(events)
             raise
-        self._unpruned = 0 if prune else self._unpruned + len(events)
+        unpruned = self._unpruned
+        self._unpruned = 0 if prune else unpruned + len(events)
         with self._pending_lock:
             self.events_stored += len(events)
+
+        def undo() -> None:  # the group commit was rolled back after this write: not stored
+            self._unpruned = unpruned
+            with self._pending_lock:
+                self.events_stored -= len(events)
+            self._events_again(events)
+
+        self.store.store.on_rollback(undo)
+
+    def _events_again(self, events: list[Any]) -> None:
+        """``events`` did not land: back in front of what came since, for the queue's next try
+        of this write (the oldest kept; what no longer fits is counted as dropped)."""
+        with self._pending_lock:
+            waiting = events + self._pending_events
+            self.events_dropped += max(0, len(waiting) - EVENTS_PENDING)
+            self._pending_events = waiting[:EVENTS_PENDING]
+            self._events_queued = True
 
     def _build_v3(self) -> None:
         if self._v3 is not None:

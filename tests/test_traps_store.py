@@ -306,3 +306,40 @@ async def test_traps_while_postgresql_is_away_land_when_it_is_back(own_pg: Any) 
         assert [h.instance for h in await astore.run(astore.store.trap_holds)] == ["7"]
     finally:
         await astore.aclose()
+
+
+async def test_a_group_commit_rolled_back_after_the_trap_writes_keeps_them(
+        astore: AsyncStore) -> None:
+    """Found at the group-commit merge: the receiver's coalesced writes take what is pending when
+    they run. When a later write of the same batch failed (a lock, the server gone) the batch
+    was rolled back and run again, but the second run found nothing pending: the held condition
+    and the event were gone from the store while the daemon believed them written."""
+    from sqlalchemy.exc import OperationalError
+
+    poller = Poller(astore, _inventory())
+    await poller.up(SWITCH[0])
+    assert await astore.drain(30)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_store() -> None:  # the writes below queue up behind it: one batch
+        busy.set()
+        release.wait(30)
+
+    tries = []
+
+    def fails_once() -> None:  # after the trap writes, in their batch: a lost connection
+        tries.append(1)
+        if len(tries) == 1:
+            raise OperationalError("INSERT ...", {}, ConnectionResetError("server closed"))
+
+    astore.queue(hold_the_store)
+    await asyncio.to_thread(busy.wait, 30)
+    await poller.send(SWITCH, _datagram(COLD_START))  # an event (a coldStart clears links)
+    await poller.send(SWITCH, _datagram(LINK_DOWN, 7))  # a held condition
+    astore.queue(fails_once)
+    release.set()
+    assert await astore.drain(30)
+    assert len(tries) == 2 and sum(astore.retries.values()) >= 1
+    assert [h.instance for h in await astore.run(astore.store.trap_holds)] == ["7"]
+    assert len(await astore.run(astore.store.trap_events, SWITCH[0], None, 10)) == 1
+    assert poller.receiver.events_stored == 1
