@@ -435,3 +435,31 @@ async def test_a_write_the_database_refuses_does_not_hold_back_the_writes_behind
             assert [i.device_id for i in await store.incidents()] == ["sw-1f-a"]
         finally:
             await store.aclose()
+
+
+def test_a_postgresql_server_that_never_answers_fails_a_connect_in_bounded_time() -> None:
+    """Found chasing a stalled store thread: a PostgreSQL address that accepts the TCP
+    connection but never answers (a half-dead server, a proxy with nothing behind it; a
+    firewall dropping SYNs is worse) held the store thread — every queued write and the HA
+    heartbeat — with no bound. The engine now sets libpq's connect_timeout (10 s) and TCP
+    keepalives unless the URL sets them."""
+    import socket
+
+    import sqlalchemy
+
+    from monitor.store.engine import PG_DEFAULTS, make_engine
+
+    with socket.socket() as silent:  # accepts (the kernel's backlog), never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        for query, bound in (("", PG_DEFAULTS["connect_timeout"]), ("?connect_timeout=1", 1)):
+            engine = make_engine(f"postgresql://postgres@127.0.0.1:{port}/hall{query}")
+            started = time.monotonic()
+            try:
+                with pytest.raises(sqlalchemy.exc.OperationalError):
+                    engine.connect()
+            finally:
+                engine.dispose()
+            took = time.monotonic() - started
+            assert bound - 0.5 <= took < bound + 20, (query, took)

@@ -40,14 +40,25 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# libpq connection parameters (seconds), each overridable in the URL's query string.
+PG_DEFAULTS: dict[str, int] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                               "keepalives_interval": 10, "keepalives_count": 3}
+
+
 def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     """SQLite: WAL, synchronous=FULL (committed = on disk), foreign keys, busy timeout and
     BEGIN IMMEDIATE so two writers queue on the lock instead of failing half-way through.
-    PostgreSQL: psycopg 3 whatever driver the URL named."""
+    PostgreSQL: psycopg 3 whatever driver the URL named, with libpq's ``PG_DEFAULTS`` unless
+    the URL sets them: without a connect timeout, a server behind a firewall that drops packets
+    holds the store thread (every queued write, every heartbeat) for the kernel's SYN retries
+    (~2 min) per try; without keepalives, a connection whose server vanished (a failover, a
+    cable) waits for an answer that never comes."""
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        given = make_url(url).query
+        defaults = {k: v for k, v in PG_DEFAULTS.items() if k not in given}
+        return create_engine(url, pool_pre_ping=True, connect_args=defaults)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False,
                                                "timeout": busy_timeout}}
     if url in ("sqlite://", "sqlite:///:memory:"):
