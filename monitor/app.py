@@ -354,6 +354,9 @@ class Hall:
     async def render_metrics(self) -> bytes:
         return await self.renderer.render()
 
+    async def render_metrics_gzip(self) -> bytes:
+        return await self.renderer.render_gzip()
+
     def _caps(self, inventory: Inventory) -> dict[str, int]:
         return {str(kind): cap for kind, cap in inventory.polling.concurrency.items()}
 

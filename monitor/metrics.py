@@ -16,22 +16,22 @@ Decisions (and why):
   ``hallmon_snmp_toner_percent{device,check}``; a counter spec adds ``_total``; walked values
   (``if_oper_status.3``) carry the walk index as label ``index``. Values without a spec are
   not exported (metric names never come from device data).
-- Rendering 10k devices takes a few hundred ms of CPU with the GIL held: ``render`` runs it
-  in a thread and ``CachedRenderer`` shares one render between concurrent scrapes.
+- Rendering 10k devices takes a few hundred ms of CPU: ``render_gzip`` runs it in steps on
+  the event loop, compressing as it goes, and ``CachedRenderer`` shares one render between
+  concurrent scrapes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import platform
 import time
-import typing
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -253,118 +253,155 @@ def _head(name: str, out: list[str], type_: str | None = None, help_: str | None
     out.append(f"# HELP {name} {h}\n# TYPE {name} {t}\n")
 
 
-# Devices per flush: the render turns each family's lines into UTF-8 bytes this often, so its
-# transient strings stay ~1 MB instead of the whole text (10k devices: ~100k line strings, a
-# UCS-2 join of 11 MB and its encoding held at once lifted RSS by ~35 MB per scrape, and the
-# freed small strings left pymalloc arenas pinned by state objects allocated meanwhile).
+# Devices per flush: each family's lines become UTF-8 bytes (and go to the sink) this often, so
+# the render's transient strings stay small (10k devices: ~100k line strings joined at once lifted
+# RSS by ~35 MB per scrape, and freed small strings left pymalloc arenas pinned).
 _FLUSH_EVERY = 500
 # Devices per step of a render on the event loop (~5 ms at 10k devices' worth of series).
 _SLICE = 100
-_DEVICE_FAMILIES: tuple[str, ...] = (
-    "hallmon_device_up", "hallmon_device_status", "hallmon_device_info",
-    "hallmon_device_last_poll_timestamp_seconds", "hallmon_device_last_change_timestamp_seconds",
-    "hallmon_check_up", "hallmon_check_flapping", "hallmon_icmp_rtt_seconds",
-    "hallmon_icmp_loss_ratio",
+
+Sink = Callable[[bytes], object]
+
+
+def _dev_labels(d: DeviceRow) -> str:
+    return f'device="{_esc(d.id)}",class="{_esc(d.device_class)}"'
+
+
+def _fam_device_up(d: DeviceRow, out: list[str]) -> None:
+    out.append(f"hallmon_device_up{{{_dev_labels(d)}}} {_flag(d.up)}\n")
+
+
+def _fam_status(d: DeviceRow, out: list[str]) -> None:
+    prefix = f"hallmon_device_status{{{_dev_labels(d)}"
+    out.append("".join([prefix + end for end in _ONEHOT[d.status]]))
+
+
+def _fam_info(d: DeviceRow, out: list[str]) -> None:
+    out.append(f'hallmon_device_info{{{_dev_labels(d)},name="{_esc(d.name)}",'
+               f'floor="{_esc(d.floor)}",area="{_esc(d.area)}",owner="{_esc(d.owner)}",'
+               f'parent="{_esc(d.parent)}"}} 1\n')
+
+
+def _fam_poll(d: DeviceRow, out: list[str]) -> None:
+    out.append(f'hallmon_device_last_poll_timestamp_seconds{{device="{_esc(d.id)}"}} '
+               f"{_num(d.last_poll)}\n")
+
+
+def _fam_change(d: DeviceRow, out: list[str]) -> None:
+    out.append(f'hallmon_device_last_change_timestamp_seconds{{device="{_esc(d.id)}"}} '
+               f"{_num(d.last_change)}\n")
+
+
+def _fam_check_up(d: DeviceRow, out: list[str]) -> None:
+    dev = _esc(d.id)
+    for c in d.checks:
+        out.append(f'hallmon_check_up{{device="{dev}",check="{_esc(c.name)}"}} {_flag(c.up)}\n')
+
+
+def _fam_flapping(d: DeviceRow, out: list[str]) -> None:
+    dev = _esc(d.id)
+    for c in d.checks:
+        out.append(f'hallmon_check_flapping{{device="{dev}",check="{_esc(c.name)}"}} '
+                   f"{_ONE if c.flapping else _ZERO}\n")
+
+
+def _fam_rtt(d: DeviceRow, out: list[str]) -> None:
+    dev = _esc(d.id)
+    for c in d.checks:
+        if c.kind == "icmp":
+            cl = f'device="{dev}",check="{_esc(c.name)}"'
+            values = c.values
+            for stat, key in RTT_STATS:
+                out.append(f'hallmon_icmp_rtt_seconds{{{cl},stat="{stat}"}} '
+                           f"{_num(values.get(key))}\n")
+
+
+def _fam_loss(d: DeviceRow, out: list[str]) -> None:
+    dev = _esc(d.id)
+    for c in d.checks:
+        if c.kind == "icmp":
+            out.append(f'hallmon_icmp_loss_ratio{{device="{dev}",check="{_esc(c.name)}"}} '
+                       f"{_num(c.values.get(LOSS_VALUE))}\n")
+
+
+# The per-device families in exposition order, each written by its own pass over the rows.
+_DEVICE_FAMILIES: tuple[tuple[str, Callable[[DeviceRow, list[str]], None]], ...] = (
+    ("hallmon_device_up", _fam_device_up),
+    ("hallmon_device_status", _fam_status),
+    ("hallmon_device_info", _fam_info),
+    ("hallmon_device_last_poll_timestamp_seconds", _fam_poll),
+    ("hallmon_device_last_change_timestamp_seconds", _fam_change),
+    ("hallmon_check_up", _fam_check_up),
+    ("hallmon_check_flapping", _fam_flapping),
+    ("hallmon_icmp_rtt_seconds", _fam_rtt),
+    ("hallmon_icmp_loss_ratio", _fam_loss),
 )
 
 
-def _flush(lines: list[list[str]], chunks: list[list[bytes]],
-           named: dict[str, list[str]], named_chunks: dict[str, list[bytes]]) -> None:
-    for buf, out in zip(lines, chunks, strict=True):
-        if buf:
-            out.append("".join(buf).encode())
-            buf.clear()
-    for name, buf in named.items():
-        if buf:
-            named_chunks.setdefault(name, []).append("".join(buf).encode())
-            buf.clear()
-
-
 def expose(snap: Snapshot, version: str = __version__) -> bytes:
-    """The Prometheus text exposition (format 0.0.4) of a snapshot, in one pass per device.
+    """The Prometheus text exposition (format 0.0.4) of a snapshot.
 
-    Written for speed (10k devices, ~180k series): label sets are escaped once per device and
-    lines are f-strings collected per family; written for memory too: every ``_FLUSH_EVERY``
-    devices each family's lines become one bytes chunk, joined once at the end.
+    Written for speed (10k devices, ~180k series): lines are f-strings collected per family and
+    encoded every ``_FLUSH_EVERY`` devices; written for memory too: see ``_expose_steps``.
     """
     out: list[bytes] = []
-    for _ in _expose_steps(snap, version, out):
+    for _ in _expose_steps(snap, version, out.append):
         pass
-    return out[0]
+    return b"".join(out)
 
 
-def _expose_steps(snap: Snapshot, version: str, result: list[bytes],
+def _expose_steps(snap: Snapshot, version: str, sink: Sink,
                   release_rows: bool = False) -> Iterator[None]:
-    """``expose`` in steps of ``_SLICE`` devices (a yield between steps); the text is appended
-    to ``result`` at the end. ``render`` runs it on the event loop, yielding between steps.
+    """``expose`` in steps of ``_SLICE`` devices (a yield between steps), the text handed to
+    ``sink`` in order, a chunk at a time. ``render`` runs it on the event loop.
 
-    ``release_rows`` (the caller owns the snapshot and its list of rows): each row is dropped
-    from the list once written, so the rows (~5 MB at 10k devices) and the text they become
-    never coexist in full (bench/memory.py: the render's transient is the daemon's peak)."""
-    lines: list[list[str]] = [[] for _ in _DEVICE_FAMILIES]
-    dev_up, status, info, poll, change, chk_up, flap, rtt, loss = lines
-    chunks: list[list[bytes]] = [[] for _ in _DEVICE_FAMILIES]
-    named: dict[str, list[str]] = {}
-    named_chunks: dict[str, list[bytes]] = {}
-    specs = snap.value_specs
+    One pass over the rows per family, so each family's text goes to the sink as it is made
+    and is never held whole: ``render``'s sink is a gzip stream, so the 13 MB of text of 10k
+    devices never exist at once (bench/memory.py: the render's transient was the daemon's
+    peak). Only the SNMP value families (few devices, names known late) are buffered.
+
+    ``release_rows`` (the caller owns the snapshot and its list of rows): the last pass drops
+    each row from the list once read (10k devices: ~5 MB of rows)."""
     rows = snap.devices
     owned: list[DeviceRow | None] | None = (
-        typing.cast("list[DeviceRow | None]", rows)
-        if release_rows and isinstance(rows, list) else None
+        cast("list[DeviceRow | None]", rows) if release_rows and isinstance(rows, list) else None
     )
+    specs = snap.value_specs
+    head: list[str] = []
+    lines: list[str] = []
+    for name, write in _DEVICE_FAMILIES:
+        _head(name, head)
+        sink("".join(head).encode())
+        head.clear()
+        for n, d in enumerate(rows, 1):
+            write(d, lines)
+            if n % _FLUSH_EVERY == 0:
+                sink("".join(lines).encode())
+                lines.clear()
+            if n % _SLICE == 0:
+                yield
+        sink("".join(lines).encode())
+        lines.clear()
+    named: dict[str, list[str]] = {}
     for n, d in enumerate(rows, 1):
         if owned is not None:
-            owned[n - 1] = None  # d keeps it alive while it is written
+            owned[n - 1] = None  # d keeps it alive while it is read
         dev = _esc(d.id)
-        dl = f'device="{dev}",class="{_esc(d.device_class)}"'
-        dev_up.append(f"hallmon_device_up{{{dl}}} {_flag(d.up)}\n")
-        prefix = f"hallmon_device_status{{{dl}"
-        status.append("".join([prefix + end for end in _ONEHOT[d.status]]))
-        info.append(f'hallmon_device_info{{{dl},name="{_esc(d.name)}",floor="{_esc(d.floor)}",'
-                    f'area="{_esc(d.area)}",owner="{_esc(d.owner)}",'
-                    f'parent="{_esc(d.parent)}"}} 1\n')
-        poll.append(f'hallmon_device_last_poll_timestamp_seconds{{device="{dev}"}} '
-                    f"{_num(d.last_poll)}\n")
-        change.append(f'hallmon_device_last_change_timestamp_seconds{{device="{dev}"}} '
-                      f"{_num(d.last_change)}\n")
         for c in d.checks:
-            cl = f'device="{dev}",check="{_esc(c.name)}"'
-            chk_up.append(f"hallmon_check_up{{{cl}}} {_flag(c.up)}\n")
-            flap.append(f"hallmon_check_flapping{{{cl}}} {_ONE if c.flapping else _ZERO}\n")
-            values = c.values
-            if c.kind == "icmp":
-                for stat, key in RTT_STATS:
-                    rtt.append(f'hallmon_icmp_rtt_seconds{{{cl},stat="{stat}"}} '
-                               f"{_num(values.get(key))}\n")
-                loss.append(f"hallmon_icmp_loss_ratio{{{cl}}} {_num(values.get(LOSS_VALUE))}\n")
-            elif c.kind == "snmp" and values:
-                _snmp_lines(named, specs, cl, values)
-        if n % _FLUSH_EVERY == 0:
-            _flush(lines, chunks, named, named_chunks)
+            if c.kind == "snmp" and c.values:
+                _snmp_lines(named, specs, f'device="{dev}",check="{_esc(c.name)}"', c.values)
         if n % _SLICE == 0:
             yield
-    _flush(lines, chunks, named, named_chunks)
-    out: list[str] = []
-    body = io.BytesIO()
-    for name, family in zip(_DEVICE_FAMILIES, chunks, strict=True):
-        _head(name, out)
-        _drain(body, out, family)
-    for name in sorted(named_chunks):
+    for name in sorted(named):
         spec = specs[name.removeprefix("hallmon_snmp_").removesuffix("_total")]
-        _head(name, out, spec.type, spec.help or "SNMP value from the device class profile.")
-        _drain(body, out, named_chunks[name])
-    _service(snap, version, out)
-    _drain(body, out, [])
-    # BytesIO hands its buffer over without a copy: the text exists once, not chunks + join.
-    result.append(body.getvalue())
-
-
-def _drain(body: io.BytesIO, head: list[str], chunks: list[bytes]) -> None:
-    """Write ``head`` (then empty it) and ``chunks``, releasing each chunk once written."""
-    body.write("".join(head).encode())
-    head.clear()
-    while chunks:
-        body.write(chunks.pop(0))
+        _head(name, head, spec.type, spec.help or "SNMP value from the device class profile.")
+        sink("".join(head).encode())
+        head.clear()
+        family = named.pop(name)
+        sink("".join(family).encode())
+        del family
+    _service(snap, version, head)
+    sink("".join(head).encode())
 
 
 def _snmp_lines(named: dict[str, list[str]], specs: Mapping[str, ValueSpec], cl: str,
@@ -504,9 +541,13 @@ def render_text(source: MetricsSource) -> bytes:
     return expose(source.snapshot())
 
 
-async def render(source: MetricsSource) -> bytes:
-    """Snapshot, then the text in steps of ``_SLICE`` devices on the event loop, yielding to
-    polling between steps.
+async def render_gzip(source: MetricsSource) -> bytes:
+    """Snapshot, then the text gzip-compressed (level 1) in steps of ``_SLICE`` devices on the
+    event loop, yielding to polling between steps.
+
+    Compressed as it is made: 10k devices' 13 MB of text become ~1 MB and the text is never
+    held whole (bench/memory.py: the render's transient set the daemon's peak RSS). Prometheus
+    asks for gzip on every scrape; a client that does not gets ``CachedRenderer.render``.
 
     Not a worker thread: the poll loop releases the GIL on every socket call (each ICMP
     send and receive) and then waits up to the switch interval (5 ms) to get it back from a
@@ -515,15 +556,32 @@ async def render(source: MetricsSource) -> bytes:
     a few milliseconds at a time."""
     snap = source.snapshot()
     await asyncio.sleep(0)
+    packer = zlib.compressobj(1, zlib.DEFLATED, _GZIP_WBITS)
     out: list[bytes] = []
-    for _ in _expose_steps(snap, __version__, out, release_rows=True):  # a snapshot of its own
+
+    def sink(chunk: bytes) -> None:
+        packed = packer.compress(chunk)
+        if packed:
+            out.append(packed)
+
+    for _ in _expose_steps(snap, __version__, sink, release_rows=True):  # a snapshot of its own
         await asyncio.sleep(0)
-    return out[0]
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member (header mtime 0), as ``gzip.compress``
+
+
+async def render(source: MetricsSource) -> bytes:
+    """``render_gzip``'s text, plain."""
+    return zlib.decompress(await render_gzip(source), _GZIP_WBITS)
 
 
 class CachedRenderer:
     """One render shared by concurrent scrapes and reused for ``max_age`` seconds: an HA pair
-    of Prometheus servers scraping 10k devices costs one render, not two."""
+    of Prometheus servers scraping 10k devices costs one render, not two. The body is held
+    gzip-compressed (10k devices: ~1 MB instead of 13 MB)."""
 
     def __init__(self, source: MetricsSource, max_age: float = 1.0) -> None:
         self.source = source
@@ -533,17 +591,21 @@ class CachedRenderer:
         self._inflight: asyncio.Future[bytes] | None = None
 
     async def render(self) -> bytes:
+        """The plain text (for clients that do not accept gzip)."""
+        return zlib.decompress(await self.render_gzip(), _GZIP_WBITS)
+
+    async def render_gzip(self) -> bytes:
         if time.monotonic() - self._at < self.max_age:
             return self._body
         if self._inflight is None:
-            self._body = b""  # stale: let it go before the next one is built (10k: 13 MB)
-            self._inflight = asyncio.ensure_future(render(self.source))
+            self._body = b""  # stale: let it go before the next one is built
+            self._inflight = asyncio.ensure_future(render_gzip(self.source))
             try:
                 self._body = await asyncio.shield(self._inflight)
                 self._at = time.monotonic()
             finally:
                 self._inflight = None
-            # Between scrapes (15-60 s) the body is dead weight (10k devices: 13 MB of RSS).
+            # Between scrapes (15-60 s) the body is dead weight.
             asyncio.get_running_loop().call_later(self.max_age, self._forget)
             return self._body
         return await asyncio.shield(self._inflight)
@@ -617,6 +679,7 @@ __all__ = [
     "device_rows",
     "make_registry",
     "render",
+    "render_gzip",
     "render_text",
     "expose",
     "CONTENT_TYPE",

@@ -29,6 +29,9 @@ class _Hall:
     async def render_metrics(self) -> bytes:
         return b"# nothing\n"
 
+    async def render_metrics_gzip(self) -> bytes:
+        raise AssertionError("not called here")
+
     async def reload(self) -> Any:
         raise AssertionError("not called here")
 

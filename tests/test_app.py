@@ -146,6 +146,11 @@ class _MetricsHall:
     async def render_metrics(self) -> bytes:
         return self.body
 
+    async def render_metrics_gzip(self) -> bytes:
+        import gzip
+
+        return gzip.compress(self.body, 1, mtime=0)
+
     async def reload(self) -> None:
         return None
 
