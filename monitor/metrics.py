@@ -263,69 +263,76 @@ _SLICE = 100
 Sink = Callable[[bytes], object]
 
 
-def _dev_labels(d: DeviceRow) -> str:
-    return f'device="{_esc(d.id)}",class="{_esc(d.device_class)}"'
+def _fam_device_up(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        out.append(f'hallmon_device_up{{device="{_esc(d.id)}",class="{_esc(d.device_class)}"}} '
+                   f"{_flag(d.up)}\n")
 
 
-def _fam_device_up(d: DeviceRow, out: list[str]) -> None:
-    out.append(f"hallmon_device_up{{{_dev_labels(d)}}} {_flag(d.up)}\n")
+def _fam_status(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        prefix = f'hallmon_device_status{{device="{_esc(d.id)}",class="{_esc(d.device_class)}"'
+        out.append("".join([prefix + end for end in _ONEHOT[d.status]]))
 
 
-def _fam_status(d: DeviceRow, out: list[str]) -> None:
-    prefix = f"hallmon_device_status{{{_dev_labels(d)}"
-    out.append("".join([prefix + end for end in _ONEHOT[d.status]]))
+def _fam_info(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        out.append(f'hallmon_device_info{{device="{_esc(d.id)}",class="{_esc(d.device_class)}",'
+                   f'name="{_esc(d.name)}",floor="{_esc(d.floor)}",area="{_esc(d.area)}",'
+                   f'owner="{_esc(d.owner)}",parent="{_esc(d.parent)}"}} 1\n')
 
 
-def _fam_info(d: DeviceRow, out: list[str]) -> None:
-    out.append(f'hallmon_device_info{{{_dev_labels(d)},name="{_esc(d.name)}",'
-               f'floor="{_esc(d.floor)}",area="{_esc(d.area)}",owner="{_esc(d.owner)}",'
-               f'parent="{_esc(d.parent)}"}} 1\n')
+def _fam_poll(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        out.append(f'hallmon_device_last_poll_timestamp_seconds{{device="{_esc(d.id)}"}} '
+                   f"{_num(d.last_poll)}\n")
 
 
-def _fam_poll(d: DeviceRow, out: list[str]) -> None:
-    out.append(f'hallmon_device_last_poll_timestamp_seconds{{device="{_esc(d.id)}"}} '
-               f"{_num(d.last_poll)}\n")
+def _fam_change(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        out.append(f'hallmon_device_last_change_timestamp_seconds{{device="{_esc(d.id)}"}} '
+                   f"{_num(d.last_change)}\n")
 
 
-def _fam_change(d: DeviceRow, out: list[str]) -> None:
-    out.append(f'hallmon_device_last_change_timestamp_seconds{{device="{_esc(d.id)}"}} '
-               f"{_num(d.last_change)}\n")
+def _fam_check_up(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        dev = _esc(d.id)
+        for c in d.checks:
+            out.append(f'hallmon_check_up{{device="{dev}",check="{_esc(c.name)}"}} '
+                       f"{_flag(c.up)}\n")
 
 
-def _fam_check_up(d: DeviceRow, out: list[str]) -> None:
-    dev = _esc(d.id)
-    for c in d.checks:
-        out.append(f'hallmon_check_up{{device="{dev}",check="{_esc(c.name)}"}} {_flag(c.up)}\n')
+def _fam_flapping(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        dev = _esc(d.id)
+        for c in d.checks:
+            out.append(f'hallmon_check_flapping{{device="{dev}",check="{_esc(c.name)}"}} '
+                       f"{_ONE if c.flapping else _ZERO}\n")
 
 
-def _fam_flapping(d: DeviceRow, out: list[str]) -> None:
-    dev = _esc(d.id)
-    for c in d.checks:
-        out.append(f'hallmon_check_flapping{{device="{dev}",check="{_esc(c.name)}"}} '
-                   f"{_ONE if c.flapping else _ZERO}\n")
+def _fam_rtt(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        dev = _esc(d.id)
+        for c in d.checks:
+            if c.kind == "icmp":
+                cl = f'device="{dev}",check="{_esc(c.name)}"'
+                values = c.values
+                for stat, key in RTT_STATS:
+                    out.append(f'hallmon_icmp_rtt_seconds{{{cl},stat="{stat}"}} '
+                               f"{_num(values.get(key))}\n")
 
 
-def _fam_rtt(d: DeviceRow, out: list[str]) -> None:
-    dev = _esc(d.id)
-    for c in d.checks:
-        if c.kind == "icmp":
-            cl = f'device="{dev}",check="{_esc(c.name)}"'
-            values = c.values
-            for stat, key in RTT_STATS:
-                out.append(f'hallmon_icmp_rtt_seconds{{{cl},stat="{stat}"}} '
-                           f"{_num(values.get(key))}\n")
-
-
-def _fam_loss(d: DeviceRow, out: list[str]) -> None:
-    dev = _esc(d.id)
-    for c in d.checks:
-        if c.kind == "icmp":
-            out.append(f'hallmon_icmp_loss_ratio{{device="{dev}",check="{_esc(c.name)}"}} '
-                       f"{_num(c.values.get(LOSS_VALUE))}\n")
+def _fam_loss(rows: Sequence[DeviceRow], out: list[str]) -> None:
+    for d in rows:
+        dev = _esc(d.id)
+        for c in d.checks:
+            if c.kind == "icmp":
+                out.append(f'hallmon_icmp_loss_ratio{{device="{dev}",check="{_esc(c.name)}"}} '
+                           f"{_num(c.values.get(LOSS_VALUE))}\n")
 
 
 # The per-device families in exposition order, each written by its own pass over the rows.
-_DEVICE_FAMILIES: tuple[tuple[str, Callable[[DeviceRow, list[str]], None]], ...] = (
+_DEVICE_FAMILIES: tuple[tuple[str, Callable[[Sequence[DeviceRow], list[str]], None]], ...] = (
     ("hallmon_device_up", _fam_device_up),
     ("hallmon_device_status", _fam_status),
     ("hallmon_device_info", _fam_info),
@@ -373,13 +380,12 @@ def _expose_steps(snap: Snapshot, version: str, sink: Sink,
         _head(name, head)
         sink("".join(head).encode())
         head.clear()
-        for n, d in enumerate(rows, 1):
-            write(d, lines)
-            if n % _FLUSH_EVERY == 0:
+        for start in range(0, len(rows), _SLICE):
+            write(rows[start:start + _SLICE], lines)
+            if (start + _SLICE) % _FLUSH_EVERY == 0:
                 sink("".join(lines).encode())
                 lines.clear()
-            if n % _SLICE == 0:
-                yield
+            yield
         sink("".join(lines).encode())
         lines.clear()
     named: dict[str, list[str]] = {}
