@@ -21,6 +21,7 @@ from monitor.metrics import (
     expose,
     make_registry,
     render,
+    render_gzip,
 )
 from monitor.scheduler import DurationHistogram
 from monitor.state import CheckPolicy, DeviceSpec, HallState
@@ -243,3 +244,55 @@ async def test_a_render_lets_its_rows_go_and_says_what_expose_says() -> None:
     poll_all(rec)
     assert await render(rec) == text
     assert len(taken[0].devices) == 3 and all(row is None for row in taken[0].devices)
+
+
+class ManySource:
+    """2,000 devices with an ICMP check each and an SNMP check on every fifth."""
+
+    def __init__(self, n: int = 2000) -> None:
+        specs = [DeviceSpec(f"dev-{i:05d}", None, "ping",
+                            {"ping": P} | ({"snmp": P} if i % 5 == 0 else {}))
+                 for i in range(n)]
+        self.hall = HallState(specs)
+        self.info = {s.id: DeviceInfo("kiosk", f"终端{i}", "1", "大厅", "", "")
+                     for i, s in enumerate(specs)}
+        self.kinds = {(s.id, c): ("icmp" if c == "ping" else "snmp")
+                      for s in specs for c in s.checks}
+        rtt = {"rtt_min_seconds": 0.0002, "rtt_avg_seconds": 0.0003, "rtt_max_seconds": 0.0004,
+               "loss_ratio": 0.0}
+        for i, spec in enumerate(specs):
+            self.hall.apply(spec.id, "ping", i % 7 != 0, None, 1_700_000_000.0, rtt)
+            if "snmp" in spec.checks:
+                self.hall.apply(spec.id, "snmp", True, None, 1_700_000_000.0,
+                                {"toner_percent": 40.0, "if_in_errors": 3.0})
+        self.calls = 0
+
+    def snapshot(self) -> Snapshot:
+        self.calls += 1
+        return Snapshot(devices=device_rows(self.hall, self.info, self.kinds), value_specs=SPECS)
+
+
+async def test_the_render_is_compressed_as_it_is_made_and_never_held_whole() -> None:
+    """bench/memory.py found the /metrics render to be the daemon's peak (the whole text, its
+    chunks and a copy at once). The text goes to the sink a bounded piece at a time, and the
+    gzip body is exactly expose()'s text."""
+    import gzip
+
+    from monitor.metrics import _expose_steps
+
+    src = ManySource()
+    text = expose(src.snapshot())
+    pieces: list[int] = []
+    for _ in _expose_steps(src.snapshot(), "test", lambda b: pieces.append(len(b))):
+        pass
+    assert sum(pieces) > 500_000
+    assert max(pieces) < sum(pieces) // 8, max(pieces)  # 500 devices of one family at most
+    packed = await render_gzip(src)
+    assert gzip.decompress(packed) == text and len(packed) < len(text) // 5
+    # The cached body is the compressed one, shared by concurrent scrapes; plain clients get
+    # it decompressed.
+    cached = CachedRenderer(src, max_age=3600)
+    src.calls = 0
+    bodies = await asyncio.gather(*(cached.render_gzip() for _ in range(3)))
+    assert src.calls == 1 and len(set(bodies)) == 1
+    assert await cached.render() == text and src.calls == 1
