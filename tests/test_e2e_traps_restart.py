@@ -25,6 +25,7 @@ from tests.agents.daemon import (
     node,
     parse_metrics,
     small_inventory,
+    start_together,
 )
 from tests.test_e2e_traps import ENV, LINK_DOWN, LINK_UP, _statuses, _trap
 
@@ -159,11 +160,7 @@ def test_the_poller_taking_a_device_over_keeps_its_held_trap_condition(
             for i in range(2)
         ]
         try:
-            for p in pollers:
-                p.__enter__()
-                p.spawn()
-            for p in pollers:
-                p.wait_ready()
+            start_together(pollers)
             a = pollers[0]
             a.wait_for(lambda: all(p.sample("hallmon_poller_live") == 2 for p in pollers), 30,
                        "both pollers live")

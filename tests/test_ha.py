@@ -27,6 +27,7 @@ from tests.agents.daemon import (
     node,
     parse_metrics,
     small_inventory,
+    start_together,
     write_atomically,
 )
 from tests.conftest import require_tool
@@ -117,11 +118,7 @@ def test_three_pollers_share_the_hall_and_take_over_a_killed_one(
             for i in range(3)
         ]
         try:
-            for p in pollers:
-                p.__enter__()
-                p.spawn()
-            for p in pollers:
-                p.wait_ready()
+            start_together(pollers)
             _steady_state(pollers)
             _take_over(pollers, hook)
         finally:

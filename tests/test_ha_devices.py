@@ -19,7 +19,13 @@ import sqlalchemy as sa
 from monitor.ha import assignment
 from monitor.inventory.load import parse_inventory
 from monitor.store import Store, schema
-from tests.agents.daemon import HallmonProcess, node, parse_metrics, small_inventory
+from tests.agents.daemon import (
+    HallmonProcess,
+    node,
+    parse_metrics,
+    small_inventory,
+    start_together,
+)
 
 LEASE, HEARTBEAT = 3.0, 1.0
 DEVICES = [node(f"n-{i:02d}", f"127.30.0.{i + 1}") for i in range(10)]
@@ -64,11 +70,7 @@ def test_a_poller_shows_the_other_pollers_devices_and_sends_rechecks_there(
         for name in POLLERS
     ]
     try:
-        for p in pollers:
-            p.__enter__()
-            p.spawn()
-        for p in pollers:
-            p.wait_ready()
+        start_together(pollers)
         a, b = pollers
         a.wait_for(lambda: all(p.sample("hallmon_poller_live") == 2 for p in pollers), 30,
                    "both pollers to see two live leases")

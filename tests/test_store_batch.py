@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from monitor.store import AsyncStore, InvalidValue, Store
 from monitor.store.aio import BATCH_MAX
 from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.agents.proc import eventually
 from tests.conftest import Clock, missing_tool, require_tool
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -40,13 +41,6 @@ def commits_of(store: Store) -> list[int]:
 
     return seen
 
-
-async def _eventually(what: str, cond: Callable[[], bool], within: float = 60.0) -> None:
-    for _ in range(int(within / 0.05)):
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _switch_failure(store: AsyncStore, n: int = SWITCH_CHILDREN) -> list[asyncio.Future[Any]]:
@@ -346,10 +340,10 @@ async def test_postgresql_stopped_mid_batch_retries_the_whole_batch_nothing_lost
         opened = _switch_failure(store, 12)
         gated = store.queue(gate)
         opened += _switch_failure_more(store, 12, 24)
-        await _eventually("the batch half-way", reached.is_set)
+        await eventually("the batch half-way", reached.is_set)
         with own_pg.stopped():
             go.set()
-            await _eventually("a retry while the server is away",
+            await eventually("a retry while the server is away",
                               lambda: store.retries["connection"] >= 2 * 49)
             assert not gated.done() and not any(f.done() for f in opened)
         assert await store.drain(120)

@@ -7,14 +7,13 @@ in another process held it for ~51 s before the import was staged).
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -36,6 +35,7 @@ from tests.agents.daemon import (
     write_atomically,
 )
 from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.agents.proc import eventually
 from tests.conftest import Clock, missing_tool, require_tool
 from tests.test_alerts_restart import _notifications, _story
 from tests.test_daemon import _rows
@@ -52,13 +52,6 @@ async def db(tmp_path: Path) -> AsyncIterator[tuple[Path, AsyncStore]]:
     yield path, store
     await store.aclose()
 
-
-async def _eventually(what: str, cond: Callable[[], bool], within: float = 20.0) -> None:
-    for _ in range(int(within / 0.05)):
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_an_outage_while_another_process_holds_the_write_lock_is_paged_then_recorded(
@@ -86,7 +79,7 @@ async def test_an_outage_while_another_process_holds_the_write_lock_is_paged_the
         await feed("sw-1f-a", OK, 2)
         assert alerts.statuses()[-1] == ("sw-1f-a", "up")
         assert p.state.status("sw-1f-a") is DeviceStatus.UP
-        await _eventually("a failed and retried write", lambda: store.write_retries >= 2)
+        await eventually("a failed and retried write", lambda: store.write_retries >= 2)
         assert store.queued_writes == 3  # open, close, resolve its ticket: none written yet
         importer.execute("COMMIT")
 
@@ -221,7 +214,7 @@ async def test_the_write_queue_counts_what_waits_how_long_and_why(tmp_path: Path
             store.queue(store.store.open_incident, "sw-1f-a", "ping", "down", "no reply", at)
             clock.now += 30
             store.queue(store.store.open_incident, "sw-2f-a", "ping", "down", "no reply", at)
-            await _eventually("retries behind the lock", lambda: store.retries["locked"] >= 2)
+            await eventually("retries behind the lock", lambda: store.retries["locked"] >= 2)
             assert store.queued_writes == 2
             assert store.oldest_write_age() == 30.0  # the first one's, not the last one's
             clock.now += 15

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -276,6 +276,17 @@ class HallmonProcess:
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         return data
+
+
+def start_together(daemons: Sequence[HallmonProcess]) -> None:
+    """Start several daemons made with ``autostart=False`` at once (pollers sharing a site race
+    for their leases as in a hall), then wait until each is ready. The caller still leaves each
+    one (``__exit__``), in its ``finally``."""
+    for d in daemons:
+        d.__enter__()
+        d.spawn()
+    for d in daemons:
+        d.wait_ready()
 
 
 # ---- a webhook receiver -------------------------------------------------------------------------

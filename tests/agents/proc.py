@@ -12,6 +12,7 @@ Failures raise RuntimeError (conftest turns a server that cannot start into a mi
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -114,3 +115,13 @@ class ServerThread:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+async def eventually(what: str, cond: Callable[[], bool], within: float = 60.0) -> None:
+    """Wait on the event loop until ``cond()`` holds, checking every 50 ms; fail naming ``what``
+    after ``within`` seconds (generous: a bound, not a timing)."""
+    for _ in range(int(within / 0.05)):
+        if cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
