@@ -64,6 +64,20 @@ def pg_server():  # type: ignore[no-untyped-def]
         missing_tool(str(exc))
 
 
+@pytest.fixture
+def own_pg():  # type: ignore[no-untyped-def]
+    """A PostgreSQL server of this test's own, for tests that stop and start it again
+    (``with own_pg.stopped():``) while the session's shared ``pg_server`` serves others."""
+    from tests.agents.postgres import find_bin, postgres_server
+
+    require_tool("initdb", find_bin("initdb") or "initdb")
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as exc:
+        missing_tool(str(exc))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
     """Store tests run on both backends: a SQLite file and a fresh PostgreSQL database."""

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.exc import IntegrityError
 
 from monitor.store import AsyncStore, InvalidValue, Store
 from monitor.store.aio import BATCH_MAX
-from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.agents.postgres import PostgresServer
 from tests.agents.proc import eventually
-from tests.conftest import Clock, missing_tool, require_tool
+from tests.conftest import Clock
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SWITCH_CHILDREN = 50  # a floor switch's devices, as in bench/sites_pg.py
@@ -312,15 +311,6 @@ def _switch_failure_more(store: AsyncStore, start: int, stop: int) -> list[async
     return out
 
 
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test's own: it is stopped and started again."""
-    require_tool("initdb", find_bin("initdb") or "initdb")
-    try:
-        with postgres_server() as server:
-            yield server
-    except RuntimeError as exc:
-        missing_tool(str(exc))
 
 
 async def test_postgresql_stopped_mid_batch_retries_the_whole_batch_nothing_lost_or_doubled(

@@ -34,9 +34,9 @@ from tests.agents.daemon import (
     small_inventory,
     write_atomically,
 )
-from tests.agents.postgres import PostgresServer, find_bin, postgres_server
+from tests.agents.postgres import PostgresServer
 from tests.agents.proc import eventually
-from tests.conftest import Clock, missing_tool, require_tool
+from tests.conftest import Clock
 from tests.test_alerts_restart import _notifications, _story
 from tests.test_daemon import _rows
 from tests.test_pipeline import FAIL, OK, Recorder, check, inventory
@@ -352,16 +352,6 @@ def _no_incident_lost(url: str) -> None:
         (f"n-{i}", "down", True) for i in range(OUTAGES)]
 
 
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test's own: it is stopped and started again (the session's
-    shared ``pg_server`` serves other tests meanwhile)."""
-    require_tool("initdb", find_bin("initdb") or "initdb")
-    try:
-        with postgres_server() as server:
-            yield server
-    except RuntimeError as exc:
-        missing_tool(str(exc))
 
 
 @pytest.mark.slow

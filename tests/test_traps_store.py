@@ -274,18 +274,6 @@ async def test_a_reload_that_removes_a_device_or_rule_drops_its_held_condition(
     assert await astore.run(astore.store.trap_holds) == []
 
 
-@pytest.fixture
-def own_pg() -> Any:
-    """A PostgreSQL server of this test's own: it is stopped and started again."""
-    from tests.agents.postgres import find_bin, postgres_server
-    from tests.conftest import missing_tool, require_tool
-
-    require_tool("initdb", find_bin("initdb") or "initdb")
-    try:
-        with postgres_server() as server:
-            yield server
-    except RuntimeError as exc:
-        missing_tool(str(exc))
 
 
 async def test_traps_while_postgresql_is_away_land_when_it_is_back(own_pg: Any) -> None:
