@@ -52,8 +52,8 @@ def require_root(what: str) -> None:
 
 
 # ---- store (issue 5): a real PostgreSQL server per session, a fresh database per test ----------
-@pytest.fixture(scope="session")
-def pg_server():  # type: ignore[no-untyped-def]
+def _postgres():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server on loopback for as long as the generator runs."""
     from tests.agents.postgres import find_bin, postgres_server
 
     require_tool("initdb", find_bin("initdb") or "initdb")
@@ -62,20 +62,18 @@ def pg_server():  # type: ignore[no-untyped-def]
             yield server
     except RuntimeError as exc:
         missing_tool(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    yield from _postgres()
 
 
 @pytest.fixture
 def own_pg():  # type: ignore[no-untyped-def]
     """A PostgreSQL server of this test's own, for tests that stop and start it again
     (``with own_pg.stopped():``) while the session's shared ``pg_server`` serves others."""
-    from tests.agents.postgres import find_bin, postgres_server
-
-    require_tool("initdb", find_bin("initdb") or "initdb")
-    try:
-        with postgres_server() as server:
-            yield server
-    except RuntimeError as exc:
-        missing_tool(str(exc))
+    yield from _postgres()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
