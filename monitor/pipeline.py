@@ -15,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
-
-from sqlalchemy.exc import DBAPIError
 
 from monitor.alerts.base import AlertEvent
 from monitor.alerts.base import Location as AlertLocation
@@ -39,7 +36,8 @@ from monitor.state import (
     Transition,
     restored,
 )
-from monitor.store.aio import AsyncStore, refused
+from monitor.store.aio import AsyncStore
+from monitor.store.coalesce import Coalesced
 from monitor.store.device_status import KnownStatus
 from monitor.store.models import NewTicket
 from probes.result import ProbeResult
@@ -156,9 +154,9 @@ class Pipeline:
         self.poller_id = ""
         self.owners: Mapping[str, str] = {}
         self.peers: Mapping[str, KnownStatus] = {}
-        self._changes: dict[str, tuple[str, str, datetime]] = {}  # to record, by device
-        self._changes_lock = threading.Lock()  # filled here, drained on the store thread
-        self._changes_queued = False
+        # Status changes to record, by device: one queued write records them all (_record).
+        self._changes: Coalesced[str, tuple[str, str, datetime]] | None = (
+            None if store is None else Coalesced(store, self._record_changes))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -366,40 +364,13 @@ class Pipeline:
 
     def _record(self, t: DeviceTransition) -> None:
         """Pollers sharing the site: the new status goes to the store for the others to show.
-        Changes pile up here and one queued write records them all (its device's latest)."""
-        if self.store is None or self.owned is None:
-            return
-        with self._changes_lock:
-            self._changes[t.device] = (t.to.value, t.cause, _utc(t.at))
-            queue, self._changes_queued = not self._changes_queued, True
-        if queue:
-            self.store.queue(self._record_changes)
+        Changes pile up and one queued write records them all (its device's latest)."""
+        if self._changes is not None and self.owned is not None:
+            self._changes.put(t.device, (t.to.value, t.cause, _utc(t.at)))
 
-    def _record_changes(self) -> None:
+    def _record_changes(self, changes: dict[str, tuple[str, str, datetime]]) -> None:
         assert self.store is not None
-        with self._changes_lock:
-            changes, self._changes, self._changes_queued = self._changes, {}, False
-
-        def again() -> None:  # the queue tries this call again: with what came since
-            with self._changes_lock:
-                self._changes = {**changes, **self._changes}
-                self._changes_queued = True
-
-        try:
-            self.store.store.record_statuses(
-                self.poller_id, [(d, *v) for d, v in changes.items()])
-        except DBAPIError as exc:
-            if not refused(exc):  # a refused write is dropped by the queue: as a bug, below
-                again()
-                raise
-            with self._changes_lock:
-                self._changes_queued = False
-            raise
-        except Exception:
-            with self._changes_lock:  # dropped by the queue (a bug): the next change re-queues
-                self._changes_queued = False
-            raise
-        self.store.store.on_rollback(again)  # a group commit rolled back after it
+        self.store.store.record_statuses(self.poller_id, [(d, *v) for d, v in changes.items()])
 
     def status_of(self, device: str) -> tuple[DeviceStatus, str, float | None]:
         """(status, cause, since) of a device: this poller's state for its own devices; for

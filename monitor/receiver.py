@@ -18,10 +18,11 @@ Holds that time out are ended by :meth:`TrapReceiver.expire` (a 1 s loop in the 
 
 With a store, held conditions and events outlive the process: each change of a device's holds
 and each event is written through the store's write queue (``AsyncStore.queue``), never awaited
-here. Writes coalesce: one queued write at a time carries every device changed and every event
-received since the last one (at most ``EVENTS_PENDING`` events wait; beyond, they are dropped
-and counted). :meth:`TrapReceiver.resume` reads the holds back at start and when a poller takes
-devices over; a hold whose device or rule is gone is dropped, with a log line.
+here. Writes coalesce (``Coalesced``, monitor/store/coalesce.py): one queued write at a time
+carries every device changed and every event received since the last one (at most
+``EVENTS_PENDING`` events wait; beyond, they are dropped and counted).
+:meth:`TrapReceiver.resume` reads the holds back at start and when a poller takes devices over;
+a hold whose device or rule is gone is dropped, with a log line.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from monitor.checks import snmp_auth
 from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
-from monitor.store.aio import AsyncStore, refused
+from monitor.store.aio import AsyncStore
+from monitor.store.coalesce import Coalesced
 from monitor.store.traps import HoldRow
 from monitor.traps import Event, Hold, TrapBook
 from probes.result import ProbeResult
@@ -65,6 +64,7 @@ EVENTS_KEPT = 1000  # in memory, without a store
 EVENTS_PENDING = 2000  # events waiting for their queued write; beyond, dropped and counted
 PRUNE_EVERY = 500  # events stored between two prunings of the history (store.add_trap_events)
 RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
+EventRow = tuple[str, str, str, str, datetime]  # device, rule, message, trap_oid, at
 
 
 class Bucket:
@@ -147,12 +147,13 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.handle = handle
         self.store = store
         self.owned: set[str] | None = None  # pollers sharing the site: this one's devices
-        self.events_stored = 0
-        self.events_dropped = 0  # not stored: too many waiting (a flood, the database away)
-        self._pending_holds: dict[str, list[HoldRow]] = {}  # by device, written by _save
-        self._pending_events: list[tuple[str, str, str, str, datetime]] = []
-        self._pending_lock = threading.Lock()  # filled on the loop, drained on the store thread
-        self._holds_queued = self._events_queued = False
+        # Held conditions by device (written by _save) and events, each coalesced into one
+        # queued write at a time; events beyond EVENTS_PENDING waiting are dropped and counted.
+        self._holds: Coalesced[str, list[HoldRow]] | None = None
+        self._events: Coalesced[int, EventRow] | None = None
+        if store is not None:
+            self._holds = Coalesced(store, self._write_holds)
+            self._events = Coalesced(store, self._write_events, limit=EVENTS_PENDING)
         self._unpruned = PRUNE_EVERY  # the first write prunes (the retention may have shrunk)
         self.recheck = recheck
         self.clock = clock
@@ -283,95 +284,46 @@ class TrapReceiver(asyncio.DatagramProtocol):
         owner resumes them from the store)."""
         for device in devices & set(self.book.holds):
             del self.book.holds[device]
-        with self._pending_lock:  # a write still waiting for them must not undo the new owner's
-            for device in devices:
-                self._pending_holds.pop(device, None)
+        if self._holds is not None:  # a write still waiting must not undo the new owner's
+            self._holds.discard(devices)
 
     # -- the store (queued writes, never awaited here) -------------------------------------
 
+    @property
+    def events_stored(self) -> int:
+        return 0 if self._events is None else self._events.written
+
+    @property
+    def events_dropped(self) -> int:
+        """Events not stored: too many waiting (a flood, the database away), or refused."""
+        return 0 if self._events is None else self._events.dropped
+
     def _save(self, device: str) -> None:
         """The device's holds changed: queue their new rows (coalesced with the others')."""
-        if self.store is None:
+        if self._holds is None:
             return
-        rows = [HoldRow(device, rule, instance, h.kind, h.message, _utc(h.since), _utc(h.until))
-                for (rule, instance), h in self.book.holds.get(device, {}).items()]
-        with self._pending_lock:
-            self._pending_holds[device] = rows
-            queue, self._holds_queued = not self._holds_queued, True
-        if queue:
-            self.store.queue(self._write_holds)
+        self._holds.put(device, [
+            HoldRow(device, rule, instance, h.kind, h.message, _utc(h.since), _utc(h.until))
+            for (rule, instance), h in self.book.holds.get(device, {}).items()])
 
-    def _write_holds(self) -> None:
+    def _write_holds(self, holds: dict[str, list[HoldRow]]) -> None:
         assert self.store is not None
-        with self._pending_lock:
-            holds, self._pending_holds, self._holds_queued = self._pending_holds, {}, False
-
-        def again() -> None:  # the queue tries this call again: with what came since
-            with self._pending_lock:
-                self._pending_holds = {**holds, **self._pending_holds}
-                self._holds_queued = True
-
-        try:
-            self.store.store.save_trap_holds(holds)
-        except DBAPIError as exc:
-            if not refused(exc):
-                again()
-            raise  # refused: dropped by the queue (logged there); the next change re-queues
-        # In a group commit a later write can still roll the batch back; it is then run again.
-        self.store.store.on_rollback(again)
+        self.store.store.save_trap_holds(holds)
 
     def _store_event(self, event: Event) -> None:
-        if self.store is None:
-            return
-        row = (event.device, event.rule, event.message, event.trap_oid, _utc(event.at))
-        with self._pending_lock:
-            if len(self._pending_events) >= EVENTS_PENDING:
-                self.events_dropped += 1
-                return
-            self._pending_events.append(row)
-            queue, self._events_queued = not self._events_queued, True
-        if queue:
-            self.store.queue(self._write_events)
+        if self._events is not None:
+            self._events.append(
+                (event.device, event.rule, event.message, event.trap_oid, _utc(event.at)))
 
-    def _write_events(self) -> None:
+    def _write_events(self, events: dict[int, EventRow]) -> None:
         assert self.store is not None
-        with self._pending_lock:
-            events, self._pending_events, self._events_queued = self._pending_events, [], False
+        store = self.store.store
         prune = self._unpruned + len(events) >= PRUNE_EVERY  # only the store thread reads it
-        try:
-            self.store.store.add_trap_events(events, prune=prune)
-        except DBAPIError as exc:
-            if refused(exc):  # dropped by the queue, counted here
-                with self._pending_lock:
-                    self.events_dropped += len(events)
-                raise
-            self._events_again(events)
-            raise
-        except Exception:  # a bug: dropped by the queue, counted here
-            with self._pending_lock:
-                self.events_dropped += len(events)
-            raise
+        store.add_trap_events(list(events.values()), prune=prune)
         unpruned = self._unpruned
         self._unpruned = 0 if prune else unpruned + len(events)
-        with self._pending_lock:
-            self.events_stored += len(events)
-
-        def undo() -> None:  # the group commit was rolled back after this write: not stored
-            self._unpruned = unpruned
-            with self._pending_lock:
-                self.events_stored -= len(events)
-            self._events_again(events)
-
-        self.store.store.on_rollback(undo)
-
-    def _events_again(self, events: list[Any]) -> None:
-        """``events`` did not land: back in front of what came since, for the queue's next try
-        of this write (the oldest kept; what no longer fits is counted as dropped)."""
-        with self._pending_lock:
-            waiting = events + self._pending_events
-            self.events_dropped += max(0, len(waiting) - EVENTS_PENDING)
-            self._pending_events = waiting[:EVENTS_PENDING]
-            self._events_queued = True
+        # A group commit rolled back after this write: the history was not pruned either.
+        store.on_rollback(lambda: setattr(self, "_unpruned", unpruned))
 
     def _build_v3(self) -> None:
         if self._v3 is not None:
