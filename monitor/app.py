@@ -293,6 +293,8 @@ class Hall:
             notification_failures=failed,
             poll_durations=dict(stats.durations),
             overdue_total=stats.overdue_total,
+            probe_batches=stats.batches,
+            probe_batched_checks=stats.batched,
             probe_errors=dict(stats.probe_errors),
             reload_successful=self.holder.last_reload_successful,
             reload_success_timestamp=self.holder.last_reload_success_time,
@@ -307,7 +309,8 @@ class Hall:
         return {"store_write_queue": astore.queued_writes,
                 "store_write_oldest_seconds": astore.oldest_write_age(),
                 "store_write_retries": dict(astore.retries),
-                "store_writes": dict(astore.writes)}
+                "store_writes": dict(astore.writes),
+                "store_batch_writes": astore.batch_sizes.copy()}
 
     def _input_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

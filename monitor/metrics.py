@@ -141,6 +141,13 @@ class Snapshot:
     store_write_oldest_seconds: float = 0.0
     store_write_retries: Mapping[str, int] = field(default_factory=dict)
     store_writes: Mapping[str, int] = field(default_factory=dict)
+    # Group commit: the writes of each batch the queue committed (AsyncStore.batch_sizes);
+    # None without a store.
+    store_batch_writes: HistogramLike | None = None
+    # Batched probe runs (ICMP: a wake-up's due checks go to the engine as one batch) and the
+    # checks they carried (SchedulerStats.batches, .batched).
+    probe_batches: int = 0
+    probe_batched_checks: int = 0
 
 
 class MetricsSource(Protocol):
@@ -182,6 +189,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "hallmon_checks_overdue_total": ("counter", "Check runs that started late (late runs are "
                                      "counted, never skipped)."),
     "hallmon_poll_duration_seconds": ("histogram", "Duration of probe calls, by probe kind."),
+    "hallmon_probe_batches_total": ("counter", "Batched probe runs: the due checks of a "
+                                    "batched kind (ICMP) woken together go to its engine as "
+                                    "one batch."),
+    "hallmon_probe_batched_checks_total": ("counter", "Checks those batches carried (divided "
+                                           "by hallmon_probe_batches_total: the mean batch "
+                                           "size)."),
     "hallmon_config_last_reload_successful": ("gauge", "1 if the last inventory (re)load "
                                               "succeeded."),
     "hallmon_config_last_reload_success_timestamp_seconds": (
@@ -220,6 +233,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                           "away; other)."),
     "hallmon_store_writes_total": ("counter", "Queued store writes done, by outcome (ok: "
                                    "landed; failed: dropped, an error no retry can help)."),
+    "hallmon_store_batch_writes": ("histogram", "Queued store writes per committed "
+                                   "transaction (group commit; a write alone is 1, at most "
+                                   "64): _count is the transactions, _sum their writes."),
 }
 _ONE, _ZERO, _NAN = "1", "0", "NaN"
 # Per status: the six one-hot line endings, built once.
@@ -459,16 +475,11 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
     name = "hallmon_poll_duration_seconds"
     _head(name, out)
     for kind in sorted(snap.poll_durations):
-        h = snap.poll_durations[kind]
-        k = _esc(kind)
-        acc = 0
-        for bound, n in zip(h.bounds, h.counts, strict=False):
-            acc += n
-            out.append(f'{name}_bucket{{kind="{k}",le="{_num(bound)}"}} {acc}\n')
-        total = sum(h.counts)
-        out.append(f'{name}_bucket{{kind="{k}",le="+Inf"}} {total}\n')
-        out.append(f'{name}_sum{{kind="{k}"}} {_num(h.sum)}\n')
-        out.append(f'{name}_count{{kind="{k}"}} {total}\n')
+        _histogram(name, f'kind="{_esc(kind)}"', snap.poll_durations[kind], out)
+    for name, value in (("hallmon_probe_batches_total", snap.probe_batches),
+                        ("hallmon_probe_batched_checks_total", snap.probe_batched_checks)):
+        _head(name, out)
+        out.append(f"{name} {value}\n")
     _head("hallmon_config_last_reload_successful", out)
     out.append(f"hallmon_config_last_reload_successful {_flag(snap.reload_successful)}\n")
     _head("hallmon_config_last_reload_success_timestamp_seconds", out)
@@ -482,6 +493,20 @@ def _service(snap: Snapshot, version: str, out: list[str]) -> None:
                f'python="{platform.python_version()}"}} 1\n')
 
 
+def _histogram(name: str, labels: str, h: HistogramLike, out: list[str]) -> None:
+    """One histogram's series (``labels``: its own, rendered, "" for none)."""
+    sep = "," if labels else ""
+    acc = 0
+    for bound, n in zip(h.bounds, h.counts, strict=False):
+        acc += n
+        out.append(f'{name}_bucket{{{labels}{sep}le="{_num(bound)}"}} {acc}\n')
+    total = sum(h.counts)
+    out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {total}\n')
+    braces = f"{{{labels}}}" if labels else ""
+    out.append(f"{name}_sum{braces} {_num(h.sum)}\n")
+    out.append(f"{name}_count{braces} {total}\n")
+
+
 def _store(snap: Snapshot, out: list[str]) -> None:
     _head("hallmon_store_write_queue", out)
     out.append(f"hallmon_store_write_queue {snap.store_write_queue}\n")
@@ -493,6 +518,9 @@ def _store(snap: Snapshot, out: list[str]) -> None:
     ):
         _head(name, out)
         out += [f'{name}{{{label}="{_esc(k)}"}} {data[k]}\n' for k in sorted(data)]
+    _head("hallmon_store_batch_writes", out)
+    if snap.store_batch_writes is not None:
+        _histogram("hallmon_store_batch_writes", "", snap.store_batch_writes, out)
 
 
 def _inputs(snap: Snapshot, out: list[str]) -> None:

@@ -293,3 +293,56 @@ async def test_a_foreign_flood_delays_no_check_of_a_polled_hall(
             assert all(states[(d["id"], "host")].last.ok for d in inv["devices"])
         finally:
             await hall.stop()
+
+
+async def test_metrics_show_the_icmp_batches_and_the_store_group_commits(tmp_path: Path) -> None:
+    """Counters kept by the scheduler and the store reach /metrics: a hall of five devices
+    pinged for real on loopback sends the pings of a wake-up to the ICMP engine as one batch,
+    and the store's queued writes are committed in batches."""
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from monitor.metrics import expose
+
+    inv = {
+        "site": {"name": "测试大厅"},
+        # No cap for ICMP: a capped kind runs check by check (the default caps it at 10000,
+        # which keeps the daemon's pings out of batches; this test shows the counters).
+        "polling": {"concurrency": {"snmp": 100}},
+        "classes": {"node": {"label": "节点", "checks": [
+            {"name": "ping", "kind": "icmp", "role": "reachability", "interval": "1s",
+             "timeout": "800ms"}]}},
+        "devices": [{"id": f"node-{i}", "name": f"节点{i}", "class": "node",
+                     "address": f"127.23.0.{i}"} for i in range(1, 6)],
+    }
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text(yaml.safe_dump(inv, allow_unicode=True), encoding="utf-8")
+    hall = Hall(Options(inventory=inv_file, state_dir=tmp_path))
+    await hall.start()
+    try:
+        for _ in range(400):
+            if hall.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert hall.ready and hall.astore is not None
+        astore = hall.astore
+        for i in range(10):  # writes waiting together: one transaction (or a few)
+            astore.queue(astore.store.open_incident, f"node-{i}", None, "down", "x",
+                         datetime(2026, 3, 2, 1, 0, tzinfo=UTC))
+        assert await astore.drain(60)
+
+        def sample(name: str) -> float:
+            text = expose(hall.snapshot()).decode()
+            return next(s.value for f in text_string_to_metric_families(text)
+                        for s in f.samples if s.name == name)
+
+        stats = hall.scheduler.stats
+        # (How many share a batch depends on the splay of their first runs: not asserted.)
+        assert sample("hallmon_probe_batches_total") == stats.batches >= 1
+        assert sample("hallmon_probe_batched_checks_total") == stats.batched >= stats.batches
+        # Every ping went in a batch (a batch in flight has not counted its runs yet).
+        assert stats.batched >= sum(stats.runs.values())
+        assert sample("hallmon_store_batch_writes_count") == astore.batches
+        assert sample("hallmon_store_batch_writes_sum") >= 10 > astore.batches
+    finally:
+        await hall.stop()

@@ -25,6 +25,7 @@ from monitor.metrics import (
 )
 from monitor.scheduler import DurationHistogram
 from monitor.state import CheckPolicy, DeviceSpec, HallState
+from monitor.store.aio import BatchSizes
 from tests.conftest import require_tool
 
 P = CheckPolicy()
@@ -134,6 +135,7 @@ def test_self_metrics() -> None:
         ticket_resolution_seconds={"fault": 1_839_600, "inspection": 0},
         notifications={"dingtalk": 4}, notification_failures={"dingtalk": 1},
         poll_durations={"icmp": hist}, overdue_total=3, probe_errors={"snmp": 2},
+        probe_batches=40, probe_batched_checks=8_000,
         reload_successful=False, reload_success_timestamp=1_700_000_000.0,
     )
     get = make_registry(src).get_sample_value
@@ -146,6 +148,8 @@ def test_self_metrics() -> None:
     assert get("hallmon_notification_failures_total", {"channel": "dingtalk"}) == 1
     assert get("hallmon_checks_overdue_total") == 3
     assert get("hallmon_probe_errors_total", {"kind": "snmp"}) == 2
+    assert get("hallmon_probe_batches_total") == 40
+    assert get("hallmon_probe_batched_checks_total") == 8_000
     assert get("hallmon_poll_duration_seconds_bucket", {"kind": "icmp", "le": "0.001"}) == 1
     assert get("hallmon_poll_duration_seconds_bucket", {"kind": "icmp", "le": "0.0025"}) == 3
     assert get("hallmon_poll_duration_seconds_bucket", {"kind": "icmp", "le": "+Inf"}) == 4
@@ -165,22 +169,31 @@ def test_store_write_queue_metrics() -> None:
     # A bare snapshot: an empty queue, not "unknown" (nothing waits until a write is queued).
     assert get("hallmon_store_write_queue") == 0
     assert get("hallmon_store_write_oldest_seconds") == 0
+    batches = BatchSizes()
+    for writes in (1, 1, 3, 64, 36):  # two writes alone, then group commits
+        batches.observe(writes)
     src.extra = Snapshot(
         store_write_queue=7, store_write_oldest_seconds=42.5,
         store_write_retries={"locked": 3, "connection": 11, "other": 0},
-        store_writes={"ok": 120, "failed": 1},
+        store_writes={"ok": 104, "failed": 1}, store_batch_writes=batches,
     )
     assert get("hallmon_store_write_queue") == 7
     assert get("hallmon_store_write_oldest_seconds") == 42.5
     assert get("hallmon_store_write_retries_total", {"kind": "connection"}) == 11
     assert get("hallmon_store_write_retries_total", {"kind": "other"}) == 0  # listed at 0
-    assert get("hallmon_store_writes_total", {"outcome": "ok"}) == 120
+    assert get("hallmon_store_writes_total", {"outcome": "ok"}) == 104
     assert get("hallmon_store_writes_total", {"outcome": "failed"}) == 1
+    # Group commit: five transactions, 105 writes; the cumulative buckets up to BATCH_MAX.
+    assert get("hallmon_store_batch_writes_count") == 5
+    assert get("hallmon_store_batch_writes_sum") == 105
+    assert [get("hallmon_store_batch_writes_bucket", {"le": le}) for le in (
+        "1.0", "2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "+Inf")] == [2, 2, 3, 3, 3, 3, 5, 5]
     types = {f.name: f.type for f in text_string_to_metric_families(
         expose(src.snapshot()).decode()) if f.name.startswith("hallmon_store_")}
     assert types == {"hallmon_store_write_queue": "gauge",
                      "hallmon_store_write_oldest_seconds": "gauge",
-                     "hallmon_store_write_retries": "counter", "hallmon_store_writes": "counter"}
+                     "hallmon_store_write_retries": "counter", "hallmon_store_writes": "counter",
+                     "hallmon_store_batch_writes": "histogram"}
 
 
 def test_never_the_global_registry_and_no_created_series() -> None:
@@ -197,12 +210,15 @@ def test_promtool_check_metrics_is_clean() -> None:
     poll_all(src)
     hist = DurationHistogram()
     hist.observe(0.003)
+    batches = BatchSizes()
+    batches.observe(3)
     src.extra = Snapshot(tickets_open={"fault": 1}, tickets_total={"fault": 1},
                          tickets_resolved={"fault": 1}, ticket_resolution_seconds={"fault": 60},
                          notifications={"email": 1}, notification_failures={"email": 0},
                          poll_durations={"icmp": hist}, probe_errors={"icmp": 0},
                          store_write_queue=2, store_write_oldest_seconds=1.5,
-                         store_write_retries={"locked": 1}, store_writes={"ok": 3})
+                         store_write_retries={"locked": 1}, store_writes={"ok": 3},
+                         store_batch_writes=batches, probe_batches=2, probe_batched_checks=9)
     proc = subprocess.run([promtool, "check", "metrics"], input=expose(src.snapshot()),
                           capture_output=True, timeout=30, check=False)
     assert proc.returncode == 0 and not proc.stdout and not proc.stderr, proc.stderr.decode()

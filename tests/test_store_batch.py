@@ -79,6 +79,7 @@ async def test_a_switch_failure_lands_in_one_commit_not_a_hundred(url: str) -> N
         _switch_failure(one_each, 10)
         assert await one_each.drain(60)
         assert len(commits) == one_each.batches == 20  # one transaction per write
+        assert one_each.batch_sizes.counts[0] == 20 and one_each.batch_sizes.sum == 20
     finally:
         await one_each.aclose()
 
@@ -92,6 +93,8 @@ async def test_a_switch_failure_lands_in_one_commit_not_a_hundred(url: str) -> N
         assert await store.drain(60)
         # BATCH_MAX (64) writes in the first transaction, the 36 left in the second.
         assert len(commits) - before == 2 == -(-2 * SWITCH_CHILDREN // BATCH_MAX)
+        # hallmon_store_batch_writes: both in the bucket le=64 (64 and 36), 100 writes.
+        assert store.batch_sizes.counts == [0] * 6 + [2, 0] and store.batch_sizes.sum == 100
         assert store.writes == {"ok": 2 * SWITCH_CHILDREN, "failed": 0}
         _check_burst(store.store, opened, SWITCH_CHILDREN)
     finally:

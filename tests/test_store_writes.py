@@ -341,6 +341,11 @@ def _outages_while_the_database_takes_no_writes(
     assert after["hallmon_store_writes_total{ok}"] - before[
         "hallmon_store_writes_total{ok}"] >= waiting  # every write that waited landed
     assert after["hallmon_store_writes_total{failed}"] == 0
+    # Group commit: what waited landed in batches (hallmon_store_batch_writes), fewer
+    # transactions than writes, every write landed counted in one of them.
+    batches, writes = (after[f"hallmon_store_batch_writes_{s}"]
+                       - before[f"hallmon_store_batch_writes_{s}"] for s in ("count", "sum"))
+    assert 1 <= batches < writes and writes >= waiting
 
 
 def _no_incident_lost(url: str) -> None:

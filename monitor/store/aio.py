@@ -25,7 +25,8 @@ cannot hold back the writes behind it for good.
 What an operator needs to see of that queue (``hallmon_store_write_*`` on /metrics) is kept here
 as plain counters read at scrape time: how many writes wait and since when, every retry by the
 kind of error (a bounded set, ``RETRY_KINDS``; a batch retried counts each of its writes), every
-write by outcome.
+write by outcome, and the writes of each batch committed (``hallmon_store_batch_writes``: how
+well group commit batches, and whether batches fill up to ``BATCH_MAX``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ import asyncio
 import functools
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -72,6 +75,8 @@ BATCH_MAX = 64
 # ... and for at most this long: a batch commits once its writes have run this long (every
 # write's result waits for its batch's commit, so the first must not wait for the 64th's work).
 BATCH_SECONDS = 0.05
+# Buckets of the writes per committed batch (hallmon_store_batch_writes), up to BATCH_MAX.
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 # Why a queued write was tried again. A bounded set: the label of hallmon_store_write_retries_total
 # (never the driver's message, which may name hosts, users or values).
@@ -112,6 +117,25 @@ def refused(exc: DBAPIError) -> bool:
     return isinstance(exc, IntegrityError | DataError) or state[:2] in ("22", "23")
 
 
+@dataclass(slots=True)
+class BatchSizes:
+    """Writes per committed batch, as a histogram the metrics render: ``counts`` per bucket of
+    ``bounds`` (non-cumulative, the last for +Inf), ``sum`` the writes. A write alone is a batch
+    of one."""
+
+    bounds: tuple[float, ...] = BATCH_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
+    sum: float = 0.0
+
+    def observe(self, writes: int) -> None:
+        self.counts[bisect_left(self.bounds, writes)] += 1  # buckets are "le"
+        self.sum += writes
+
+    def copy(self) -> BatchSizes:
+        """A copy that the store thread does not change while it is rendered."""
+        return BatchSizes(self.bounds, list(self.counts), self.sum)
+
+
 class AsyncStore:
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
                  batch: int = BATCH_MAX, batch_seconds: float = BATCH_SECONDS) -> None:
@@ -122,7 +146,9 @@ class AsyncStore:
         self.batch_max = max(1, batch)
         self._singles = 0  # writes to run one at a time (a batch failed, not by a retry kind)
         self.batch_seconds = batch_seconds
-        self.batches = 0  # batches of queued writes landed (a write alone is one)
+        # Batches of queued writes landed (committed; a write alone is one), by the writes
+        # that ran in each (those dropped as refused included: their batch went on).
+        self.batch_sizes = BatchSizes()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hallmon-store")
         # (write, its future, when it was queued by ``clock``)
         self._writes: deque[tuple[Callable[[], Any], asyncio.Future[Any], float]] = deque()
@@ -131,6 +157,10 @@ class AsyncStore:
         # by WRITE_OUTCOMES ("failed": dropped, an error no retry can help).
         self.retries: dict[str, int] = dict.fromkeys(RETRY_KINDS, 0)
         self.writes: dict[str, int] = dict.fromkeys(WRITE_OUTCOMES, 0)
+
+    @property
+    def batches(self) -> int:
+        return sum(self.batch_sizes.counts)
 
     @property
     def write_retries(self) -> int:
@@ -218,7 +248,7 @@ class AsyncStore:
                     attempt(fn)
                     if self.clock() >= until:
                         break  # commit what ran: the first write must not wait for the 64th
-        self.batches += 1
+        self.batch_sizes.observe(len(outcomes))
         return outcomes
 
     async def _write_all(self) -> None:
