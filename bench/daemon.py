@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
+from _snmp_exporter import proc_cpu, scrape_all  # noqa: E402
 from _verdict import finish  # noqa: E402
 
-from tests.agents.daemon import HallmonProcess, free_port  # noqa: E402
+from tests.agents.daemon import HallmonProcess  # noqa: E402
 from tests.agents.snmp import SNMPD_COMMUNITY, snmpd_agent  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 RATIO_BUDGET = 3.0
 RSS_BUDGET_MB = 150.0
 TIMEOUT_S = 2.5  # a histogram bucket bound: "slower than the timeout" is read off the buckets
@@ -95,11 +95,6 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def proc_rss(pid: int) -> tuple[float, float]:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
                   .splitlines() if ":" in line)
@@ -121,41 +116,9 @@ def fping_cycle(addrs: list[str]) -> dict[str, float]:
 
 
 async def exporter_cycle(targets: list[str], port: int) -> dict[str, float]:
-    exe = shutil.which("prometheus-snmp-exporter")
-    if exe is None:
-        raise SystemExit("prometheus-snmp-exporter is not installed")
-    web = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        exe, f"--config.file={ROOT / 'bench' / 'snmp_exporter.yml'}",
-        f"--web.listen-address=127.0.0.1:{web}", "--log.level=error",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-            for _ in range(200):  # until it listens (bounded)
-                try:
-                    await client.get(f"http://127.0.0.1:{web}/")
-                    break
-                except httpx.ConnectError:
-                    await asyncio.sleep(0.05)
-            limit = asyncio.Semaphore(100)  # hallmon's in-flight cap
-            failures = 0
-
-            async def scrape(target: str) -> None:
-                nonlocal failures
-                async with limit:
-                    r = await client.get(f"http://127.0.0.1:{web}/snmp", params={
-                        "module": "hallmon4", "target": f"{target}:{port}"})
-                if r.status_code != 200 or "ifNumber" not in r.text:
-                    failures += 1
-
-            await asyncio.gather(*(scrape(t) for t in targets[:50]))  # warm-up
-            c0, t0 = proc_cpu(proc.pid), time.perf_counter()
-            await asyncio.gather(*(scrape(t) for t in targets))
-            wall, cpu = time.perf_counter() - t0, proc_cpu(proc.pid) - c0
-        return {"gets": len(targets), "wall_s": wall, "cpu_s": cpu, "failures": failures}
-    finally:
-        proc.terminate()
-        await proc.wait()
+    run = await scrape_all(targets, port, in_flight=100)  # hallmon's in-flight cap
+    return {"gets": run.scrapes, "wall_s": run.wall_s, "cpu_s": run.cpu_s,
+            "failures": run.failures}
 
 
 # ---- the daemon ---------------------------------------------------------------------------------

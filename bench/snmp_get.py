@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+from _snmp_exporter import installed, scrape_all  # noqa: E402
 from _verdict import finish  # noqa: E402
 
 from probes import snmp  # noqa: E402
@@ -69,55 +66,13 @@ def v3_auth() -> SnmpAuth:
                     priv_protocol="aes", priv_key=priv_key)
 
 
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def exporter(scrapes: int, port: int) -> dict[str, float] | dict[str, str]:
-    exe = shutil.which("prometheus-snmp-exporter")
-    if not exe:
+    if not installed():
         return {"skipped": "prometheus-snmp-exporter not installed"}
-    web = _free_tcp_port()
-    proc = await asyncio.create_subprocess_exec(
-        exe, f"--config.file={ROOT / 'bench' / 'snmp_exporter.yml'}",
-        f"--web.listen-address=127.0.0.1:{web}", "--log.level=error",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-            base = f"http://127.0.0.1:{web}/snmp"
-            for _ in range(100):  # wait until it listens (bounded)
-                try:
-                    await client.get(f"http://127.0.0.1:{web}/")
-                    break
-                except httpx.ConnectError:
-                    await asyncio.sleep(0.05)
-            limit = asyncio.Semaphore(50)
-            failures = 0
-
-            async def scrape(i: int) -> None:
-                nonlocal failures
-                target = f"{ADDRESSES[i % len(ADDRESSES)]}:{port}"
-                async with limit:
-                    r = await client.get(base, params={"module": "hallmon4", "target": target})
-                if r.status_code != 200 or "ifNumber" not in r.text:
-                    failures += 1
-
-            await asyncio.gather(*(scrape(i) for i in range(50)))
-            c0, t0 = _proc_cpu(proc.pid), time.perf_counter()
-            await asyncio.gather(*(scrape(i) for i in range(scrapes)))
-            wall, used = time.perf_counter() - t0, _proc_cpu(proc.pid) - c0
-        return {"scrapes": scrapes, "wall_s": wall, "exporter_cpu_s": used,
-                "cpu_ms_per_get": used / scrapes * 1000, "failures": failures}
-    finally:
-        proc.terminate()
-        await proc.wait()
+    run = await scrape_all([ADDRESSES[i % len(ADDRESSES)] for i in range(scrapes)], port,
+                           in_flight=50)
+    return {"scrapes": scrapes, "wall_s": run.wall_s, "exporter_cpu_s": run.cpu_s,
+            "cpu_ms_per_get": run.cpu_s / scrapes * 1000, "failures": run.failures}
 
 
 async def main(devices: int, scrapes: int, v3_devices: int) -> None:
