@@ -25,14 +25,17 @@ Knows nothing of state or alerts. Design (and why):
   packet rounds and replies) was the daemon's largest cost. A run never starts late because of
   it, at most one grid step early; the cadence (``due``) is unchanged.
 - Batched kinds (ICMP): a check whose call has a ``batch`` runner (monitor/checks.py) does not
-  get a task of its own. Every such check woken in one wake-up (whose device is free, of a kind
-  without a cap) joins one ``_Batch``: one runner call for all of them (the ICMP engine sends
+  get a task of its own. Every such check woken in one wake-up (whose device is free, and whose
+  kind's cap has room: a batched check holds a place under the cap from wake-up until its result
+  is in) joins one ``_Batch``: one runner call for all of them (the ICMP engine sends
   them as one sweep per config), one task that applies their results in arrival order, one
   deadline timer per distinct timeout. Per check it keeps what a run of its own has: the device's
   turn from wake-up to applied result, its own timeout and config, overdue accounting,
   fixed-rate re-arming. Measured at 10k ICMP checks: a task, a future and their callbacks per
   check cost as much CPU as the whole ICMP sweep (bench/icmp_sweep.py). A check whose device is
-  busy, or of a capped kind, runs on its own as before.
+  busy, or whose kind's cap is full, runs on its own as before (and waits for its turn and a
+  place). (The inventory caps ICMP at 10,000 by default: before the cap counted batched checks,
+  any cap sent every ICMP check down the task path and the daemon never batched.)
 - Every call runs under a deadline of ``check.timeout`` (``asyncio.timeout`` semantics, timer
   in the clock's queue); a timeout is the failure
   "timeout"; an unexpected exception is logged, counted per kind and becomes the failure
@@ -314,7 +317,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._caps = dict(DEFAULT_CAPS if caps is None else caps)
         # asyncio primitives bind to a loop only when first awaited (3.10+): safe to make here.
-        self._sems = {kind: asyncio.Semaphore(n) for kind, n in self._caps.items()}
+        self._sems = {kind: _Cap(n) for kind, n in self._caps.items()}
         self._busy: set[str] = set()  # devices being polled
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._base = self.clock.monotonic()
@@ -335,6 +338,11 @@ class Scheduler:
     @property
     def checks(self) -> dict[Key, ScheduledCheck]:
         return {k: s.check for k, s in self._slots.items()}
+
+    def places_free(self, kind: str) -> int | None:
+        """Places left under ``kind``'s cap on checks in flight (None: the kind has no cap)."""
+        cap = self._sems.get(kind)
+        return None if cap is None else cap.free
 
     @property
     def running(self) -> bool:
@@ -480,14 +488,15 @@ class Scheduler:
             return  # stopped (a reload disarms the slots it removes: never woken)
         check = slot.check
         runner: BatchRunner | None = getattr(check.call, "batch", None)
-        if (runner is not None and check.device_id not in self._busy
-                and check.kind not in self._sems):
-            self._busy.add(check.device_id)  # its device's turn, held until its result is in
-            batch = self._gathering.get(runner)
-            if batch is None:
-                batch = self._gathering[runner] = _Batch(self, runner)
-            batch.add(slot)
-            return
+        if runner is not None and check.device_id not in self._busy:
+            cap = self._sems.get(check.kind)
+            if cap is None or cap.try_take():  # a place under the kind's cap, until delivered
+                self._busy.add(check.device_id)  # its device's turn, held until its result is in
+                batch = self._gathering.get(runner)
+                if batch is None:
+                    batch = self._gathering[runner] = _Batch(self, runner)
+                batch.add(slot, cap)
+                return
         slot.task = asyncio.get_running_loop().create_task(
             self._run_slot(slot), name=f"check {check.key[0]}/{check.key[1]}"
         )
@@ -605,6 +614,46 @@ class Scheduler:
         hist.observe(seconds)
 
 
+class _Cap:
+    """A kind's cap on checks in flight: an ``asyncio.Semaphore`` that can also be taken
+    without waiting (a batched check takes its place at wake-up, in a plain callback). FIFO: a
+    try never overtakes a run already waiting."""
+
+    __slots__ = ("free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # handed a place by release()
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a place while being cancelled: pass it on
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the place moves to that waiter
+                return
+        self.free += 1
+
+
 class _Batch:
     """The batched checks woken together (see the module's doc): one runner call, one task.
 
@@ -612,8 +661,8 @@ class _Batch:
     ``results[i]`` is its result once delivered (queued in ``ready`` by index until applied);
     ``open`` counts the checks whose device turn is still held."""
 
-    __slots__ = ("owner", "runner", "slots", "checks", "results", "times", "open", "ready",
-                 "wake", "handle", "start", "task", "now")
+    __slots__ = ("owner", "runner", "slots", "checks", "caps", "results", "times", "open",
+                 "ready", "wake", "handle", "start", "task", "now")
 
     def __init__(self, owner: Scheduler, runner: BatchRunner) -> None:
         self.owner = owner
@@ -621,6 +670,8 @@ class _Batch:
         self.now = owner.clock.monotonic
         self.slots: list[_Slot | None] = []
         self.checks: list[ScheduledCheck] = []
+        self.caps: list[_Cap | None] = []  # the cap each check holds a place under, until
+        # its result is delivered or it is withdrawn (then None)
         self.results: list[ProbeResult | None] = []
         self.times: list[float] = []  # monotonic time each result came in
         self.open = 0
@@ -632,20 +683,30 @@ class _Batch:
         self.task = asyncio.get_running_loop().create_task(self._run(), name="check batch")
         owner._batches.add(self)
 
-    def add(self, slot: _Slot) -> None:
+    def add(self, slot: _Slot, cap: _Cap | None) -> None:
         slot.batch, slot.index = self, len(self.slots)
         self.slots.append(slot)
         self.checks.append(slot.check)
+        self.caps.append(cap)
         self.open += 1
+
+    def _free(self, index: int) -> None:
+        """Check ``index`` is no longer in flight: give its place under the cap back (once)."""
+        cap = self.caps[index]
+        if cap is not None:
+            self.caps[index] = None
+            cap.release()
 
     async def _run(self) -> None:
         owner = self.owner
         if owner._gathering.get(self.runner) is self:
             del owner._gathering[self.runner]  # later wake-ups start a new batch
         if self.open < len(self.slots):  # some were withdrawn (reload) before the start
-            kept = [(s, c) for s, c in zip(self.slots, self.checks, strict=True) if s is not None]
-            self.slots, self.checks = [s for s, _ in kept], [c for _, c in kept]
-            for i, (s, _) in enumerate(kept):
+            kept = [(s, c, cap) for s, c, cap in zip(self.slots, self.checks, self.caps,
+                                                      strict=True) if s is not None]
+            self.slots, self.checks = [s for s, _, _ in kept], [c for _, c, _ in kept]
+            self.caps = [cap for _, _, cap in kept]
+            for i, (s, _, _) in enumerate(kept):
                 s.index = i
             if not kept:
                 owner._batches.discard(self)
@@ -687,6 +748,7 @@ class _Batch:
             return  # withdrawn, or timed out first
         self.results[index] = result
         self.times[index] = self.now()
+        self._free(index)
         self.ready.append(index)
         wake = self.wake
         if wake is not None:
@@ -757,6 +819,7 @@ class _Batch:
         if self.slots[i] is not slot or (self.results and self.results[i] is not None):
             return  # its result is queued: applied (device turn passed on), but not re-armed
         self.slots[i] = None
+        self._free(i)
         if self.handle is not None:
             self.handle.withdraw(i)
         self.open -= 1

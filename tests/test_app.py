@@ -306,9 +306,8 @@ async def test_metrics_show_the_icmp_batches_and_the_store_group_commits(tmp_pat
 
     inv = {
         "site": {"name": "测试大厅"},
-        # No cap for ICMP: a capped kind runs check by check (the default caps it at 10000,
-        # which keeps the daemon's pings out of batches; this test shows the counters).
-        "polling": {"concurrency": {"snmp": 100}},
+        # The default polling caps (ICMP: 10,000 in flight): they used to keep every ping out
+        # of batches.
         "classes": {"node": {"label": "节点", "checks": [
             {"name": "ping", "kind": "icmp", "role": "reachability", "interval": "1s",
              "timeout": "800ms"}]}},

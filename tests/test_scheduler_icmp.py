@@ -9,11 +9,13 @@ the loop's task list. Silent hosts and timeouts run inside a network namespace o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 
@@ -112,6 +114,75 @@ async def test_icmp_checks_due_in_one_wake_up_go_out_as_one_batch_and_reach_the_
     await until(lambda: pipeline.results_total == 2 * len(checks), "the second cycle")
     assert (sched.stats.batches, sched.stats.batched) == (2, 2 * len(checks))
     assert sched.stats.overdue_total == 0
+    await sched.stop()
+
+
+async def test_the_daemons_default_caps_keep_icmp_checks_batched() -> None:
+    """As found: the inventory caps ICMP at 10,000 checks in flight by default, and a capped
+    kind used to run check by check, so the daemon never batched a ping (0 batches at 10k
+    devices). The cap now counts batched checks: one batch, every place given back."""
+    inv = hall(ALIVE)
+    caps = {str(kind): n for kind, n in inv.polling.concurrency.items()}  # app.Hall._caps
+    assert caps["icmp"] == 10000
+    seen: list[tuple[str, str]] = []
+    checks = scheduled(inv)
+    sched = Scheduler(checks, lambda sc, r, s, f: seen.append(sc.key), caps=caps,
+                      clock=ManualClock(), first_window=0.2, wake_grid=0.25)
+    sched.start()
+    await until(lambda: len(seen) == len(checks), "the first cycle")
+    assert (sched.stats.batches, sched.stats.batched) == (1, len(checks))
+    assert sched.places_free("icmp") == 10000
+    await sched.stop()
+
+
+async def test_a_cap_smaller_than_a_wake_up_bounds_the_checks_in_flight() -> None:
+    """``polling.concurrency.icmp: 4`` with 19 pings due at once: 4 go in the batch, the rest
+    wait for a place and run on their own; never more than 4 in flight, every check once, every
+    place given back; the next cycle the same."""
+    inv = hall(ALIVE | {f"m{i}": f"127.0.1.{i}" for i in range(1, 11)})
+    checks = scheduled(inv)
+    seen: list[tuple[str, str, bool]] = []
+    flight = {"now": 0, "peak": 0}
+
+    def took(n: int) -> None:
+        flight["now"] += n
+        flight["peak"] = max(flight["peak"], flight["now"])
+
+    class Counted:
+        """The check's real ICMP call, with the calls in flight counted on both paths."""
+
+        def __init__(self, call: Any) -> None:
+            self.call, self.address, self.config = call, call.address, call.config
+
+        async def __call__(self) -> ProbeResult:  # on its own (its kind's cap was full)
+            took(1)
+            try:
+                return cast(ProbeResult, await self.call())
+            finally:
+                took(-1)
+
+        @staticmethod
+        def batch(calls: list[Any], deliver: Callable[[int, ProbeResult], None]) -> Any:
+            took(len(calls))
+
+            def delivered(i: int, result: ProbeResult) -> None:
+                took(-1)
+                deliver(i, result)
+            return icmp.submit(calls, delivered)
+
+    counted = [dataclasses.replace(c, call=Counted(c.call)) for c in checks]
+    sched = Scheduler(counted, lambda sc, r, s, f: seen.append((*sc.key, r.ok)),
+                      caps={"icmp": 4}, clock=(clock := ManualClock()), first_window=0.2,
+                      wake_grid=0.25)
+    sched.start()
+    await until(lambda: len(seen) == len(checks), "the first cycle")
+    assert sorted((d, n) for d, n, _ in seen) == sorted(c.key for c in checks)
+    assert all(ok for *_, ok in seen)
+    assert flight == {"now": 0, "peak": 4}
+    assert sched.stats.batched >= 4 and sched.places_free("icmp") == 4
+    await clock.advance(30.0)
+    await until(lambda: len(seen) == 2 * len(checks), "the second cycle")
+    assert flight == {"now": 0, "peak": 4} and sched.places_free("icmp") == 4
     await sched.stop()
 
 
