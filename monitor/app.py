@@ -41,6 +41,7 @@ from monitor.metrics import (
 from monitor.pipeline import Pipeline
 from monitor.push import Heartbeats
 from monitor.receiver import TrapReceiver, passive
+from monitor.relay import BeatRelay
 from monitor.report_delivery import ReportSender
 from monitor.reports import Hall as ReportHall
 from monitor.scheduler import ScheduledCheck, Scheduler
@@ -311,6 +312,7 @@ class Hall:
 
     def _input_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        relayed: dict[tuple[str, str], int] = {}
         if self.traps is not None:
             out.update(traps_received=dict(self.traps.received),
                        traps_dropped=dict(self.traps.dropped),
@@ -319,6 +321,9 @@ class Hall:
                                     "dropped": self.traps.events_dropped})
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
+            relayed.update({("push", d): n for d, n in self.heartbeats.relayed.items()})
+        if self.lease is not None:  # pollers sharing the site: every series from start-up
+            out["relayed"] = relayed
         return out
 
     def pollers(self) -> list[PollerRow]:
@@ -436,6 +441,10 @@ class Hall:
         enter through Pipeline.handle like polled ones."""
         handle = self.pipeline.handle
         self.heartbeats = Heartbeats(inventory, handle)
+        if self.owned is not None:  # pollers sharing the site: beats go through the store
+            assert self.astore is not None
+            self.heartbeats.owned = self.owned
+            self.heartbeats.relay = BeatRelay(self.astore, self.poller_id)
         self.heartbeats.start()
         if self.traps is not None and self.options.traps_listen is not None:
             await self.traps.start(*self.options.traps_listen)
@@ -513,6 +522,8 @@ class Hall:
         released, taken = self.owned - new, new - old
         # Stop polling what goes before forgetting it; resume what comes before polling it.
         self.owned = self.pipeline.owned = old & new
+        if self.heartbeats is not None:
+            self.heartbeats.owned = self.owned
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         self.pipeline.release(released)
         held: dict[tuple[str, str], tuple[str, float]] = {}
@@ -526,6 +537,8 @@ class Hall:
         self.owned = self.pipeline.owned = new
         if self.traps is not None:
             self.traps.owned = new
+        if self.heartbeats is not None:  # watching from each check's last beat anywhere
+            self.heartbeats.owned = new
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         if not self.ready:
             self._expected = set(self.scheduler.checks)

@@ -18,7 +18,8 @@ from monitor.store import schema
 from monitor.store.engine import StoreBase
 from monitor.store.models import InvalidValue
 
-SKIP = frozenset({"schema_version", "pollers", "device_status"})  # live state, not history
+# live state, not history (the relay tables: beats and traps in flight between pollers)
+SKIP = frozenset({"schema_version", "pollers", "device_status", "push_beats", "trap_relay"})
 BATCH = 2000
 
 

@@ -1,0 +1,282 @@
+"""Devices that speak first, with several pollers of one site on one PostgreSQL (issue 17).
+
+As found (push): every poller watched every push check, but a kiosk calls ONE URL. When that
+poller did not own the kiosk, the pipeline dropped the beat; the owner never saw a beat and,
+``expect_every + grace`` after start-up, failed the check and paged DOWN for a kiosk beating
+fine. And at a take-over the new owner watched from its own start-up, not the kiosk's last beat.
+Now beats go through the store (monitor/relay.py): three real daemons (``hallmon run --mock``)
+on one real PostgreSQL, the kiosk beating only to the poller that neither owns it nor takes it
+over: it stays UP, ``status=down`` beats fail it within a bounded relay delay, kill -9 of its
+owner pages nothing, and a real silence still fails it once (a webhook receiver counts pages).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from monitor.ha import assignment
+from monitor.inventory.load import parse_inventory
+from tests.agents.daemon import (
+    HallmonProcess,
+    WebhookReceiver,
+    node,
+    small_inventory,
+    start_together,
+)
+
+LEASE, HEARTBEAT = 3.0, 1.0
+TOKEN = "kiosk-1f-app-4c0ffee5d1e7a9b3"
+KIOSK = "kiosk-1f"
+EXPECT, GRACE = 2.0, 2.0  # a silence fails after 4 s alone, 7 s with the relay's slack
+POLLERS = ("p0", "p1", "p2")
+KIOSK_APP = {"label": "自助终端应用", "checks": [
+    {"name": "heartbeat", "kind": "push", "role": "reachability",
+     "expect_every": f"{EXPECT:g}s", "grace": f"{GRACE:g}s", "token": "${KIOSK_TOKEN}"}]}
+DEVICES = [node(f"n-{i:02d}", f"127.30.0.{i + 1}") for i in range(5)] + [
+    node(KIOSK, "127.30.1.1", cls="kiosk_app")]
+
+
+def _hall() -> str:
+    notifications = {
+        "language": "en",
+        "channels": {"hook": {"type": "webhook", "url": "${HALLMON_TEST_WEBHOOK}"}},
+        "routes": [{"name": "it", "channels": ["hook"], "group_wait": "1s"}],
+        "delivery": {"poll_interval": "200ms", "backoff_initial": "500ms"},
+    }
+    return small_inventory(DEVICES, notifications=notifications,
+                           classes={"kiosk_app": KIOSK_APP})
+
+
+def _firing(hook: WebhookReceiver) -> list[dict[str, Any]]:
+    return [a for b in hook.bodies() for a in b["alerts"]
+            if a["labels"].get("device") == KIOSK and a["status"] == "firing"]
+
+
+class Kiosk:
+    """Calls one poller's push URL every 0.2 s from a thread: ``mode`` up, down or silent."""
+
+    def __init__(self, base: str) -> None:
+        self.mode = "up"
+        self.sent = 0
+        self._stop = threading.Event()
+        self._client = httpx.Client(base_url=base, timeout=5.0)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Kiosk:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            if self.mode == "silent":
+                continue
+            params = {"status": "down", "msg": "queue app crashed"} if self.mode == "down" \
+                else {}
+            try:
+                r = self._client.get(f"/api/v1/push/{TOKEN}", params=params)
+                r.raise_for_status()
+                self.sent += 1
+            except httpx.HTTPError:
+                pass  # the test's waits say what went wrong
+
+
+def test_a_kiosk_beating_to_a_poller_that_does_not_own_it(tmp_path: Path,
+                                                          pg_server: Any) -> None:
+    inv = parse_inventory(_hall(), env={"KIOSK_TOKEN": TOKEN, "HALLMON_TEST_WEBHOOK": "x"})
+    owner = assignment(inv, POLLERS)[KIOSK]
+    successor = assignment(inv, [p for p in POLLERS if p != owner])[KIOSK]
+    (called,) = set(POLLERS) - {owner, successor}  # neither owns the kiosk nor takes it over
+    url = pg_server.new_database()
+    with WebhookReceiver() as hook:
+        pollers = {
+            name: HallmonProcess(
+                tmp_path / name, _hall(), autostart=False,
+                env={"HALLMON_TEST_WEBHOOK": hook.url, "KIOSK_TOKEN": TOKEN},
+                args=(f"--storage.url={url}", f"--ha.lease={LEASE:g}",
+                      f"--ha.heartbeat={HEARTBEAT:g}", f"--ha.poller-id={name}"))
+            for name in POLLERS
+        }
+        try:
+            start_together(list(pollers.values()))
+            first, later, rx = pollers[owner], pollers[successor], pollers[called]
+            first.wait_for(lambda: all(p.sample("hallmon_poller_live") == 3
+                                       for p in pollers.values()), 30, "three live leases")
+            with Kiosk(rx.base) as kiosk:
+                _beats_reach_the_owner(first, rx, hook, kiosk)
+                _down_beats_fail_it_promptly(first, hook, kiosk)
+                _kill_the_owner(first, later, hook, kiosk)
+                _a_silence_fails_it_once(later, hook, kiosk)
+            assert rx.sample("hallmon_inputs_relayed_total", input="push",
+                             direction="out") == kiosk.sent
+            assert "kiosk-1f-app" not in "".join(p.log() for p in pollers.values())  # token
+        finally:
+            for p in reversed(pollers.values()):
+                p.__exit__()
+
+
+def _beats_reach_the_owner(owner: HallmonProcess, rx: HallmonProcess, hook: WebhookReceiver,
+                           kiosk: Kiosk) -> None:
+    owner.wait_for(lambda: owner.status(KIOSK) == "up", 30, "the owner to see the kiosk up")
+    # Longer than a silence takes to fail (7 s): no false DOWN on any poller.
+    until = time.monotonic() + 2 * (EXPECT + GRACE + 3.0)
+    while time.monotonic() < until:
+        assert not _firing(hook), _firing(hook)
+        time.sleep(0.5)
+    assert owner.status(KIOSK) == "up" and rx.status(KIOSK) == "up"
+    assert owner.device(KIOSK)["poller"] == rx.device(KIOSK)["poller"]
+    assert (owner.sample("hallmon_inputs_relayed_total", input="push", direction="in")
+            or 0) > 10
+
+
+def _down_beats_fail_it_promptly(owner: HallmonProcess, hook: WebhookReceiver,
+                                 kiosk: Kiosk) -> None:
+    kiosk.mode = "down"
+    sent = time.monotonic()
+    owner.wait_for(lambda: owner.status(KIOSK) == "down", 30, "the reported DOWN",
+                   every=0.05)
+    took = time.monotonic() - sent
+    print(f"a status=down beat to another poller failed the check on its owner in {took:.2f} s")
+    row = owner.device(KIOSK)
+    assert "reported down: queue app crashed" in row["cause"], row
+    owner.wait_for(lambda: len(_firing(hook)) == 1, 20, "the DOWN page")
+    kiosk.mode = "up"
+    owner.wait_for(lambda: owner.status(KIOSK) == "up", 30, "the kiosk back up")
+
+
+def _kill_the_owner(owner: HallmonProcess, successor: HallmonProcess, hook: WebhookReceiver,
+                    kiosk: Kiosk) -> None:
+    pages = len(_firing(hook))
+    owner.kill()
+    successor.wait_for(lambda: successor.device(KIOSK)["poller"] == successor_id(successor)
+                       and successor.status(KIOSK) == "up", 30,
+                       "the successor to own the kiosk and see it up")
+    until = time.monotonic() + 2 * (EXPECT + GRACE + 3.0)
+    while time.monotonic() < until:
+        assert len(_firing(hook)) == pages, _firing(hook)  # no false DOWN at the take-over
+        time.sleep(0.5)
+    assert successor.status(KIOSK) == "up"
+
+
+def successor_id(p: HallmonProcess) -> str:
+    return str(p.http.get("/api/v1/pollers").json()["poller"])
+
+
+def _a_silence_fails_it_once(successor: HallmonProcess, hook: WebhookReceiver,
+                             kiosk: Kiosk) -> None:
+    pages = len(_firing(hook))
+    kiosk.mode = "silent"
+    successor.wait_for(lambda: successor.status(KIOSK) == "down", 30, "the silence to fail it")
+    assert "no heartbeat for" in successor.device(KIOSK)["cause"]
+    successor.wait_for(lambda: len(_firing(hook)) == pages + 1, 20, "the page for the silence")
+    time.sleep(3 * (EXPECT + GRACE))  # room for a second (wrong) page
+    assert len(_firing(hook)) == pages + 1, _firing(hook)
+
+
+# ---- in process: two pollers' Heartbeats over one real store, clocks driven by hand -----------
+
+
+async def test_beats_relayed_through_the_store_with_a_skewed_database_clock(
+        tmp_path: Path) -> None:
+    """p1 receives the beats of p0's kiosk: p0 applies them (ok recovers, down fails) at the
+    time they were received, although the database's clock is an hour ahead of both pollers;
+    each beat once; the non-owner never fails a check; a poller taking the kiosk over watches
+    from its last beat anywhere. A poller alone (no relay) writes nothing per beat."""
+    from datetime import UTC, datetime
+
+    from monitor.inventory import Inventory
+    from monitor.pipeline import Pipeline
+    from monitor.push import Heartbeats
+    from monitor.relay import RELAY_SLACK, BeatRelay
+    from monitor.state import DeviceStatus
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+    from tests.conftest import Clock
+    from tests.test_push import HALL, OTHER, T0
+    from tests.test_push import TOKEN as KIOSK_TOKEN
+
+    (tmp_path / "display.token").write_text(OTHER + "\n")
+    inv = Inventory.model_validate(HALL, context={"env": {"KIOSK_TOKEN": KIOSK_TOKEN},
+                                                  "base_dir": str(tmp_path)})
+    clock = Clock(T0)
+    db_clock = lambda: datetime.fromtimestamp(clock.now + 3600, UTC)  # noqa: E731
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", clock=db_clock))
+    everything = {d.id for d in inv.devices}
+    try:
+        pipes, beats = [], []
+        for name, owned in (("p0", set(everything)), ("p1", set())):
+            p = Pipeline(inv, store=store, clock=clock)
+            p.owned = owned
+            hb = Heartbeats(inv, p.handle, clock)
+            hb.owned, hb.relay = owned, BeatRelay(store, name, clock)
+            pipes.append(p)
+            beats.append(hb)
+        (p0, p1), (hb0, hb1) = pipes, beats
+        kiosk = ("kiosk-3f", "heartbeat")
+
+        async def relay(hb: Heartbeats) -> int:
+            await store.drain()
+            assert hb.relay is not None
+            return await hb.relayed_beats(await hb.relay.read())
+
+        clock.now = T0 + 10
+        assert await hb1.beat(KIOSK_TOKEN) is not None  # to the poller that does not own it
+        assert p1.state.status("kiosk-3f") is DeviceStatus.UNKNOWN  # not applied there
+        await store.drain()  # (a driven clock: written before it moves on)
+        clock.now = T0 + 11  # read a second later
+        assert await relay(hb0) == 1
+        assert p0.state.status("kiosk-3f") is DeviceStatus.UP
+        assert abs(hb0._by_key[kiosk].last - (T0 + 10)) < 0.5  # received at, in p0's clock
+        assert await relay(hb0) == 0  # the overlap re-reads it: applied once
+        assert hb1.relayed == {"out": 1, "in": 0} and hb0.relayed == {"out": 0, "in": 1}
+
+        await hb1.beat(KIOSK_TOKEN, "down", "蓝屏")
+        assert await relay(hb0) == 1
+        assert p0.state.statuses["kiosk-3f"] == (DeviceStatus.DOWN, "reported down: 蓝屏")
+        clock.now = T0 + 20
+        await hb1.beat(KIOSK_TOKEN)
+        assert await relay(hb0) == 1 and p0.state.status("kiosk-3f") is DeviceStatus.UP
+
+        # A silence: only the owner fails it, RELAY_SLACK after expect_every + grace.
+        clock.now = T0 + 20 + 90 + RELAY_SLACK - 0.1
+        assert await hb1.expire() == 0 and await hb0.expire() == 1  # the display (no beat)
+        assert p0.state.status("kiosk-3f") is DeviceStatus.UP
+        clock.now = T0 + 20 + 90 + RELAY_SLACK + 0.1
+        assert await hb1.expire() == 0 and await hb0.expire() == 1
+        assert p0.state.status("kiosk-3f") is DeviceStatus.DOWN
+
+        # p0 gets a beat itself; p1 reads it and, taking the kiosk over, watches from it.
+        clock.now = T0 + 200
+        await hb0.beat(KIOSK_TOKEN)
+        await store.drain()
+        clock.now += 1
+        assert await relay(hb1) == 0  # not p1's device (yet): its watch moves on only
+        p0.owned = hb0.owned = set()
+        p1.owned = hb1.owned = set(everything)
+        clock.now = T0 + 200 + 90 + RELAY_SLACK - 1  # long past p1's start-up: not failed
+        assert await hb1.expire() == 1  # the display, which never beat
+        assert p1.state.status("kiosk-3f") is DeviceStatus.UNKNOWN
+        clock.now += 2
+        assert await hb1.expire() == 1
+        assert p1.state.status("kiosk-3f") is DeviceStatus.DOWN
+
+        # One poller alone: no relay, no write per beat.
+        alone = Heartbeats(inv, Pipeline(inv, store=store, clock=clock).handle, clock)
+        await alone.beat(KIOSK_TOKEN)
+        await store.drain()
+        before = dict(store.writes)
+        for _ in range(5):
+            await alone.beat(KIOSK_TOKEN)
+        await store.drain()
+        assert store.writes == before
+    finally:
+        await store.aclose()
