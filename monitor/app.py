@@ -41,7 +41,7 @@ from monitor.metrics import (
 from monitor.pipeline import Pipeline
 from monitor.push import Heartbeats
 from monitor.receiver import TrapReceiver, passive
-from monitor.relay import BeatRelay
+from monitor.relay import BeatRelay, TrapRelay
 from monitor.report_delivery import ReportSender
 from monitor.reports import Hall as ReportHall
 from monitor.scheduler import ScheduledCheck, Scheduler
@@ -319,6 +319,7 @@ class Hall:
                        trap_unknown_senders=self.traps.unknown_senders,
                        trap_events={"stored": self.traps.events_stored,
                                     "dropped": self.traps.events_dropped})
+            relayed.update({("trap", d): n for d, n in self.traps.relayed.items()})
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
             relayed.update({("push", d): n for d, n in self.heartbeats.relayed.items()})
@@ -458,6 +459,9 @@ class Hall:
         self.traps = TrapReceiver(inventory, self.pipeline.handle, self.recheck,
                                   store=self.astore)
         self.traps.owned = self.owned
+        if self.owned is not None:  # pollers sharing the site: other devices' traps relayed
+            assert self.astore is not None
+            self.traps.relay = TrapRelay(self.astore, self.poller_id)
         return await self.traps.resume(self.owned)
 
     # -- pollers sharing the site (issue 17) -----------------------------------------------------

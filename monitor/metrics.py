@@ -196,7 +196,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "hallmon_traps_dropped_total": ("counter", "SNMP notifications dropped, by reason "
                                     "(malformed, bad_community, rate_limited, queue_full, "
                                     "v3_rejected, no_v3_user, not_owned: another poller of "
-                                    "the site polls the device)."),
+                                    "the site polls the device, relay_full: too many "
+                                    "waiting to be relayed to it, duplicate: received here "
+                                    "and through another poller)."),
     "hallmon_trap_events_total": ("counter", "Trap events (event rules) by outcome: stored "
                                   "(written to the store's history) or dropped (too many "
                                   "waiting for the store: a flood, the database away)."),

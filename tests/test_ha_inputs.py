@@ -280,3 +280,166 @@ async def test_beats_relayed_through_the_store_with_a_skewed_database_clock(
         assert store.writes == before
     finally:
         await store.aclose()
+
+
+# ---- traps: to any poller of the site, applied by the device's owner --------------------------
+
+
+def _trap_pollers(tmp_path: Path, url: str, hook: str) -> dict[str, HallmonProcess]:
+    from tests.agents.daemon import free_port
+    from tests.test_e2e_traps import ENV
+    from tests.test_e2e_traps import _hall as trap_hall
+
+    return {name: HallmonProcess(
+        tmp_path / name, trap_hall(), autostart=False, env={**ENV, "HOOK_URL": hook},
+        args=(f"--storage.url={url}", f"--ha.lease={LEASE:g}", f"--ha.heartbeat={HEARTBEAT:g}",
+              f"--ha.poller-id={name}", f"--traps.listen-address=127.0.0.1:{free_port()}"))
+        for name in POLLERS}
+
+
+def _trap_port(p: HallmonProcess) -> int:
+    return int(next(a for a in p.args if a.startswith("--traps.")).rsplit(":", 1)[1])
+
+
+def test_a_trap_to_a_poller_that_does_not_own_the_device(tmp_path: Path,
+                                                         pg_server: Any) -> None:
+    """As found: a poller dropped the traps of devices it did not own (reason ``not_owned``),
+    so with three pollers and a device sending to one or two of them most traps were lost.
+    Now the LED controller's linkDown sent to the poller that neither owns it nor takes it
+    over makes it DOWN on its owner (one page); the same notification sent to the owner and
+    to another poller is applied once; a linkDown sent just after kill -9 of the owner is
+    applied by the poller taking the device over (a second page, once)."""
+    import socket
+
+    from tests.test_e2e_traps import ENV, LINK_DOWN, LINK_UP, _trap
+    from tests.test_e2e_traps import _hall as trap_hall
+    from tests.test_snmp_trap import _v2_trap
+
+    led = "led-1"
+    inv = parse_inventory(trap_hall(), env={**ENV, "HOOK_URL": "x"})
+    owner = assignment(inv, POLLERS)[led]
+    successor = assignment(inv, [p for p in POLLERS if p != owner])[led]
+    (called,) = set(POLLERS) - {owner, successor}
+    url = pg_server.new_database()
+    with WebhookReceiver() as hook:
+        pollers = _trap_pollers(tmp_path, url, hook.url)
+        try:
+            start_together(list(pollers.values()))
+            first, later, rx = pollers[owner], pollers[successor], pollers[called]
+            first.wait_for(lambda: all(p.sample("hallmon_poller_live") == 3
+                                       for p in pollers.values()), 30, "three live leases")
+
+            def pages() -> list[str]:
+                return [a["status"] for b in hook.bodies() for a in b["alerts"]
+                        if a["labels"].get("device") == led]
+
+            first.wait_for(lambda: first.status(led) == "up", 30, "led-1 up on its owner")
+            _trap(_trap_port(rx), "127.34.0.11", LINK_DOWN, 1)
+            first.wait_for(lambda: first.status(led) == "down", 20, "the relayed linkDown")
+            assert "设备网络链路断开 (ifIndex=1)" in first.device(led)["cause"]
+            first.wait_for(lambda: pages() == ["firing"], 20, "one DOWN page")
+            assert rx.sample("hallmon_inputs_relayed_total", input="trap",
+                             direction="out") == 1
+            assert first.sample("hallmon_inputs_relayed_total", input="trap",
+                                direction="in") == 1
+
+            # One notification, two destinations (the owner and another poller): once.
+            datagram = _v2_trap([("1.3.6.1.2.1.2.2.1.1.2", 0x02, 2)], ENV[
+                "TRAP_COMMUNITY"].encode())
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.34.0.11", 0))
+                for p in (first, rx):
+                    s.sendto(datagram, ("127.0.0.1", _trap_port(p)))
+            first.wait_for(lambda: first.sample("hallmon_traps_dropped_total",
+                                                reason="duplicate") == 1, 20,
+                           "the relayed copy told apart")
+            assert first.sample("hallmon_traps_received_total", device=led, oid=LINK_DOWN,
+                                outcome="matched") == 2
+            for ifindex in (1, 2):
+                _trap(_trap_port(rx), "127.34.0.11", LINK_UP, ifindex)
+            first.wait_for(lambda: first.status(led) == "up", 20, "the relayed linkUps")
+            first.wait_for(lambda: pages() == ["firing", "resolved"], 20, "one recovery")
+
+            # The owner dies; a linkDown comes before anybody noticed: the successor has it.
+            first.kill()
+            _trap(_trap_port(rx), "127.34.0.11", LINK_DOWN, 3)
+            later.wait_for(lambda: later.devices()[led]["poller"] == successor
+                           and later.status(led) == "down", 30,
+                           "the poller taking led-1 over to apply the linkDown")
+            later.wait_for(lambda: pages() == ["firing", "resolved", "firing"], 20,
+                           "the second DOWN page")
+            time.sleep(2.0)  # room for a second (wrong) page
+            assert pages() == ["firing", "resolved", "firing"], hook.bodies()
+            assert (later.sample("hallmon_inputs_relayed_total", input="trap",
+                                 direction="in") or 0) >= 1
+            assert all(p.sample("hallmon_traps_dropped_total", reason="not_owned") is None
+                       for p in (later, rx))
+            assert ENV["TRAP_COMMUNITY"] not in "".join(p.log() for p in pollers.values())
+        finally:
+            for p in reversed(pollers.values()):
+                p.__exit__()
+
+
+# ---- the store's side (SQLite and PostgreSQL) ------------------------------------------------
+
+
+def test_varbinds_go_through_json_as_they_were() -> None:
+    from monitor.relay import decode_varbinds, encode_varbinds
+
+    vbs = (("1.3.6.1.2.1.2.2.1.1.3", 2, 3), ("1.3.6.1.2.1.2.2.1.2.3", 4, b"\xffGi0/3\x00"),
+           ("1.3.6.1.4.1.99.1", 6, "1.3.6.1.4.1.99.0.1"), ("1.3.6.1.4.1.99.2", 5, None))
+    assert decode_varbinds(encode_varbinds(vbs)) == vbs
+
+
+def test_relayed_traps_are_claimed_once_by_their_owner_and_purged_when_stale(url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.relay import TRAP_MAX_AGE
+    from monitor.store import Store
+
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    now = [at]
+    a = Store(url, site="hall-a", clock=lambda: now[0])
+    other = Store(url, site="hall-b", clock=lambda: now[0])
+    try:
+        assert a.relay_traps("p0", [("led-1", "1.3.6.1.6.3.1.1.5.3", 7, "[]", 0.0),
+                                    ("sw-1", "1.3.6.1.6.3.1.1.5.3", 8, "[]", 0.5),
+                                    ("led-1", "1.3.6.1.6.3.1.1.5.4", 9, "[]", 0.0)]) == 3
+        other.relay_traps("q0", [("led-1", "1.3.6.1.6.3.1.1.5.3", 1, "[]", 0.0)])
+        _, got, purged = a.claim_traps({"led-1"}.__contains__, TRAP_MAX_AGE)
+        assert [(t.device_id, t.uptime, t.poller) for t in got] == [("led-1", 7, "p0"),
+                                                                    ("led-1", 9, "p0")]
+        assert purged == 0
+        assert a.claim_traps({"led-1"}.__contains__, TRAP_MAX_AGE)[1] == []  # once
+        if url.startswith("sqlite"):  # the database's clock is the store's: the age is kept
+            now_db = a.claim_traps(lambda d: False, TRAP_MAX_AGE)[0]
+            assert now_db == at
+        now[0] = at + timedelta(seconds=TRAP_MAX_AGE + 1)
+        if url.startswith("sqlite"):  # nobody claimed sw-1's in time (say it left)
+            assert a.claim_traps(lambda d: False, TRAP_MAX_AGE)[2] == 1
+        assert [t.device_id for t in other.claim_traps(
+            {"led-1"}.__contains__, TRAP_MAX_AGE * 1e6)[1]] == ["led-1"]  # its own site's
+    finally:
+        a.close()
+        other.close()
+
+
+def test_beats_are_read_back_with_the_databases_time(url: str) -> None:
+    from monitor.store import Store
+
+    s = Store(url, site="hall-a")
+    try:
+        s.record_beats("p1", [("kiosk-1", "heartbeat", "up", "", 0.0),
+                              ("kiosk-2", "app", "down", "蓝屏", 2.0)])
+        now, rows = s.beats_since(None, overlap=10.0)
+        got = {r.device_id: r for r in rows}
+        assert set(got) == {"kiosk-1", "kiosk-2"}
+        assert got["kiosk-2"].status == "down" and got["kiosk-2"].message == "蓝屏"
+        age = (now - got["kiosk-2"].at).total_seconds()
+        assert 2.0 <= age < 60.0  # received 2 s before its write
+        s.record_beats("p2", [("kiosk-1", "heartbeat", "up", "", 0.0)])  # one row per check
+        assert [r.poller for r in s.beats_since(now, 10.0)[1] if r.device_id == "kiosk-1"] \
+            == ["p2"]
+        assert s.beats_since(now, overlap=-60.0)[1] == []  # nothing newer than a minute ahead
+    finally:
+        s.close()
