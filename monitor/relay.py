@@ -3,8 +3,8 @@ reaches the poller the device calls, which is often not the device's owner. Both
 database every poller already shares (monitor/store/relay.py); nothing is sent poller to poller.
 
 Push beats: every beat a sharing poller receives is recorded (one row per check, the latest
-beat, at the database's clock), coalesced like the pipeline's status records: one queued write
-carries every beat since the last one. Every poller reads the beats other pollers recorded in
+beat, at the database's clock), coalesced like the pipeline's status records: one queued write,
+``BEAT_LINGER`` after the first beat, carries every beat since the last one. Every poller reads the beats other pollers recorded in
 the last seconds, once a second (``BeatRelay.read``): the owner applies them to its checks (a
 ``status=down`` beat fails, an ok beat recovers), and every poller keeps each check's last beat
 current, so one taking a device over watches from the device's last beat anywhere, not from its
@@ -21,6 +21,7 @@ than ``TRAP_MAX_AGE`` are purged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -38,6 +39,9 @@ from probes.snmp_ber import VarBind
 log = logging.getLogger("hallmon.relay")
 
 RELAY_EVERY = 1.0  # seconds between two reads of the store (beats and traps)
+# A beat waits this long for others to share its write: kiosks beat one by one, so without it
+# every beat was a transaction of its own (2 statements; bench/relay_pg.py).
+BEAT_LINGER = 0.5
 # Beats are re-read for this long: a row stamped before a read may commit after it (a queued
 # write commits with its group, ~50 ms of work; a lock wait can stretch that).
 BEAT_OVERLAP = 10.0
@@ -101,10 +105,11 @@ class BeatRelay:
     """This poller's side of the beats shared through ``push_beats``."""
 
     def __init__(self, store: AsyncStore, poller_id: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, linger: float = BEAT_LINGER) -> None:
         self.store = store
         self.poller_id = poller_id
         self.clock = clock
+        self.linger = linger
         self._pending: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._lock = threading.Lock()  # filled on the loop, drained on the store thread
         self._queued = False
@@ -116,7 +121,9 @@ class BeatRelay:
         with self._lock:
             self._pending[(device, check)] = (status, message, time.monotonic())
             queue, self._queued = not self._queued, True
-        if queue:
+        if queue and self.linger > 0:
+            asyncio.get_running_loop().call_later(self.linger, self.store.queue, self._write)
+        elif queue:
             self.store.queue(self._write)
 
     def _write(self) -> None:

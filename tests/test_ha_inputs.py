@@ -217,7 +217,7 @@ async def test_beats_relayed_through_the_store_with_a_skewed_database_clock(
             p = Pipeline(inv, store=store, clock=clock)
             p.owned = owned
             hb = Heartbeats(inv, p.handle, clock)
-            hb.owned, hb.relay = owned, BeatRelay(store, name, clock)
+            hb.owned, hb.relay = owned, BeatRelay(store, name, clock, linger=0)
             pipes.append(p)
             beats.append(hb)
         (p0, p1), (hb0, hb1) = pipes, beats
