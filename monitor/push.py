@@ -169,6 +169,8 @@ class Heartbeats:
         assert self.relay is not None
         while True:
             await asyncio.sleep(RELAY_EVERY)
+            if not self._by_key:  # no push check (a reload may add some): nothing to read
+                continue
             try:
                 await self.relayed_beats(await self.relay.read())
             except Exception as exc:  # the database away: the next read catches up

@@ -3,9 +3,10 @@ reaches the poller the device calls, which is often not the device's owner. Both
 database every poller already shares (monitor/store/relay.py); nothing is sent poller to poller.
 
 Push beats: every beat a sharing poller receives is recorded (one row per check, the latest
-beat, at the database's clock), coalesced like the pipeline's status records: one queued write,
-``BEAT_LINGER`` after the first beat, carries every beat since the last one. Every poller reads the beats other pollers recorded in
-the last seconds, once a second (``BeatRelay.read``): the owner applies them to its checks (a
+beat, at the database's clock), coalesced like the pipeline's status records: one queued
+write, ``BEAT_LINGER`` after the first beat, carries every beat since the last one. Every
+poller reads the beats other pollers recorded in the last seconds, once a second
+(``BeatRelay.read``): the owner applies them to its checks (a
 ``status=down`` beat fails, an ok beat recovers), and every poller keeps each check's last beat
 current, so one taking a device over watches from the device's last beat anywhere, not from its
 own start-up. Only the time difference to the database's clock, read in the same query, turns a
