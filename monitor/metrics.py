@@ -197,8 +197,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                     "(malformed, bad_community, rate_limited, queue_full, "
                                     "v3_rejected, no_v3_user, not_owned: another poller of "
                                     "the site polls the device, relay_full: too many "
-                                    "waiting to be relayed to it, duplicate: received here "
-                                    "and through another poller)."),
+                                    "waiting to be relayed to it, relay_expired: relayed "
+                                    "but claimed by no poller in time, duplicate: received "
+                                    "here and through another poller)."),
     "hallmon_trap_events_total": ("counter", "Trap events (event rules) by outcome: stored "
                                   "(written to the store's history) or dropped (too many "
                                   "waiting for the store: a flood, the database away)."),

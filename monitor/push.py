@@ -164,6 +164,8 @@ class Heartbeats:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.relay is not None:  # the last beats go with the store's final drain
+            self.relay.flush()
 
     async def _relay_loop(self) -> None:
         assert self.relay is not None

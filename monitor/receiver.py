@@ -602,7 +602,11 @@ class TrapReceiver(asyncio.DatagramProtocol):
         """Apply the traps other pollers received for this poller's devices; how many."""
         assert self.relay is not None
         owned = frozenset(self.owned or ())  # read on the store thread: a snapshot
+        purged = self.relay.purged
         traps = await self.relay.claim(owned.__contains__)
+        if self.relay.purged > purged:  # relayed by a poller, claimed by none in time
+            self.dropped["relay_expired"] = (self.dropped.get("relay_expired", 0)
+                                             + self.relay.purged - purged)
         for trap in traps:
             self.relayed["in"] += 1
             self._notification(trap.device, "relay", trap.trap_oid, trap.varbinds, trap.at,

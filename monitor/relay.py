@@ -114,6 +114,7 @@ class BeatRelay:
         self._pending: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._lock = threading.Lock()  # filled on the loop, drained on the store thread
         self._queued = False
+        self._timer: asyncio.TimerHandle | None = None  # the lingering write, not yet queued
         self._after: datetime | None = None  # the database's time of the last read
         self._seen: dict[tuple[str, str], datetime] = {}  # each check's newest beat read
 
@@ -123,8 +124,15 @@ class BeatRelay:
             self._pending[(device, check)] = (status, message, time.monotonic())
             queue, self._queued = not self._queued, True
         if queue and self.linger > 0:
-            asyncio.get_running_loop().call_later(self.linger, self.store.queue, self._write)
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self.flush)
         elif queue:
+            self.store.queue(self._write)
+
+    def flush(self) -> None:
+        """Queue the lingering write now (its timer, or a stop: the store drains it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
             self.store.queue(self._write)
 
     def _write(self) -> None:

@@ -472,3 +472,27 @@ async def test_traps_waiting_to_be_relayed_are_bounded(tmp_path: Path) -> None:
         assert relay.send("led-1", "1.3.6.1.6.3.1.1.5.4", None, ())  # room again
     finally:
         await store.aclose()
+
+
+async def test_beats_linger_to_share_a_write_and_a_stop_flushes_them(tmp_path: Path) -> None:
+    from monitor.relay import BeatRelay
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}"))
+    try:
+        relay = BeatRelay(store, "p0", linger=60.0)  # never by its timer in this test
+        for i in range(20):
+            relay.record(f"kiosk-{i}", "heartbeat", "up", "")
+        relay.record("kiosk-0", "heartbeat", "down", "蓝屏")  # the latest of a check wins
+        await store.drain()
+        assert (await store.run(store.store.beats_since, None, 60.0))[1] == []
+        before = store.writes["ok"]
+        relay.flush()  # as Heartbeats.stop does
+        await store.drain()
+        assert store.writes["ok"] == before + 1  # one write for 21 beats
+        rows = (await store.run(store.store.beats_since, None, 60.0))[1]
+        assert len(rows) == 20
+        assert {r.device_id: (r.status, r.message) for r in rows}["kiosk-0"] == ("down", "蓝屏")
+    finally:
+        await store.aclose()
