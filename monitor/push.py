@@ -95,6 +95,8 @@ class Heartbeats:
         self._by_digest = fresh
         self._by_key = {w.check.key: w for w in fresh.values()}
         keys = set(self._by_key)
+        if self.relay is not None:
+            self.relay.keep(keys)
         self.beats = {k: self.beats.get(k, 0) for k in keys}
 
     async def beat(self, token: str, status: str | None = None,

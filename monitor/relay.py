@@ -128,6 +128,10 @@ class BeatRelay:
         elif queue:
             self.store.queue(self._write)
 
+    def keep(self, checks: set[tuple[str, str]]) -> None:
+        """A reload: forget the checks that are gone."""
+        self._seen = {k: v for k, v in self._seen.items() if k in checks}
+
     def flush(self) -> None:
         """Queue the lingering write now (its timer, or a stop: the store drains it)."""
         if self._timer is not None:
