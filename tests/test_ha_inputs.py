@@ -496,3 +496,57 @@ async def test_beats_linger_to_share_a_write_and_a_stop_flushes_them(tmp_path: P
         assert {r.device_id: (r.status, r.message) for r in rows}["kiosk-0"] == ("down", "蓝屏")
     finally:
         await store.aclose()
+
+
+async def test_a_receiver_relays_other_pollers_traps_and_applies_a_copy_once(
+        tmp_path: Path) -> None:
+    """Two pollers' real receivers and pipelines on one store (datagrams through the path a
+    socket feeds): b relays the kiosk's linkDown to a, which applies it; the same notification
+    sent to a itself is a copy; a flood to b is relayed at most RELAYED_PER_SECOND (burst 2 x)
+    and the rest counted as relay_full."""
+    from monitor.receiver import RELAYED_PER_SECOND, TrapReceiver
+    from monitor.relay import TrapRelay
+    from monitor.state import DeviceStatus
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+    from tests.conftest import Clock
+    from tests.test_traps_store import KIOSK, LINK_DOWN, Poller, _datagram, _inventory
+
+    astore = AsyncStore(Store(f"sqlite:///{tmp_path / 'hall.db'}", timezone="Asia/Shanghai"))
+    try:
+        inv = _inventory()
+        a, b = Poller(astore, inv), Poller(astore, inv)
+        clock = Clock(time.time())  # b's budgets do not refill during the flood
+        b.receiver = TrapReceiver(inv, b.pipeline.handle, lambda dev: None, store=astore,
+                                  per_device_per_second=1e6, max_per_second=1e6, clock=clock)
+        for p, name, mine in ((a, "a", {KIOSK[0]}), (b, "b", set())):
+            p.pipeline.owned = p.receiver.owned = mine
+            p.receiver.relay = TrapRelay(astore, name)
+        await a.up(KIOSK[0])
+        await b.send(KIOSK, _datagram(LINK_DOWN, 1))
+        assert b.receiver.relayed == {"out": 1, "in": 0} and b.receiver.book.holds == {}
+        assert await astore.drain(30)
+        assert await b.receiver.claim_relayed() == 0  # not b's device: left for a
+        assert await a.receiver.claim_relayed() == 1
+        await a.receiver.drain()
+        assert a.pipeline.state.status(KIOSK[0]) is DeviceStatus.DOWN
+        assert a.receiver.relayed == {"out": 0, "in": 1}
+        await a.send(KIOSK, _datagram(LINK_DOWN, 1))  # the same notification, to a as well
+        assert a.receiver.dropped == {"duplicate": 1}
+        assert sum(a.receiver.received.values()) == 1
+        await a.send(KIOSK, _datagram(LINK_DOWN, 2))  # another port: news
+        assert sum(a.receiver.received.values()) == 2
+
+        burst = int(2 * RELAYED_PER_SECOND)
+        for _ in range(burst + 50):
+            b.receiver.datagram_received(_datagram(LINK_DOWN, 3), (KIOSK[1], 40000))
+        assert b.receiver.relayed["out"] == 1 + burst - 1  # the bucket had lent one already
+        assert b.receiver.dropped == {"relay_full": 51}
+        assert await astore.drain(30)
+        got = 0
+        while n := await a.receiver.claim_relayed():
+            got += n
+        assert got == burst - 1
+        assert a.receiver.dropped["duplicate"] == 1 + burst - 2  # one notification, its copies
+    finally:
+        await astore.aclose()
