@@ -41,6 +41,7 @@ from monitor.metrics import (
 from monitor.pipeline import Pipeline
 from monitor.push import Heartbeats
 from monitor.receiver import TrapReceiver, passive
+from monitor.relay import BeatRelay, TrapRelay
 from monitor.report_delivery import ReportSender
 from monitor.reports import Hall as ReportHall
 from monitor.scheduler import ScheduledCheck, Scheduler
@@ -314,14 +315,19 @@ class Hall:
 
     def _input_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        relayed: dict[tuple[str, str], int] = {}
         if self.traps is not None:
             out.update(traps_received=dict(self.traps.received),
                        traps_dropped=dict(self.traps.dropped),
                        trap_unknown_senders=self.traps.unknown_senders,
                        trap_events={"stored": self.traps.events_stored,
                                     "dropped": self.traps.events_dropped})
+            relayed.update({("trap", d): n for d, n in self.traps.relayed.items()})
         if self.heartbeats is not None:
             out["heartbeats"] = dict(self.heartbeats.beats)
+            relayed.update({("push", d): n for d, n in self.heartbeats.relayed.items()})
+        if self.lease is not None:  # pollers sharing the site: every series from start-up
+            out["relayed"] = relayed
         return out
 
     def pollers(self) -> list[PollerRow]:
@@ -439,6 +445,10 @@ class Hall:
         enter through Pipeline.handle like polled ones."""
         handle = self.pipeline.handle
         self.heartbeats = Heartbeats(inventory, handle)
+        if self.owned is not None:  # pollers sharing the site: beats go through the store
+            assert self.astore is not None
+            self.heartbeats.owned = self.owned
+            self.heartbeats.relay = BeatRelay(self.astore, self.poller_id)
         self.heartbeats.start()
         if self.traps is not None and self.options.traps_listen is not None:
             await self.traps.start(*self.options.traps_listen)
@@ -452,6 +462,9 @@ class Hall:
         self.traps = TrapReceiver(inventory, self.pipeline.handle, self.recheck,
                                   store=self.astore)
         self.traps.owned = self.owned
+        if self.owned is not None:  # pollers sharing the site: other devices' traps relayed
+            assert self.astore is not None
+            self.traps.relay = TrapRelay(self.astore, self.poller_id)
         return await self.traps.resume(self.owned)
 
     # -- pollers sharing the site (issue 17) -----------------------------------------------------
@@ -516,6 +529,8 @@ class Hall:
         released, taken = self.owned - new, new - old
         # Stop polling what goes before forgetting it; resume what comes before polling it.
         self.owned = self.pipeline.owned = old & new
+        if self.heartbeats is not None:
+            self.heartbeats.owned = self.owned
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         self.pipeline.release(released)
         held: dict[tuple[str, str], tuple[str, float]] = {}
@@ -529,6 +544,8 @@ class Hall:
         self.owned = self.pipeline.owned = new
         if self.traps is not None:
             self.traps.owned = new
+        if self.heartbeats is not None:  # watching from each check's last beat anywhere
+            self.heartbeats.owned = new
         self._cancelled += self.scheduler.replace(self.scheduled_checks(inventory))
         if not self.ready:
             self._expected = set(self.scheduler.checks)

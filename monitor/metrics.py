@@ -132,6 +132,9 @@ class Snapshot:
     trap_events: Mapping[str, int] = field(
         default_factory=lambda: {"stored": 0, "dropped": 0})
     heartbeats: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # Pollers sharing a site: push beats and traps relayed through the store, by (input,
+    # direction): "out" received here for another poller's device, "in" applied here.
+    relayed: Mapping[tuple[str, str], int] = field(default_factory=dict)
     pollers: Sequence[PollerRow] = ()
     pollers_live: int | None = None  # None: not reported (tests' bare snapshots)
     # The store's write queue (issue 10.3: incident and ticket writes are queued and retried
@@ -206,7 +209,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "hallmon_traps_dropped_total": ("counter", "SNMP notifications dropped, by reason "
                                     "(malformed, bad_community, rate_limited, queue_full, "
                                     "v3_rejected, no_v3_user, not_owned: another poller of "
-                                    "the site polls the device)."),
+                                    "the site polls the device, relay_full: too many "
+                                    "waiting to be relayed to it, relay_expired: relayed "
+                                    "but claimed by no poller in time, duplicate: received "
+                                    "here and through another poller)."),
     "hallmon_trap_events_total": ("counter", "Trap events (event rules) by outcome: stored "
                                   "(written to the store's history) or dropped (too many "
                                   "waiting for the store: a flood, the database away)."),
@@ -214,6 +220,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                            "inventory device."),
     "hallmon_push_heartbeats_total": ("counter", "Push heartbeats received, by device and "
                                       "check."),
+    "hallmon_inputs_relayed_total": ("counter", "Pollers sharing a site: push beats and traps "
+                                     "relayed through the store, by input (push, trap) and "
+                                     "direction (out: received here for another poller's "
+                                     "device; in: another poller's, applied here)."),
     "hallmon_poller_info": ("gauge", "Pollers of the site with a lease row (issue 17); role "
                             "self, peer (lease live) or expired; standalone without leases."),
     "hallmon_poller_devices_owned": ("gauge", "Devices each live poller owns under the "
@@ -540,6 +550,11 @@ def _inputs(snap: Snapshot, out: list[str]) -> None:
     _head(name, out)
     out += [f'{name}{{device="{_esc(d)}",check="{_esc(c)}"}} {n}\n'
             for (d, c), n in sorted(snap.heartbeats.items())]
+    if snap.relayed:
+        name = "hallmon_inputs_relayed_total"
+        _head(name, out)
+        out += [f'{name}{{input="{_esc(i)}",direction="{_esc(d)}"}} {n}\n'
+                for (i, d), n in sorted(snap.relayed.items())]
 
 
 # --- the prometheus_client side -------------------------------------------------------------------

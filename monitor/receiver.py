@@ -16,6 +16,13 @@ Per datagram, in the protocol callback (cheap and bounded, never awaits):
 
 Holds that time out are ended by :meth:`TrapReceiver.expire` (a 1 s loop in the daemon).
 
+With several pollers sharing the site (``owned`` set, ``relay`` a
+:class:`~monitor.relay.TrapRelay`), a trap of a device another poller owns is not dropped: after
+the device's budget it is queued in the store for its owner (``trap_relay``), which claims its
+devices' traps once a second and applies them here as if received. A trap the owner got both
+itself and through another poller (a device with two trap destinations) is applied once: the
+same device, OID, var-binds and sysUpTime within ``DUPLICATE_SECONDS`` is a copy.
+
 With a store, held conditions and events outlive the process: each change of a device's holds
 and each event is written through the store's write queue (``AsyncStore.queue``), never awaited
 here. Writes coalesce (``Coalesced``, monitor/store/coalesce.py): one queued write at a time
@@ -41,6 +48,7 @@ from typing import Any
 
 from monitor.checks import snmp_auth
 from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
+from monitor.relay import RELAY_EVERY, TRAP_MAX_AGE, TrapRelay
 from monitor.store.aio import AsyncStore
 from monitor.store.coalesce import Coalesced
 from monitor.store.traps import HoldRow
@@ -65,6 +73,14 @@ EVENTS_PENDING = 2000  # events waiting for their queued write; beyond, dropped 
 PRUNE_EVERY = 500  # events stored between two prunings of the history (store.add_trap_events)
 RECEIVE_BUFFER = 1 << 20  # bytes asked for the socket (the kernel caps it at rmem_max)
 EventRow = tuple[str, str, str, str, datetime]  # device, rule, message, trap_oid, at
+# Pollers sharing a site: a trap seen again (relayed by another poller, or sent to two of them)
+# within this long is a copy. With a sysUpTime (every v1, v2c and v3 notification carries one)
+# a copy is the same notification, so the window covers a relayed trap's longest wait; without
+# one, only a few seconds (a device repeating itself is news again after that).
+DUPLICATE_SECONDS = TRAP_MAX_AGE
+DUPLICATE_SECONDS_NO_UPTIME = 5.0
+RECENT_PER_DEVICE = 32  # fingerprints kept per device for telling copies
+RELAYED_PER_SECOND = 200.0  # traps relayed to other pollers, all devices together
 
 
 class Bucket:
@@ -154,6 +170,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         if store is not None:
             self._holds = Coalesced(store, self._write_holds)
             self._events = Coalesced(store, self._write_events, limit=EVENTS_PENDING)
+        self.relay: TrapRelay | None = None  # ... and the store's relay to the others
+        self.relayed: dict[str, int] = {"out": 0, "in": 0}
+        self._recent: dict[str, deque[tuple[int, float]]] = {}  # device -> (fingerprint, at)
         self._unpruned = PRUNE_EVERY  # the first write prunes (the retention may have shrunk)
         self.recheck = recheck
         self.clock = clock
@@ -166,6 +185,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self._budget = Bucket(max_per_second, max_per_second, clock())
         self._v3_budget = Bucket(v3_per_second, v3_per_second, clock())
         self._recheck_budget = Bucket(RECHECKS_PER_SECOND, 2 * RECHECKS_PER_SECOND, clock())
+        # Traps relayed to other pollers through the store: at most this rate, so a flood
+        # leaves at most RELAYED_PER_SECOND * TRAP_MAX_AGE rows per poller in the table.
+        self._relay_budget = Bucket(RELAYED_PER_SECOND, 2 * RELAYED_PER_SECOND, clock())
         self._per_device_rate = per_device_per_second
         self._device_buckets: dict[str, Bucket] = {}
         self._last_recheck: dict[str, float] = {}
@@ -194,6 +216,8 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.address = (str(sockname[0]), int(sockname[1]))
         self._build_v3()
         self._tasks = [loop.create_task(self._work()), loop.create_task(self._expire_loop())]
+        if self.relay is not None:
+            self._tasks.append(loop.create_task(self._relay_loop()))
         log.info("receiving SNMP traps on %s:%d", *self.address)
 
     async def stop(self) -> None:
@@ -220,6 +244,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
             self._drop_stale(device)
         self.received = {k: v for k, v in self.received.items() if k[0] in keep}
         self._device_buckets = {k: v for k, v in self._device_buckets.items() if k in keep}
+        self._recent = {k: v for k, v in self._recent.items() if k in keep}
         self._last_recheck = {k: v for k, v in self._last_recheck.items() if k in keep}
         if self._transport is not None and self.known.v3_users != old_users:
             self._build_v3()
@@ -386,27 +411,39 @@ class TrapReceiver(asyncio.DatagramProtocol):
             self._send(inform_response(data, note), addr)
         if device is None and note.agent_addr is not None:
             device = self.known.by_address.get(note.agent_addr)
-        self._notification(device, source, note.trap_oid, note.varbinds, now)
+        self._notification(device, source, note.trap_oid, note.varbinds, now, note.uptime)
 
     def _deliver_v3(self, note: Any) -> None:
         source = normal_address(note.address[0])
         self._notification(self.known.by_address.get(source), source, note.trap_oid,
-                           note.varbinds, self.clock())
+                           note.varbinds, self.clock(), note.uptime)
 
     def _notification(self, device: str | None, source: str, trap_oid: str,
-                      varbinds: tuple[VarBind, ...], now: float) -> None:
+                      varbinds: tuple[VarBind, ...], now: float, uptime: int | None = None,
+                      *, relayed: bool = False) -> None:
         if device is None:
             self._unknown(source, trap_oid)
             return
-        if self.owned is not None and device not in self.owned:
+        if self.owned is not None and device not in self.owned and self.relay is None:
             self._drop("not_owned")  # another poller of the site holds its conditions
             return
-        bucket = self._device_buckets.get(device)
-        if bucket is None:
-            rate = self._per_device_rate
-            bucket = self._device_buckets[device] = Bucket(rate, rate * 2, now)
-        if not bucket.take(now):
-            self._drop("rate_limited")
+        if not relayed:  # (a relayed trap took its device's budget where it was received)
+            bucket = self._device_buckets.get(device)
+            if bucket is None:
+                rate = self._per_device_rate
+                bucket = self._device_buckets[device] = Bucket(rate, rate * 2, now)
+            if not bucket.take(now):
+                self._drop("rate_limited")
+                return
+        if self.owned is not None and device not in self.owned and self.relay is not None:
+            if self._relay_budget.take(self.clock()) and self.relay.send(
+                    device, trap_oid, uptime, varbinds):
+                self.relayed["out"] += 1  # to its owner, through the store
+            else:
+                self._drop("relay_full")
+            return
+        if self.relay is not None and self._copy(device, trap_oid, uptime, varbinds, now):
+            self._drop("duplicate")
             return
         rules = self.known.rules.get(device, [])
         outcome = self.book.apply(device, rules, trap_oid, varbinds, now)
@@ -427,6 +464,8 @@ class TrapReceiver(asyncio.DatagramProtocol):
             check = self.known.checks.get((device, name))
             if check is not None:
                 self._enqueue(check, res)
+        if relayed:  # applied as of when it was received; the budgets run on the clock
+            now = self.clock()
         if outcome.recheck and now - self._last_recheck.get(device, -1e18) >= (
             RECHECK_EVERY_SECONDS
         ) and self._recheck_budget.take(now):
@@ -434,6 +473,20 @@ class TrapReceiver(asyncio.DatagramProtocol):
             # finding a device's checks costs the scheduler a scan of its slots.
             self._last_recheck[device] = now
             self.recheck(device)
+
+    def _copy(self, device: str, trap_oid: str, uptime: int | None,
+              varbinds: tuple[VarBind, ...], now: float) -> bool:
+        """Pollers sharing the site: was this very notification applied here already (received
+        both here and through another poller)? Remembers it if not."""
+        fingerprint = hash((trap_oid, uptime, varbinds))
+        window = DUPLICATE_SECONDS if uptime is not None else DUPLICATE_SECONDS_NO_UPTIME
+        recent = self._recent.get(device)
+        if recent is None:
+            recent = self._recent[device] = deque(maxlen=RECENT_PER_DEVICE)
+        if any(fp == fingerprint and abs(now - at) <= window for fp, at in recent):
+            return True
+        recent.append((fingerprint, now))
+        return False
 
     def _unknown(self, source: str, trap_oid: str) -> None:
         self.unknown_senders += 1
@@ -496,6 +549,30 @@ class TrapReceiver(asyncio.DatagramProtocol):
         while True:
             await asyncio.sleep(1.0)
             self.expire()
+
+    async def claim_relayed(self) -> int:
+        """Apply the traps other pollers received for this poller's devices; how many."""
+        assert self.relay is not None
+        owned = frozenset(self.owned or ())  # read on the store thread: a snapshot
+        purged = self.relay.purged
+        traps = await self.relay.claim(owned.__contains__)
+        if self.relay.purged > purged:  # relayed by a poller, claimed by none in time
+            self.dropped["relay_expired"] = (self.dropped.get("relay_expired", 0)
+                                             + self.relay.purged - purged)
+        for trap in traps:
+            self.relayed["in"] += 1
+            self._notification(trap.device, "relay", trap.trap_oid, trap.varbinds, trap.at,
+                               trap.uptime, relayed=True)
+        return len(traps)
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RELAY_EVERY)
+            try:
+                await self.claim_relayed()
+            except Exception as exc:  # the database away: the traps wait in the store
+                log.warning("cannot claim the traps other pollers received: %s",
+                            type(exc).__name__)
 
 
 def _utc(ts: float) -> datetime:

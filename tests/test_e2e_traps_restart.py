@@ -175,9 +175,11 @@ def test_the_poller_taking_a_device_over_keeps_its_held_trap_condition(
             victim.wait_for(lambda: victim.status(led) == "down", 20, f"{led} down by trap")
             victim.wait_for(lambda: _statuses(hook, led) == ["HallDeviceDown:firing"], 20,
                             "one page")
-            survivor.wait_for(lambda: (survivor.sample("hallmon_traps_dropped_total",
-                                                       reason="not_owned") or 0) >= 1, 20,
-                              "the survivor ignored the trap of a device it does not poll")
+            # the survivor relays the trap of a device it does not poll to its owner
+            # (through the store; tests/test_ha_inputs.py), where it renews the condition
+            survivor.wait_for(lambda: (survivor.sample("hallmon_inputs_relayed_total",
+                                                       input="trap", direction="out") or 0)
+                              >= 1, 20, "the survivor relayed the trap")
 
             assert victim.stop() == 0  # a clean stop: the survivor takes its devices over
             survivor.wait_for(lambda: led in _polled(survivor), 30, f"{led} taken over")

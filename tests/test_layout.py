@@ -37,6 +37,7 @@ LEVELS: dict[str, int] = {
     "monitor.tally": 4,
     "monitor.pipeline": 4,
     "monitor.ha": 4,  # pollers' leases over the store (3) and the inventory's topology (1)
+    "monitor.relay": 4,  # beats and traps between pollers, through the store (3)
     "monitor.reports": 5,
     "monitor.receiver": 5,  # the trap receiver: feeds Pipeline.handle, so above the pipeline
     "monitor.push": 5,  # push heartbeats: the same

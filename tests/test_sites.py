@@ -257,7 +257,8 @@ def test_a_site_id_is_strict() -> None:
 _OLD_UNIQUE = {("incidents", "open_key"), ("tickets", "incident_key"), ("outbox", "key")}
 
 
-_AFTER_V4 = {"sites", "device_status", "trap_holds", "trap_events"}  # later migrations create
+_AFTER_V4 = {"sites", "device_status", "trap_holds", "trap_events", "push_beats",
+             "trap_relay"}  # later migrations create
 
 
 def _v4_shape() -> sa.MetaData:

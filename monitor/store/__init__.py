@@ -29,6 +29,7 @@ from monitor.store.models import (
 )
 from monitor.store.outbox import OutboxMixin
 from monitor.store.pollers import PollersMixin
+from monitor.store.relay import BeatRow, RelayedTrap, RelayMixin
 from monitor.store.sites import SiteRow, SitesMixin
 from monitor.store.tickets import TicketsMixin
 from monitor.store.traps import HoldRow, TrapEventRow, TrapsMixin
@@ -45,7 +46,7 @@ def sqlite_url(state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
 
 
 class Store(TicketsMixin, IncidentsMixin, WindowsMixin, OutboxMixin, UsersMixin, PollersMixin,
-            SitesMixin, DeviceStatusMixin, TrapsMixin):
+            SitesMixin, DeviceStatusMixin, TrapsMixin, RelayMixin):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``), migrated on open."""
 
 
@@ -73,4 +74,6 @@ __all__ = [
     "User",
     "HoldRow",
     "TrapEventRow",
+    "BeatRow",
+    "RelayedTrap",
 ]

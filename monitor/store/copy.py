@@ -3,8 +3,9 @@
 Every table of the store, parents before children, rows as they are (ids kept, so tickets keep
 their numbers and their incidents); PostgreSQL's id sequences are then moved past the copied
 ids. The destination must be empty (a fresh database): copying into a log that already holds
-rows would mix two halls. Not copied: the pollers' leases (pollers join afresh) and the schema
-version (the destination is migrated by opening it). Stop the daemon first: rows written during
+rows would mix two halls. Not copied: the pollers' leases (pollers join afresh), live state
+(device statuses, relayed beats and traps) and the schema version (the destination is migrated
+by opening it). Stop the daemon first: rows written during
 the copy may be missed.
 """
 
@@ -18,7 +19,8 @@ from monitor.store import schema
 from monitor.store.engine import StoreBase
 from monitor.store.models import InvalidValue
 
-SKIP = frozenset({"schema_version", "pollers", "device_status"})  # live state, not history
+# live state, not history (the relay tables: beats and traps in flight between pollers)
+SKIP = frozenset({"schema_version", "pollers", "device_status", "push_beats", "trap_relay"})
 BATCH = 2000
 
 

@@ -180,10 +180,35 @@ def _v9_trapstore_holds_events(conn: Connection) -> None:
                       " ON trap_events (site, id)"))
 
 
+def _v10_hainputs_relay(conn: Connection) -> None:
+    """Devices that speak first, with several pollers of a site: each push check's last beat
+    (``push_beats``, read back by the device's owner and by a poller taking it over) and traps
+    waiting for their device's owner (``trap_relay``). Self-contained plain DDL (SQLite and
+    PostgreSQL)."""
+    conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS push_beats (site VARCHAR(64) NOT NULL DEFAULT 'default',"
+        " device_id VARCHAR(128) NOT NULL, check_name VARCHAR(128) NOT NULL,"
+        " at TIMESTAMP NOT NULL, status VARCHAR(8) NOT NULL, message TEXT NOT NULL,"
+        " poller VARCHAR(128) NOT NULL, PRIMARY KEY (site, device_id, check_name))"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_push_beats_site_at"
+                      " ON push_beats (site, at)"))
+    key = ("SERIAL PRIMARY KEY" if conn.dialect.name == "postgresql"
+           else "INTEGER PRIMARY KEY AUTOINCREMENT")
+    conn.execute(text(
+        f"CREATE TABLE IF NOT EXISTS trap_relay (id {key},"
+        " site VARCHAR(64) NOT NULL DEFAULT 'default', device_id VARCHAR(128) NOT NULL,"
+        " trap_oid VARCHAR(256) NOT NULL, uptime INTEGER, varbinds TEXT NOT NULL,"
+        " received_at TIMESTAMP NOT NULL, poller VARCHAR(128) NOT NULL)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_relay_site_id"
+                      " ON trap_relay (site, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_trap_relay_site_received"
+                      " ON trap_relay (site, received_at)"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial, _v2_pages_users, _v3_truth_alerts_alert_state, _v4_ha_pollers, _v5_sites,
     _v6_crosssite_sites, _v7_crosssite_device_status, _v8_tally2_pairs,
-    _v9_trapstore_holds_events,
+    _v9_trapstore_holds_events, _v10_hainputs_relay,
 ]
 LATEST = len(MIGRATIONS)
 PG_LOCK_ID = 0x4A11_304E  # arbitrary constant shared by every hallmon process

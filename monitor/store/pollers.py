@@ -8,6 +8,7 @@ agreement. A clean stop deletes the row, so the others rebalance at their next h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,12 +44,18 @@ class Membership:
         return tuple(sorted(p.id for p in self.pollers if p.expires_at > self.now))
 
 
+def db_now(conn: Connection, clock: Callable[[], datetime]) -> datetime:
+    """The database's time (PostgreSQL's ``clock_timestamp()``); SQLite lives on this machine:
+    its clock is ours (``clock``)."""
+    if conn.dialect.name == "postgresql":
+        got: datetime = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        return got.astimezone(UTC)
+    return clock()
+
+
 class PollersMixin(StoreBase):
     def _db_now(self, conn: Connection) -> datetime:
-        if conn.dialect.name == "postgresql":
-            got: datetime = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
-            return got.astimezone(UTC)
-        return self.clock()  # SQLite lives on this machine: its clock is ours
+        return db_now(conn, self.clock)
 
     def heartbeat(self, poller_id: str, lease: float, info: str = "") -> Membership:
         """Renew this poller's lease (joining if new); return the membership as of now."""

@@ -317,3 +317,39 @@ trap_events = Table(
     Index("ix_trap_events_site_at", "site", "at"),
     Index("ix_trap_events_site_id", "site", "id"),
 )
+
+# Devices that speak first, with several pollers of a site (monitor/relay.py): a push beat or a
+# trap reaches whichever poller the device calls, not always the device's owner.
+# Each push check's last beat, as whichever poller received it recorded it (the database's
+# clock): the owner reads the beats of the last seconds back, a poller taking a device over
+# watches from its last beat. One row per check; the push token is never stored.
+push_beats = Table(
+    "push_beats",
+    metadata,
+    Column("site", String(64), primary_key=True, server_default=DEFAULT_SITE),
+    Column("device_id", String(128), primary_key=True),
+    Column("check_name", String(128), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", String(8), nullable=False),  # "up" | "down"
+    Column("message", Text, nullable=False),
+    Column("poller", String(128), nullable=False),  # who received it
+    Index("ix_push_beats_site_at", "site", "at"),
+)
+
+# Traps received by a poller that does not own their device, waiting for the owner to claim
+# them (DELETE ... RETURNING: each is applied once). Short-lived: rows older than a bound are
+# purged, and each poller relays at most a bounded rate.
+trap_relay = Table(
+    "trap_relay",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    site_column(),
+    Column("device_id", String(128), nullable=False),
+    Column("trap_oid", String(256), nullable=False),
+    Column("uptime", Integer, nullable=True),  # sysUpTime of the notification (v1/v2c)
+    Column("varbinds", Text, nullable=False),  # JSON, see monitor/relay.py
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("poller", String(128), nullable=False),  # who received it
+    Index("ix_trap_relay_site_id", "site", "id"),
+    Index("ix_trap_relay_site_received", "site", "received_at"),
+)
