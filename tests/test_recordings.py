@@ -1,0 +1,272 @@
+"""Every device recording of snmpsim-data through what a technician does with it in hallmon.
+
+One snmpsim process serves all 116 recordings, each as its community ("UPS/eaton-93e-80"),
+cut to the subtrees hallmon asks for (tests/agents/snmp.py ``cut``: the largest are ~200 MB).
+Per recording:
+
+1. discovery (monitor/discover.py: ``identify``, ``classify``, the tables of switches) proposes
+   the class pinned in ``EXPECTED`` — the table reviewed by hand; ``None`` is the honest "no
+   class fits" for servers, storage, BMCs, PDUs and the like;
+2. every SNMP check of that class is polled (probe_call + evaluate, as the scheduler does):
+   no probe error, the verdict pinned in ``EXPECTED`` (healthy unless the recording itself
+   shows a fault), and every value read is the recording's own (Counter64, negative and huge
+   integers, hex-encoded strings, CRLF files...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from monitor import discover
+from monitor.checks import probe_call
+from monitor.conditions import evaluate
+from monitor.inventory import BUILTIN_CLASSES, Inventory, SnmpCheck
+from probes import snmp
+from tests.agents.snmp import SIM_BIN, Agent, all_recordings, cut, read_recording, snmpsim_many
+from tests.conftest import missing_tool
+
+SW, RT, WLC, FW, UPS = "switch", "router", "wireless_controller", "firewall", "ups"
+_NO_UPS_MIB = ("cannot evaluate UPS市电中断，电池供电中: output_source missing (noSuchInstance "
+               "1.3.6.1.2.1.33.1.4.1.0); cannot evaluate UPS电池电量低: battery_status missing "
+               "(noSuchInstance 1.3.6.1.2.1.33.1.2.1.0)")
+
+# recording -> (proposed class, {check: verdict} for checks that fail; the others pass)
+EXPECTED: dict[str, tuple[str | None, dict[str, str]]] = {
+    # APC Web/SNMP cards of rack PDUs (PowerNet 318.1.3.4): not UPSes, no class for PDUs
+    "UPS/apc-7902b": (None, {}),
+    "UPS/apc-8641": (None, {}),
+    "UPS/apc-8932": (None, {}),
+    "UPS/eastpower-istars-swv053": (UPS, {}),  # UPS-MIB, enterprise 40614
+    "UPS/eaton-93e-80": (UPS, {}),
+    # the recording holds only Eaton's own MIB: the UPS check says what is missing
+    "UPS/eaton-9px-partial": (UPS, {"ups": _NO_UPS_MIB}),
+    "UPS/emerson-network-power": (None, {}),  # Emerson's own MIB only, no UPS-MIB
+    "UPS/huawei-gse200m": (UPS, {}),  # net-snmp sysObjectID; UPS-MIB says UPS5000
+    "UPS/ingrasys-power-switch": (UPS, {}),  # a Santak UPS behind an Ingrasys card
+    "UPS/juniper-ac": (WLC, {}),  # filed under UPS/, but a Trapeze WLC (as juniper-wlc2800)
+    "UPS/phoenixtec-power": (UPS, {}),  # blank UPS-MIB ident strings, battery status 2
+    "UPS/vertiv-power": (None, {}),  # sysDescr "Uninitialized", Liebert MIB only
+    "bmc/hp-onboard-administrator": (None, {}),
+    "camera/hikvision": ("camera_hikvision", {}),
+    "camera/hikvision-network-video-recorder": ("nvr", {}),
+    "camera/samsung-ipolis": ("camera", {}),
+    "camera/semac-ipcam-500": ("camera", {}),
+    "camera/wds-ips-1022": (None, {}),  # an "IPSensor", not a camera
+    "cloud/arista-dcs-7150s-52-cl": (SW, {}),
+    "iot/geist-temperature-sensor": (None, {}),
+    "network/appliance/cisco-controller": (WLC, {}),
+    "network/appliance/cisco-ucs-6100": (SW, {}),  # NX-OS fabric interconnect
+    "network/appliance/cisco-ucs-6100-k9": (SW, {}),
+    "network/appliance/cisco-unknown-01": (RT, {}),  # IOS, no word of switching
+    "network/appliance/empirical-hw-mgmt": (None, {}),  # Huawei iBMC
+    "network/appliance/huawei-ism": (None, {}),  # storage manager
+    "network/appliance/infosec-nsae-6500": (None, {}),
+    "network/appliance/meru-networks-controller": (WLC, {}),
+    "network/appliance/network-research-squid": (None, {}),  # no system group at all
+    "network/appliance/nsfocus-ads": (None, {}),  # anti-DDoS appliance
+    "network/appliance/tripplite-poweralert": (None, {}),  # transfer switch, no UPS values
+    "network/appliance/ucdavis-sic": (None, {}),
+    "network/appliance/vss-monitoring-optimizer-2400-span": (None, {}),
+    "network/firewall/clavister-amaranten": (FW, {}),
+    "network/firewall/fortinet-xcu": (FW, {}),
+    "network/firewall/legend-holdings-firewall": (FW, {}),
+    "network/firewall/legend-holdings-firewall-2": (FW, {}),
+    "network/firewall/netentsec-ngfw": (FW, {}),
+    "network/firewall/nsfocus-osms": (None, {}),  # ops audit; sysObjectID malformed (4.19849)
+    "network/firewall/paloalto-pa-5000": (FW, {}),
+    "network/firewall/sangfor-ad1800-fp2": (None, {}),  # Sangfor AD: a load balancer
+    "network/firewall/sangfor-vad1": (None, {}),
+    "network/firewall/topsec-ngfw4000-uf": (FW, {}),
+    "network/firewall/venus-unknown-001": (FW, {}),
+    "network/firewall/venus-vsos-v0600r0705b20180507": (FW, {}),
+    "network/firewall/venus-vsos-v070060600": (FW, {}),
+    "network/router/brocade-unknown-001": (SW, {}),  # Brocade FC: sysDescr is an address
+    "network/router/cisco-unmarked-0": (RT, {}),
+    "network/router/huawei-acu2": (WLC, {}),
+    "network/router/huawei-s5720": (SW, {}),
+    "network/router/huawei-unknown-001": (None, {}),  # empty sysDescr, 2011.2.89
+    "network/router/huawei-unknown-002": (None, {}),
+    "network/router/juniper-mx960-12-3r6-6": (RT, {}),
+    "network/router/juniper-mx960-13-3r9-13": (RT, {}),
+    "network/router/juniper-mx960-16-1r6-7-a": (RT, {}),
+    "network/router/juniper-mx960-16-1r6-7-b": (RT, {}),
+    "network/router/ruijie-n18010": (SW, {}),  # "Core Routing Switch"
+    "network/router/vyatta-unknown": (RT, {}),
+    "network/switch/bdcom-s5612": (SW, {}),
+    "network/switch/brocade-ds-5100b": (SW, {}),
+    "network/switch/brocade-fiber-channel": (SW, {}),
+    "network/switch/brocade-icx6430-24": (SW, {}),
+    "network/switch/cisco-c3560": (SW, {}),
+    "network/switch/cisco-c3750": (SW, {}),
+    "network/switch/cisco-n5000": (SW, {}),
+    "network/switch/cisco-n5000-uk9": (SW, {}),
+    "network/switch/cts-media-converter": (None, {}),
+    "network/switch/dcrs-5980-28t-dc": (SW, {}),
+    "network/switch/dcs-3726c": (SW, {}),
+    "network/switch/dlink-des3038": (SW, {}),
+    "network/switch/dlink-des3200": (SW, {}),
+    "network/switch/dptech-dpx800-a5": (None, {}),  # "Conplat": a security gateway platform
+    "network/switch/h3c-comware-7-1-075": (SW, {}),  # 65535 = "no sensor", not 65535 degrees
+    "network/switch/h3c-comware-lsq1wcmd0": (WLC, {}),  # LSQ1WCMD0: a WX controller module
+    "network/switch/h3c-comware-lsq1wcmd0-2509p61": (WLC, {}),
+    "network/switch/h3c-e528-1": (SW, {}),
+    "network/switch/h3c-e528-2": (SW, {}),
+    "network/switch/h3c-wx6103": (WLC, {}),
+    "network/switch/hpe-procurve-516733-b21": (SW, {}),
+    "network/switch/huawei-s12704": (SW, {}),
+    "network/switch/maipu-sm4200-16gef8ge-ac": (SW, {}),
+    "network/switch/metel-poe-box": (None, {}),
+    "network/switch/ruijie-s5750-24gt12sfp": (SW, {}),
+    "network/switch/zte-zrx10": (SW, {}),
+    "network/switch/zte-zxr10-5250": (SW, {}),
+    "network/wifi/aruba-7010": (WLC, {}),
+    "network/wifi/aruba-7020": (WLC, {}),
+    "network/wifi/aruba-7210": (WLC, {}),
+    "network/wifi/juniper-wlc2800": (WLC, {}),
+    "network/wifi/ruckus-smartcell-gateway": (WLC, {}),
+    "network/wifi/ruijie-m18000": (WLC, {}),  # "Wireless Switch Module"
+    "network/wifi/sangfor-wac": (WLC, {}),
+    "network/wifi/sangfor-wac-2": (WLC, {}),
+    "network/wifi/ubiquiti-m5": (None, {}),  # an outdoor bridge/AP: no class for APs
+    "os/linux/ibm-power-chrp": (None, {}),
+    "os/linux/ibm-x3550-m3": (None, {}),
+    "os/linux/netmanage": (None, {}),  # GBK and 0xff bytes in sysDescr
+    "os/linux/sangfor": (FW, {}),  # "Linux AC": Sangfor's 上网行为管理
+    "os/linux/slackware": (None, {}),
+    "os/linux/unknown-001": (None, {}),
+    "os/linux/unknown-002": (None, {}),
+    "os/linux/unknown-003": (None, {}),
+    "os/linux/unknown-004": (None, {}),
+    "os/linux/unknown-005": (None, {}),
+    "os/linux/unknown-006": (None, {}),
+    "os/linux/unknown-007": (None, {}),
+    "os/linux/unknown-008": (None, {}),
+    "os/linux/zte-embsys-cgel": (None, {}),
+    "os/windows/XP": ("kiosk", {}),
+    "os/windows/server-2003-5-2": ("kiosk", {}),
+    "storage/isilon-onefs": (None, {}),
+    "storage/netapp-fas3270": (None, {}),
+    "storage/netapp-ontap-8-2-3": (None, {}),
+    "unclassified/01": (None, {}),
+    "unclassified/02": (None, {}),  # no system group
+    "unclassified/03": (None, {}),
+}
+
+_NUMERIC_TAGS = {"2", "65", "66", "67", "70"}  # Integer32, Counter32, Gauge32, TimeTicks, C64
+
+
+def asked_oids() -> list[str]:
+    """Every OID hallmon asks a device: discovery's and the built-in classes' checks."""
+    oids = {discover.SYS_DESCR, discover.SYS_OBJECT_ID, discover.SYS_NAME,
+            discover.HIK_MANUFACTURER, discover.IF_PHYS_ADDRESS, discover.LLDP_REM_CHASSIS,
+            discover.LLDP_REM_SYS_NAME, discover.DOT1D_FDB_PORT, discover.DOT1Q_FDB_PORT,
+            *(oid for oid, _, _ in discover.EVIDENCE)}
+    for cls in BUILTIN_CLASSES.values():
+        for check in cls.checks:
+            if isinstance(check, SnmpCheck):
+                oids |= {e.oid.lstrip(".") for e in (*check.oids.values(), *check.walks.values())}
+    return sorted(oids)
+
+
+def records(text: bytes) -> dict[str, tuple[str, str]]:
+    out = {}
+    for line in text.decode("utf-8", errors="replace").split("\n")[:-1]:  # not splitlines: \r
+        oid, tag, value = line.split("|", 2)
+        out[oid] = (tag, value.rstrip("\r"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Agent, dict[str, dict[str, tuple[str, str]]]]]:
+    if not SIM_BIN.exists():
+        missing_tool("snmpsim venv missing: make .venv-snmpsim/.installed")
+    paths = all_recordings()
+    oids = asked_oids()
+    with ThreadPoolExecutor(2) as pool:  # bz2 decompression releases the GIL
+        cuts = dict(zip(paths, pool.map(lambda p: cut(read_recording(p), oids), paths.values()),
+                        strict=True))
+    with snmpsim_many(cuts) as agent:
+        yield agent, {name: records(text) for name, text in cuts.items()}
+
+
+@pytest.fixture(autouse=True)
+async def _engine() -> AsyncIterator[None]:
+    yield
+    await snmp.close()
+
+
+def hall(agent: Agent, recording: str, cls: str | None = None) -> Inventory:
+    doc = {
+        "site": {"name": "测试大厅"},
+        "credentials": {"rec": {"version": "2c", "community": "${C}", "port": agent.port}},
+        "devices": [{"id": "dev", "name": "dev", "class": cls, "address": agent.host,
+                     "credential": "rec"}] if cls else [],
+    }
+    return Inventory.model_validate(doc, context={"env": {"C": recording}})
+
+
+def test_the_table_covers_every_recording(served: tuple[Agent, dict[str, object]]) -> None:
+    """A new snmpsim-data release shows here: review its recordings, then pin them."""
+    assert sorted(served[1]) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("recording", sorted(EXPECTED))
+async def test_discovery_proposes_a_class(
+    served: tuple[Agent, dict[str, dict[str, tuple[str, str]]]], recording: str,
+) -> None:
+    agent, recorded = served
+    auth = discover.snmp_auth(hall(agent, recording).credentials["rec"])
+    host = discover.Host(agent.host)
+    await discover.identify(host, {"rec": auth}, agent.port, 2.0)
+    assert host.credential == "rec", "every recording answers its community"
+    tag, value = recorded[recording].get(discover.SYS_DESCR, ("", ""))
+    if tag == "4x" and not re.fullmatch(r"([0-9a-fA-F]{2})*", value):
+        value = ""  # juniper-ac: "4x|Juniper", not hex; snmpsim sends it empty
+    assert bool(host.descr.strip()) == bool(value.strip()), host.descr
+    discover.classify(host, [])
+    if host.class_ in discover.SWITCHING:
+        await discover.tables(host, auth, agent.port, 2.0)  # big FDB/LLDP tables: no crash
+    assert host.class_ == EXPECTED[recording][0], host.reason or discover.said_by(host)
+
+
+@pytest.mark.parametrize("recording", sorted(r for r, (cls, _) in EXPECTED.items() if cls))
+async def test_the_class_checks_judge_the_recording(
+    served: tuple[Agent, dict[str, dict[str, tuple[str, str]]]], recording: str,
+) -> None:
+    agent, recorded = served
+    cls, failing = EXPECTED[recording]
+    assert cls is not None
+    inv = hall(agent, recording, cls)
+    dev = inv.device("dev")
+    polled = {}
+    for check in inv.checks_for(dev):
+        if not isinstance(check.spec, SnmpCheck):
+            continue  # ping and TCP ports: nothing of the recording to read
+        result = evaluate(check, await probe_call(inv, dev, check)())
+        polled[check.name] = result.error
+        _same_values(check.spec, result.values, recorded[recording])
+    assert {k: v for k, v in polled.items() if v is not None} == failing
+    assert set(failing) <= set(polled)
+
+
+def _same_values(spec: SnmpCheck, values: dict[str, float],
+                 recorded: dict[str, tuple[str, str]]) -> None:
+    """Each value read is the recording's number, scaled; walks read every numeric row."""
+    for name, entry in spec.oids.items():
+        tag, raw = recorded.get(entry.oid, ("", ""))
+        if tag in _NUMERIC_TAGS and int(raw) not in entry.absent:
+            assert values[name] == pytest.approx(int(raw) * entry.scale), name
+    for name, entry in spec.walks.items():
+        prefix = entry.oid + "."
+        rows = {oid[len(prefix):]: int(raw) for oid, (tag, raw) in recorded.items()
+                if oid.startswith(prefix) and tag in _NUMERIC_TAGS}
+        varied = {oid[len(prefix):] for oid, (tag, _) in recorded.items()
+                  if oid.startswith(prefix) and ":" in tag}  # snmpsim variation modules
+        read = {key[len(name) + 1:]: v for key, v in values.items()
+                if key.startswith(name + ".") and key[len(name) + 1:] not in varied}
+        assert read == {k: v * entry.scale for k, v in rows.items()
+                        if v not in entry.absent}, name
