@@ -18,11 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from monitor import discover
 from monitor.checks import probe_call
+from monitor.cli import main
 from monitor.conditions import evaluate
 from monitor.inventory import BUILTIN_CLASSES, Inventory, SnmpCheck
 from probes import snmp
@@ -270,3 +272,34 @@ def _same_values(spec: SnmpCheck, values: dict[str, float],
                 if key.startswith(name + ".") and key[len(name) + 1:] not in varied}
         assert read == {k: v * entry.scale for k, v in rows.items()
                         if v not in entry.absent}, name
+
+
+def test_hallmon_discover_says_why_or_what_the_device_said(
+    served: tuple[Agent, dict[str, object]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI end to end on 127.0.0.1: a UPS on a Linux card is proposed for its UPS-MIB
+    answer; an APC rack PDU is not proposed, and what it said is shown instead of "ping only"."""
+    agent, _ = served
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "site: {name: 测试大厅, timezone: Asia/Shanghai}\ncredentials:\n"
+        "  ups: {version: 2c, community: '${HM_UPS}'}\n"
+        "  pdu: {version: 2c, community: '${HM_PDU}'}\n", encoding="utf-8")
+    monkeypatch.setenv("HM_UPS", "UPS/huawei-gse200m")
+    monkeypatch.setenv("HM_PDU", "UPS/apc-8932")
+    argv = ["discover", f"{agent.host}/32", "--inventory", str(inventory),
+            "--snmp-port", str(agent.port), "--timeout", "2"]
+    assert main([*argv, "--credential", "ups"]) == 0
+    out = capsys.readouterr().out
+    assert "scanned 1 addresses: 1 identified" in out
+    assert "new ups-dumsys-57 127.0.0.1: discovered " in out
+    assert "class ups (answers UPS-MIB upsIdentModel 'UPS5000')" in out
+    assert main([*argv, "--credential", "pdu"]) == 0
+    out = capsys.readouterr().out
+    assert "0 identified, 0 answered ping only, 1 answered SNMP but fit no class" in out
+    assert ("answered SNMP, no class fits (not proposed; add it by hand or a discovery rule): "
+            "127.0.0.1: sysObjectID 1.3.6.1.4.1.318.1.3.4.6, sysDescr 'APC Web/SNMP Management "
+            "Card (MB:v4.1.0 PF:v6.7.2 PN:apc_hw05_aos_6...'") in out
+    assert "nothing to change" in out  # was: a diff adding "devices: []"
+    assert "UPS/apc-8932" not in out + inventory.read_text(), "the community is a secret"
