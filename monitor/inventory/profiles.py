@@ -272,8 +272,10 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "oids": {
                     "battery_status": UPS_BATTERY_STATUS,
                     "seconds_on_battery": UPS_SECONDS_ON_BATTERY,
-                    "runtime_remaining_seconds": {"oid": UPS_MINUTES_LEFT, "scale": 60},
-                    "charge_percent": UPS_CHARGE,
+                    # -1: "unknown" on Huawei's UPS5000 card (outside the MIB's ranges)
+                    "runtime_remaining_seconds": {"oid": UPS_MINUTES_LEFT, "scale": 60,
+                                                  "absent": [-1]},
+                    "charge_percent": {"oid": UPS_CHARGE, "absent": [-1]},
                     "output_source": UPS_OUTPUT_SOURCE,
                 },
                 "conditions": [
