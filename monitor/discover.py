@@ -237,6 +237,24 @@ def _by_rule(host: Host, rules: Iterable[DiscoveryRule]) -> bool:
     return False
 
 
+def local_text(text: str) -> str:
+    """A name or description the probe could not read as UTF-8 (it then shows the bytes as
+    Latin-1): read as GB18030 if they are that, as Chinese devices set by a GBK console send
+    them ("一楼接入交换机", not "Ò»Â¥½ÓÈë½»»»»ú"; a hall meets GBK far more often than
+    Latin-1); else as the probe showed it."""
+    try:
+        raw = text.encode("latin-1")
+        raw.decode("utf-8")
+    except UnicodeEncodeError:
+        return text  # the probe read it as UTF-8
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("gb18030")
+        except UnicodeDecodeError:
+            return text
+    return text
+
+
 def _mac(raw: bytes) -> str | None:
     return ":".join(f"{b:02x}" for b in raw) if len(raw) == 6 and any(raw) else None
 
@@ -281,9 +299,9 @@ async def identify(host: Host, credentials: Mapping[str, snmp_probe.SnmpAuth], p
         if not result.ok:
             continue
         host.credential = name
-        host.descr = result.texts.get("descr", "")
+        host.descr = local_text(result.texts.get("descr", ""))
         host.object_id = result.texts.get("object_id", "").lstrip(".")
-        host.sys_name = result.texts.get("name", "")
+        host.sys_name = local_text(result.texts.get("name", ""))
         host.vendor_hint = result.texts.get("hik", "")
         host.evidence = {oid: result.texts[oid] for oid, _, _ in EVIDENCE if oid in result.texts}
         macs = await _snmp(host.address, auth, port, wait, walks=(("mac", IF_PHYS_ADDRESS),))

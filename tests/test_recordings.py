@@ -324,3 +324,26 @@ def test_hallmon_discover_says_why_or_what_the_device_said(
             "Card (MB:v4.1.0 PF:v6.7.2 PN:apc_hw05_aos_6...'") in out
     assert "nothing to change" in out  # was: a diff adding "devices: []"
     assert "UPS/apc-8932" not in out + inventory.read_text(), "the community is a secret"
+
+
+async def test_a_chinese_sysname_in_gbk_is_read_as_chinese() -> None:
+    """A Chinese device named at a GBK console sends its sysName in GBK bytes: discovery names
+    it "一楼接入交换机". netmanage's sysDescr (GBK "中文" and a lone 0xff, no one encoding) is
+    shown as the probe read it."""
+    if not SIM_BIN.exists():
+        missing_tool("snmpsim venv missing: make .venv-snmpsim/.installed")
+    paths = all_recordings()
+    h3c = cut(read_recording(paths["network/switch/h3c-e528-2"]), asked_oids())
+    named = h3c.replace(b"1.3.6.1.2.1.1.5.0|4|DUMSYS-01",
+                        b"1.3.6.1.2.1.1.5.0|4x|" + "一楼接入交换机".encode("gbk").hex().encode())
+    assert named != h3c
+    netmanage = cut(read_recording(paths["os/linux/netmanage"]), asked_oids())
+    with snmpsim_many({"h3c": named, "netmanage": netmanage}) as agent:
+        found = []
+        for community in ("h3c", "netmanage"):
+            host = discover.Host(agent.host)
+            auth = discover.snmp_auth(hall(agent, community).credentials["rec"])
+            await discover.identify(host, {"rec": auth}, agent.port, WAIT)
+            found.append(host)
+    assert found[0].sys_name == "一楼接入交换机"
+    assert found[1].descr == "Dummy System\r\nChinese: \xd6\xd0\xce\xc4\r\nNon-ASCII: \xff"
