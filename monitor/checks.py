@@ -53,7 +53,8 @@ def snmp_auth(cred: SnmpCredential) -> snmp_probe.SnmpAuth:
 
 def _oids(specs: dict[str, OidSpec]) -> tuple[snmp_probe.OidSpec, ...]:
     return tuple(
-        snmp_probe.OidSpec(name=name, oid=spec.oid.lstrip("."), parse=spec.parse, scale=spec.scale)
+        snmp_probe.OidSpec(name=name, oid=spec.oid.lstrip("."), parse=spec.parse, scale=spec.scale,
+                           absent=tuple(spec.absent))
         for name, spec in specs.items()
     )
 

@@ -53,8 +53,27 @@ TCP_FINGERPRINTS: tuple[tuple[int, str, str], ...] = (
     (9100, "printer", "answers raw printing on TCP 9100"),
 )
 
+# Standard or vendor MIB objects that say what a device is whatever its sysObjectID (a UPS card
+# on a Linux board answers with net-snmp's sysObjectID, a Santak UPS with its card maker's):
+# (OID, what it is, class). Asked with the system group; the first that answers non-empty wins
+# after the inventory's own rules. An answer naming nothing is no evidence (phoenixtec's UPS
+# sends blank ident strings but a battery status; tripplite's transfer switch sends only
+# upsIdentAgentSoftwareVersion).
+UPS_IDENT_MANUFACTURER = "1.3.6.1.2.1.33.1.1.1.0"  # UPS-MIB::upsIdentManufacturer
+UPS_IDENT_MODEL = "1.3.6.1.2.1.33.1.1.2.0"  # UPS-MIB::upsIdentModel
+UPS_BATTERY_STATUS = "1.3.6.1.2.1.33.1.2.1.0"  # UPS-MIB::upsBatteryStatus (ident may be blank)
+EVIDENCE: tuple[tuple[str, str, str], ...] = (
+    (UPS_IDENT_MODEL, "UPS-MIB upsIdentModel", "ups"),
+    (UPS_IDENT_MANUFACTURER, "UPS-MIB upsIdentManufacturer", "ups"),
+    (UPS_BATTERY_STATUS, "UPS-MIB upsBatteryStatus", "ups"),
+)
+
 # Built-in rules, most specific first: (enterprise OID prefix or "", sysDescr regex or "", class).
-# The enterprise numbers are IANA's; the descriptions are what these vendors' agents say.
+# The enterprise numbers are IANA's; the descriptions are what these vendors' agents say
+# (tests/test_recordings.py holds each rule to the real device recordings of snmpsim-data).
+# Enterprises that make several kinds of device (APC: UPSes and rack PDUs; Cisco; Sangfor) get
+# a rule per kind, never one for the whole number.
+_WIRELESS = r"(?i)wireless|\bWX\d{4}|\bLSQ1WCM|\bACU\d?\b|\bAC6\d{3}|\bWLC\d|controller"
 BUILTIN_RULES: tuple[DiscoveryRule, ...] = tuple(
     DiscoveryRule.model_validate({"object_id": oid, "descr": descr, "class": cls, "vendor": vendor})
     for oid, descr, cls, vendor in (
@@ -65,21 +84,55 @@ BUILTIN_RULES: tuple[DiscoveryRule, ...] = tuple(
         ("1.3.6.1.4.1.1004849", r"(?i)nvr|recorder", "nvr", "Dahua"),
         ("1.3.6.1.4.1.1004849", "", "camera", "Dahua"),
         ("", r"(?i)\buniview\b|\bIPC\d", "camera", "Uniview"),
+        ("1.3.6.1.4.1.36849", "", "camera", "Hanwha (Samsung)"),
+        ("", r"(?i)\bip ?cam(era)?\b|network camera", "camera", "rule"),
         ("", r"(?i)novastar", "led_controller", "NovaStar"),
+        ("1.3.6.1.4.1.2011", _WIRELESS, "wireless_controller", "Huawei"),
         ("1.3.6.1.4.1.2011.2.23", "", "switch", "Huawei"),
         ("1.3.6.1.4.1.2011.2.279", "", "switch", "Huawei"),
+        ("1.3.6.1.4.1.25506", _WIRELESS, "wireless_controller", "H3C"),
         ("1.3.6.1.4.1.25506", "", "switch", "H3C"),
+        ("1.3.6.1.4.1.4881", _WIRELESS, "wireless_controller", "Ruijie"),
         ("1.3.6.1.4.1.4881", "", "switch", "Ruijie"),
         ("1.3.6.1.4.1.11.2.3.7.11", "", "switch", "HPE ProCurve"),
         ("1.3.6.1.4.1.11", r"(?i)laserjet|jetdirect|officejet", "printer", "HP"),
         ("1.3.6.1.4.1.1602", "", "printer", "Canon"),
         ("1.3.6.1.4.1.1347", "", "printer", "Kyocera"),
-        ("1.3.6.1.4.1.318", "", "ups", "APC"),
-        ("1.3.6.1.4.1.534", "", "ups", "Eaton"),
-        ("1.3.6.1.4.1.705", "", "ups", "Eaton/MGE"),
+        ("1.3.6.1.4.1.318.1.3.2", "", "ups", "APC"),  # PowerNet-MIB smartUPS (3.4: rack PDUs)
+        ("1.3.6.1.4.1.318.1.3.5", "", "ups", "APC"),  # PowerNet-MIB symmetraUPS
+        ("1.3.6.1.4.1.534.1", "", "ups", "Eaton"),  # XUPS-MIB (534.6: ePDUs)
+        ("1.3.6.1.4.1.705.1", "", "ups", "Eaton/MGE"),
         ("", r"(?i)santak|eaton", "ups", "Santak/Eaton"),
-        ("1.3.6.1.4.1.9", r"(?i)switch|catalyst|C3750|C3560", "switch", "Cisco"),
+        ("1.3.6.1.4.1.9", _WIRELESS, "wireless_controller", "Cisco"),
+        ("1.3.6.1.4.1.9", r"(?i)switch|catalyst|C3750|C3560|NX-OS", "switch", "Cisco"),
         ("1.3.6.1.4.1.9", "", "router", "Cisco"),
+        ("1.3.6.1.4.1.2636", r"(?i)\bsrx", "firewall", "Juniper"),
+        ("1.3.6.1.4.1.2636", r"(?i)\b(ex|qfx)\d{3,4}", "switch", "Juniper"),
+        ("1.3.6.1.4.1.2636", "", "router", "Juniper"),
+        ("1.3.6.1.4.1.14525", "", "wireless_controller", "Juniper (Trapeze)"),
+        ("1.3.6.1.4.1.14823.1.1", "", "wireless_controller", "Aruba"),
+        ("1.3.6.1.4.1.15983", "", "wireless_controller", "Meru"),
+        ("1.3.6.1.4.1.25053.3.1", "", "wireless_controller", "Ruckus"),
+        ("1.3.6.1.4.1.35047.2.12", "", "wireless_controller", "Sangfor"),  # WAC
+        ("1.3.6.1.4.1.35047", r"^Linux AC\b", "firewall", "Sangfor"),  # AC: 上网行为管理
+        ("1.3.6.1.4.1.12356", "", "firewall", "Fortinet"),
+        ("1.3.6.1.4.1.25461", "", "firewall", "Palo Alto"),
+        ("1.3.6.1.4.1.14331", "", "firewall", "Topsec"),
+        ("1.3.6.1.4.1.15227", "", "firewall", "Venustech"),
+        ("1.3.6.1.4.1.28557", "", "firewall", "Hillstone"),
+        ("1.3.6.1.4.1.5089", "", "firewall", "Clavister"),
+        ("", r"(?i)\bfirewall\b|\bNGFW", "firewall", "rule"),
+        ("1.3.6.1.4.1.30065", "", "switch", "Arista"),
+        ("1.3.6.1.4.1.1588", "", "switch", "Brocade"),  # Fibre Channel switches
+        ("1.3.6.1.4.1.1991", "", "switch", "Brocade (Foundry)"),
+        ("1.3.6.1.4.1.171", "", "switch", "D-Link"),
+        ("1.3.6.1.4.1.6339", "", "switch", "DCN (Digital China)"),
+        ("1.3.6.1.4.1.3320", "", "switch", "BDCOM"),
+        ("1.3.6.1.4.1.3902.3", r"(?i)switch|ZXR10", "switch", "ZTE"),
+        ("1.3.6.1.4.1.5651", r"(?i)\bS[MW]?\d{4}", "switch", "Maipu"),
+        ("", r"(?i)vyatta|vyos", "router", "Vyatta"),
+        ("", r"(?i)\bswitch\b", "switch", "rule"),
+        ("", r"(?i)\brouter\b", "router", "rule"),
         ("1.3.6.1.4.1.311", "", "kiosk", "Microsoft Windows"),
     )
 )
@@ -97,6 +150,7 @@ class Host:
     object_id: str = ""
     sys_name: str = ""
     vendor_hint: str = ""
+    evidence: dict[str, str] = field(default_factory=dict)  # EVIDENCE OID -> its answer
     open_ports: tuple[int, ...] = ()
     macs: set[str] = field(default_factory=set)
     neighbours: set[str] = field(default_factory=set)  # LLDP: remote sysName or chassis MAC
@@ -113,6 +167,8 @@ class Proposal:
     alive_unidentified: list[str]  # answered ping, nothing else said what it is
     vanished: list[Device]  # inventory devices inside the networks that did not answer
     scanned: int = 0
+    # of alive_unidentified: what those that answered SNMP said (no rule fits them)
+    said: dict[str, str] = field(default_factory=dict)
 
 
 class DiscoveryError(ValueError):
@@ -141,8 +197,27 @@ def addresses(networks: Sequence[str], *, allow_public: bool, max_hosts: int) ->
     return list(dict.fromkeys(out))
 
 
-def classify(host: Host, rules: Iterable[DiscoveryRule]) -> None:
-    """Set host.class_ and host.reason from the first rule that matches."""
+def classify(host: Host, rules: Iterable[DiscoveryRule],
+             builtin: Iterable[DiscoveryRule] = BUILTIN_RULES) -> None:
+    """Set host.class_ and host.reason: the first of ``rules`` (the inventory's) that matches,
+    else what a standard MIB answered (EVIDENCE), else the first built-in rule, else a TCP
+    fingerprint. Nothing fits: class_ stays None (the CLI lists it, proposes nothing)."""
+    if _by_rule(host, rules):
+        return
+    for oid, what, cls in EVIDENCE:
+        said = host.evidence.get(oid, "").strip()
+        if said:
+            host.class_, host.reason = cls, f"answers {what} {said[:40]!r}"
+            return
+    if _by_rule(host, builtin):
+        return
+    for port, cls, said in TCP_FINGERPRINTS:
+        if port in host.open_ports:
+            host.class_, host.reason = cls, said
+            return
+
+
+def _by_rule(host: Host, rules: Iterable[DiscoveryRule]) -> bool:
     for rule in rules:
         oid_ok = not rule.object_id or (
             host.object_id == rule.object_id or host.object_id.startswith(rule.object_id + ".")
@@ -158,11 +233,26 @@ def classify(host: Host, rules: Iterable[DiscoveryRule]) -> None:
                 why.append(f"description {shown!r} matches /{rule.descr}/")
             host.class_ = rule.class_
             host.reason = f"{rule.vendor or 'rule'}: " + " and ".join(why)
-            return
-    for port, cls, said in TCP_FINGERPRINTS:
-        if port in host.open_ports:
-            host.class_, host.reason = cls, said
-            return
+            return True
+    return False
+
+
+def local_text(text: str) -> str:
+    """A name or description the probe could not read as UTF-8 (it then shows the bytes as
+    Latin-1): read as GB18030 if they are that, as Chinese devices set by a GBK console send
+    them ("一楼接入交换机", not "Ò»Â¥½ÓÈë½»»»»ú"; a hall meets GBK far more often than
+    Latin-1); else as the probe showed it."""
+    try:
+        raw = text.encode("latin-1")
+        raw.decode("utf-8")
+    except UnicodeEncodeError:
+        return text  # the probe read it as UTF-8
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("gb18030")
+        except UnicodeDecodeError:
+            return text
+    return text
 
 
 def _mac(raw: bytes) -> str | None:
@@ -205,14 +295,15 @@ async def identify(host: Host, credentials: Mapping[str, snmp_probe.SnmpAuth], p
     for name, auth in credentials.items():
         result = await _snmp(host.address, auth, port, wait, oids=(
             ("descr", SYS_DESCR), ("object_id", SYS_OBJECT_ID), ("name", SYS_NAME),
-            ("hik", HIK_MANUFACTURER)))
+            ("hik", HIK_MANUFACTURER), *((oid, oid) for oid, _, _ in EVIDENCE)))
         if not result.ok:
             continue
         host.credential = name
-        host.descr = result.texts.get("descr", "")
+        host.descr = local_text(result.texts.get("descr", ""))
         host.object_id = result.texts.get("object_id", "").lstrip(".")
-        host.sys_name = result.texts.get("name", "")
+        host.sys_name = local_text(result.texts.get("name", ""))
         host.vendor_hint = result.texts.get("hik", "")
+        host.evidence = {oid: result.texts[oid] for oid, _, _ in EVIDENCE if oid in result.texts}
         macs = await _snmp(host.address, auth, port, wait, walks=(("mac", IF_PHYS_ADDRESS),))
         host.macs = {m for t in macs.texts.values() if (m := mac_from_text(t))}
         return
@@ -317,9 +408,8 @@ async def discover(
                 await fingerprint(host, wait)
 
     await asyncio.gather(*(look(h) for h in alive))
-    rules = [*inventory.discovery.rules, *BUILTIN_RULES]
     for h in alive:
-        classify(h, rules)
+        classify(h, inventory.discovery.rules)
     found = [h for h in alive if h.class_ is not None]
 
     async def walk_tables(host: Host) -> None:
@@ -336,7 +426,15 @@ async def discover(
         if _in(d.address, nets) and d.address not in answered
     ]
     unidentified = [h.address for h in alive if h.class_ is None]
-    return Proposal(found, unidentified, vanished, len(targets))
+    said = {h.address: said_by(h) for h in alive if h.class_ is None and h.credential}
+    return Proposal(found, unidentified, vanished, len(targets), said)
+
+
+def said_by(host: Host) -> str:
+    """What an SNMP device said of itself, for a person to decide what it is."""
+    descr = " ".join(host.descr.split())
+    shown = descr if len(descr) <= 70 else descr[:67] + "..."
+    return f"sysObjectID {host.object_id or '(none)'}, sysDescr {shown!r}"
 
 
 def _in(address: str, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

@@ -161,12 +161,14 @@ class SnmpAuth:
 @dataclass(frozen=True, slots=True)
 class OidSpec:
     """What to read: ``parse`` "number" takes the leading number of a text ("10 PERCENT" -> 10);
-    ``scale`` multiplies numbers (TimeTicks 0.01 -> seconds)."""
+    ``scale`` multiplies numbers (TimeTicks 0.01 -> seconds); a raw number in ``absent`` means
+    "not measured" and is left out (H3C: temperature 65535 where an entity has no sensor)."""
 
     name: str
     oid: str
     parse: Literal["auto", "number", "text"] = "auto"
     scale: float = 1.0
+    absent: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"\.?\d+(\.\d+)+", self.oid):
@@ -384,7 +386,8 @@ def convert(
             out["errors"][key] = f"{word} {oid}"
             return
     if spec.parse != "text" and isinstance(value, _NUMERIC):
-        out["values"][key] = int(value) * spec.scale
+        if int(value) not in spec.absent:
+            out["values"][key] = int(value) * spec.scale
     elif spec.parse == "number":
         match = _LEADING_NUMBER.match(_text(value))
         if match:
@@ -404,7 +407,8 @@ def convert_ber(
     if missing is not None:
         out["errors"][key] = f"{missing} {oid}"
     elif spec.parse != "text" and tag in snmp_ber.NUMERIC_TAGS:
-        out["values"][key] = value * spec.scale  # type: ignore[operator]
+        if value not in spec.absent:
+            out["values"][key] = value * spec.scale  # type: ignore[operator]
     elif spec.parse == "number":
         shown = snmp_ber.text(tag, value)
         match = _LEADING_NUMBER.match(shown)

@@ -1,11 +1,11 @@
 """Discovery of a small hall on loopback, served by snmpsim recordings of real devices.
 
 The hall: the core switch (H3C E528 recording, already in the inventory), an access switch (the
-second H3C E528 recording), a Hikvision NVR, a Hikvision camera, an APC card, and a printer that
-answers only raw printing on TCP 9100. Two recordings had to point at each other, so this test
+second H3C E528 recording), a Hikvision NVR, a Hikvision camera, an Eaton 93E UPS, and a printer
+that answers only raw printing on TCP 9100. Two recordings had to point at each other, so this test
 serves edited copies (and says so): the access switch's LLDP neighbour row names the core
 (sysName DUMSYS-02) instead of the switch it was recorded beside, and both switches' Q-BRIDGE
-forwarding tables learn the APC card's MAC (28:29:86:54:4f:45, from its own ifPhysAddress): on
+forwarding tables learn the UPS's MAC (00:20:85:eb:df:d0, from its own ifPhysAddress): on
 the access switch's port 5 alone, on the core's uplink port 24 among others.
 """
 
@@ -32,8 +32,8 @@ from tests.agents.snmp import recording_path, snmpsim_agent
 from tests.conftest import missing_tool
 
 DATA = Path(__file__).parent / "data" / "discovery"
-APC_MAC = "28:29:86:54:4f:45"
-Q_FDB = "1.3.6.1.2.1.17.7.1.2.2.1.2.1." + ".".join(str(int(b, 16)) for b in APC_MAC.split(":"))
+UPS_MAC = "00:20:85:eb:df:d0"  # the Eaton 93E's ifPhysAddress.2
+Q_FDB = "1.3.6.1.2.1.17.7.1.2.2.1.2.1." + ".".join(str(int(b, 16)) for b in UPS_MAC.split(":"))
 LLDP_NAME_ROW = "1.0.8802.1.1.2.1.4.1.1.9.1169175.24.1"
 
 
@@ -76,7 +76,7 @@ def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]
                                [f"{Q_FDB}|2|5"])),
         ("127.77.0.3", _raw(base / "camera/hikvision-network-video-recorder.snmprec.bz2")),
         ("127.77.0.4", _raw(base / "camera/hikvision.snmprec.bz2")),
-        ("127.77.0.5", _raw(base / "UPS/apc-8932.snmprec")),
+        ("127.77.0.5", _raw(base / "UPS/eaton-93e-80.snmprec.bz2")),
     ]
     work = tmp_path_factory.mktemp("discovery")
     inventory = work / "inventory.yaml"
@@ -100,7 +100,8 @@ def test_discover_proposes_classes_and_parents_then_writes_a_checked_inventory(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert inventory.read_text() == before, "a dry run writes nothing"
-    assert "scanned 6 addresses: 6 identified, 0 answered ping only" in out
+    assert "scanned 6 addresses: 6 identified, 0 answered ping only, 0 answered SNMP but fit no " \
+        "class" in out
     added = [line for line in out.splitlines() if line.startswith("+  - {")]
     by_address = {line.split("address: ")[1].split(",")[0].rstrip("}"): line for line in added}
     assert set(by_address) == {f"127.77.0.{n}" for n in range(2, 7)}
@@ -108,12 +109,12 @@ def test_discover_proposes_classes_and_parents_then_writes_a_checked_inventory(
     assert "parent: sw-core" in by_address["127.77.0.2"]
     assert "class: nvr" in by_address["127.77.0.3"]
     access_id = by_address["127.77.0.2"].split("id: ")[1].split(",")[0]
-    assert f"parent: {access_id}" in by_address["127.77.0.5"], "APC hangs from its access port"
+    assert f"parent: {access_id}" in by_address["127.77.0.5"], "UPS hangs from its access port"
     assert "class: camera_hikvision" in by_address["127.77.0.4"]
     assert "class: ups" in by_address["127.77.0.5"]
     assert "class: printer" in by_address["127.77.0.6"]
     assert "enabled: false" in by_address["127.77.0.6"], "no SNMP answered: its checks off"
-    assert f"MAC {APC_MAC} learned on DUMSYS-01 port 5 (1 MAC on that port)" in out
+    assert f"MAC {UPS_MAC} learned on DUMSYS-01 port 5 (1 MAC on that port)" in out
     assert "LLDP: DUMSYS-02 and DUMSYS-01 are neighbours" in out
 
     assert main([*argv, "--write"]) == 0
@@ -141,7 +142,7 @@ def test_public_space_and_huge_scans_are_refused() -> None:
 def test_macs_from_octet_strings_and_bridge_indexes() -> None:
     assert mac_from_text("\x38\x91\xd5\x30\x75\x79") == "38:91:d5:30:75:79"
     assert mac_from_text("") is None
-    assert mac_from_index("1.40.41.134.84.79.69") == APC_MAC
+    assert mac_from_index("1.40.41.134.84.79.69") == "28:29:86:54:4f:45"
     assert mac_from_index("1.2.3") is None
 
 
@@ -204,8 +205,8 @@ def test_devices_that_did_not_answer_are_listed_never_deleted(tmp_path: Path) ->
              "127.89.0.0/29", "--inventory", str(inventory), "--timeout", "0.5", "--write"],
             capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "scanned 6 addresses: 0 identified, 2 answered ping only, 1 inventory devices did " \
-        "not answer" in proc.stdout
+    assert "scanned 6 addresses: 0 identified, 2 answered ping only, 0 answered SNMP but fit " \
+        "no class, 1 inventory devices did not answer" in proc.stdout
     assert "did not answer (kept; remove by hand if it is gone): phone-gone 127.89.0.5" in \
         proc.stdout
     assert "answered ping only (not proposed): 127.89.0.3" in proc.stdout

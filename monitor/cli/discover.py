@@ -122,7 +122,8 @@ def run_discover(args: argparse.Namespace) -> int:
     additions, changes = [], []
     today = date.today().isoformat()
     print(f"scanned {proposal.scanned} addresses: {len(proposal.hosts)} identified, "
-          f"{len(proposal.alive_unidentified)} answered ping only, "
+          f"{len(proposal.alive_unidentified) - len(proposal.said)} answered ping only, "
+          f"{len(proposal.said)} answered SNMP but fit no class, "
           f"{len(proposal.vanished)} inventory devices did not answer")
     for h in proposal.hosts:
         parent = id_of.get(h.parent) if h.parent else None
@@ -152,7 +153,11 @@ def run_discover(args: argparse.Namespace) -> int:
         additions.append(Addition(entry, why))
         print(f"  new {entry['id']} {h.address}: {why}")
     for address in proposal.alive_unidentified:
-        print(f"  answered ping only (not proposed): {address}")
+        if address in proposal.said:
+            print(f"  answered SNMP, no class fits (not proposed; add it by hand or a "
+                  f"discovery rule): {address}: {proposal.said[address]}")
+        else:
+            print(f"  answered ping only (not proposed): {address}")
     for d in proposal.vanished:
         print(f"  did not answer (kept; remove by hand if it is gone): {d.id} {d.address}")
     return _finish(args.inventory, old, apply(old, additions, changes), args.write)

@@ -47,6 +47,8 @@ def _yaml() -> YAML:
 
 def apply(text: str, additions: Sequence[Addition], changes: Sequence[Change] = ()) -> str:
     """The inventory text with ``additions`` appended to ``devices:`` and ``changes`` made."""
+    if not additions and not changes:  # not even an empty "devices: []" added
+        return text
     yaml = _yaml()
     data = yaml.load(text) if text.strip() else CommentedMap()
     devices = data.get("devices")

@@ -408,6 +408,9 @@ class OidSpec(StrictModel):
     parse: Literal["auto", "number", "text"] = "auto"
     scale: float = 1.0
     help: str = ""
+    absent: list[float] = Field(
+        [], description="Raw values that mean 'not measured' (H3C: temperature 65535 on an "
+        "entity without a sensor): such a row is left out, as if the device had not sent it")
 
 
 def _oid_shorthand(value: object) -> object:

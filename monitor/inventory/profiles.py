@@ -145,7 +145,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                     "huawei_cpu_percent": HW_CPU,
                     "huawei_temperature_celsius": HW_TEMP,
                     "h3c_cpu_percent": H3C_CPU,
-                    "h3c_temperature_celsius": H3C_TEMP,
+                    # 65535: this entity (a port, a fan...) has no sensor; 211 of the rows in
+                    # snmpsim-data's H3C recordings (tests/test_recordings.py)
+                    "h3c_temperature_celsius": {"oid": H3C_TEMP, "absent": [65535]},
                     # raw, as entPhySensorScale/Precision of the same row say (vendor-neutral)
                     "entity_sensor_value": ENT_SENSOR,
                 },
@@ -161,6 +163,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "router": {
         "label": "路由器",
+        "trap_rules": _PORT_RULES,
+        "checks": [
+            _ping(),
+            {"name": "snmp", "kind": "snmp", "oids": {"sys_uptime_seconds": _UPTIME}},
+            _PORTS,
+        ],
+    },
+    # A wireless LAN controller (Aruba, Cisco WLC, H3C WX, Huawei ACU, Ruijie WS...): up, and
+    # its ports; the access points behind it are devices of their own.
+    "wireless_controller": {
+        "label": "无线控制器",
         "trap_rules": _PORT_RULES,
         "checks": [
             _ping(),
@@ -259,8 +272,10 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "oids": {
                     "battery_status": UPS_BATTERY_STATUS,
                     "seconds_on_battery": UPS_SECONDS_ON_BATTERY,
-                    "runtime_remaining_seconds": {"oid": UPS_MINUTES_LEFT, "scale": 60},
-                    "charge_percent": UPS_CHARGE,
+                    # -1: "unknown" on Huawei's UPS5000 card (outside the MIB's ranges)
+                    "runtime_remaining_seconds": {"oid": UPS_MINUTES_LEFT, "scale": 60,
+                                                  "absent": [-1]},
+                    "charge_percent": {"oid": UPS_CHARGE, "absent": [-1]},
                     "output_source": UPS_OUTPUT_SOURCE,
                 },
                 "conditions": [

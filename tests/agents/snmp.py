@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -148,13 +149,45 @@ def snmpd_agent(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def recording_path(name: str) -> Path:
-    """Where snmpsim-data keeps recording ``name`` (inside the snmpsim venv)."""
+def recordings_dir() -> Path:
+    """snmpsim-data's data folder (inside the snmpsim venv)."""
     pattern = str(SIM_VENV / "lib" / "python3*" / "site-packages" / "snmpsim_data" / "data")
     found = glob.glob(pattern)
     if not found:
         raise FileNotFoundError("snmpsim-data not installed: make .venv-snmpsim/.installed")
-    return Path(found[0]) / RECORDINGS[name]
+    return Path(found[0])
+
+
+def recording_path(name: str) -> Path:
+    """Where snmpsim-data keeps recording ``name`` (inside the snmpsim venv)."""
+    return recordings_dir() / RECORDINGS[name]
+
+
+def all_recordings() -> dict[str, Path]:
+    """Every recording snmpsim-data ships, by its path without extension ("UPS/eaton-93e-80")."""
+    root = recordings_dir()
+    found = sorted(root.rglob("*.snmprec")) + sorted(root.rglob("*.snmprec.bz2"))
+    return dict(sorted((str(p.relative_to(root)).split(".snmprec")[0], p) for p in found))
+
+
+def read_recording(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return bz2.decompress(raw) if path.suffix == ".bz2" else raw
+
+
+def cut(records: bytes, oids: Sequence[str]) -> bytes:
+    """The lines of snmprec ``records`` at or under ``oids``, in file order.
+
+    The largest recordings are ~200 MB (a million lines; snmpsim indexes ~100k lines/s): a test
+    serves each cut to what hallmon asks for. A GET or walk of those OIDs is answered as by the
+    whole recording, except that a walk's last GETBULK may see endOfMibView (the end of the cut)
+    where the whole recording has the next subtree: both end a walk.
+    """
+    # One regular-expression pass (its literal prefix "\n1." is searched at C speed): a find
+    # per OID read the largest files forty times over.
+    wanted = b"|".join(re.escape(oid.encode()) for oid in sorted(set(oids), key=len, reverse=True))
+    lines = re.compile(rb"\n((?:" + wanted + rb")[.|][^\n]*)")
+    return b"".join(m.group(1) + b"\n" for m in lines.finditer(b"\n" + records))
 
 
 def recording(name: str) -> dict[str, tuple[str, str]]:
@@ -167,6 +200,46 @@ def recording(name: str) -> dict[str, tuple[str, str]]:
         if len(parts) == 3:
             records[parts[0]] = (parts[1], parts[2])
     return records
+
+
+def _serve_dir(work: Path, records: dict[str, bytes]) -> Path:
+    """A data folder with one file per community; readable by nobody (snmpsim drops root
+    before reading) and a cache folder it can write its index to."""
+    data, cache = work / "data", work / "cache"
+    data.mkdir()
+    cache.mkdir()
+    for community, text in records.items():
+        path = data / f"{community}.snmprec"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text)
+        path.chmod(0o644)
+    for folder in (work, *(p for p in data.rglob("*") if p.is_dir()), data):
+        folder.chmod(0o755)
+    cache.chmod(0o777)
+    return data
+
+
+@contextmanager
+def snmpsim_many(records: dict[str, bytes], host: str = "127.0.0.1", *,
+                 within: float = 120.0) -> Iterator[Agent]:
+    """One snmpsim process serving several recordings, each as its community (which may hold
+    "/": "UPS/eaton-93e-80"). The agent returned names the first community. snmpsim indexes
+    every file before it answers (~100k lines/s): ``within`` bounds that wait."""
+    work = Path(tempfile.mkdtemp(prefix="hallmon-snmpsim-"))
+    data = _serve_dir(work, records)
+    port = free_port(host, udp=True)
+    argv = [str(SIM_BIN), f"--data-dir={data}", f"--cache-dir={work / 'cache'}",
+            f"--agent-udpv4-endpoint={host}:{port}", "--logging-method=stderr",
+            "--log-level=error"]
+    if os.geteuid() == 0:
+        argv += ["--process-user=nobody", "--process-group=nogroup"]
+    agent = Agent(host, port, next(iter(records)))
+    try:
+        with running(argv, what="snmpsim", log=work / "snmpsim.log", ready=answers(agent),
+                     every=0, within=within):
+            yield agent
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
