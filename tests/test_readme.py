@@ -1,0 +1,113 @@
+"""The README and the guides against the ``hallmon`` command itself, so they cannot drift.
+
+- The README's ``hallmon run`` flag table lists exactly the flags of ``hallmon run --help``,
+  each with the default argparse gives it.
+- Every ``hallmon ...`` command line in a shell block of the README and docs/ parses.
+- Every ``--flag`` the README names is a flag of some ``hallmon`` sub-command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import build_parser
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = {p.name: p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+                                                        *sorted((ROOT / "docs").glob("*.md"))]}
+# Flags the README names that belong to other programs.
+OTHER_PROGRAMS = {"--sites": "bench/sites_pg.py"}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every (nested) sub-command's parser by its path: {"run": ..., "tickets add": ...}."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {k}": v for k, v in _subparsers(sub).items()})
+    return found
+
+
+def _run_table() -> dict[str, str]:
+    """{flag: default text} from the rows of the README's ``hallmon run`` flags table."""
+    section = README.split("`hallmon run` flags", 1)[1].split("\n\n", 2)[1]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `--"):
+            continue
+        flag_cell, default_cell = line.split("|")[1:3]
+        flags = re.findall(r"`(--[\w.-]+)", flag_cell)
+        defaults = re.findall(r"`([^`]*)`|(–|off)", default_cell)
+        values = [a or b for a, b in defaults]
+        assert len(values) == len(flags), f"README run table: one default per flag: {line}"
+        rows.update(zip(flags, values, strict=True))
+    return rows
+
+
+def _matches(action: argparse.Action, text: str) -> bool:
+    """Does the README's default ``text`` say what argparse's default is?"""
+    if text == "off" and action.nargs == 0:  # a switch not given
+        return action.default is not action.const
+    if text == "–":
+        return action.default is None
+    if text.startswith("$"):  # an environment variable, read when the parser is built
+        return action.default == os.environ.get(text[1:])
+    value = action.type(text) if callable(action.type) else text
+    return bool(value == action.default)
+
+
+def test_readme_run_flag_table_is_hallmon_run_help() -> None:
+    run = _subparsers(build_parser())["run"]
+    actions = {s: a for a in run._actions for s in a.option_strings if s.startswith("--")}
+    actions.pop("--help")
+    table = _run_table()
+    assert sorted(table) == sorted(actions), "README's `hallmon run` flags table vs --help"
+    wrong = {f: (t, actions[f].default) for f, t in table.items() if not _matches(actions[f], t)}
+    assert wrong == {}, "README default vs argparse default"
+
+
+def _shell_commands() -> list[tuple[str, str]]:
+    """(document, command line) of every ``hallmon ...`` line in a sh block, comments cut."""
+    found = []
+    for name, text in DOCS.items():
+        for block in re.findall(r"^```sh\n(.*?)^```$", text, re.M | re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for command in line.split(" ; "):
+                    if command.lstrip().startswith("hallmon "):
+                        found.append((name, command.strip()))
+    return found
+
+
+COMMANDS = _shell_commands()
+
+
+@pytest.mark.parametrize(("doc", "command"), COMMANDS, ids=[c for _, c in COMMANDS])
+def test_documented_command_lines_parse(doc: str, command: str) -> None:
+    words = shlex.split(command.split(" | ")[0], comments=True)
+    # a synopsis: "hallmon schema [-o FILE]" is "hallmon schema -o FILE"
+    words = [w.strip("[]") for w in words]
+    if words[-1] == "...":  # "hallmon run --storage.url URL ...": the rest as above
+        words = words[:-1]
+    try:
+        build_parser().parse_args(words[1:])
+    except SystemExit as exc:
+        if exc.code != 0:  # 0: --help
+            pytest.fail(f"{doc}: `{command}` does not parse (exit {exc.code})")
+
+
+def test_every_flag_the_readme_names_exists() -> None:
+    known = {s for p in _subparsers(build_parser()).values()
+             for a in p._actions for s in a.option_strings}
+    named = set(re.findall(r"(?<![\w-])(--[a-z][\w.-]*[a-z])", README))
+    unknown = sorted(named - known - set(OTHER_PROGRAMS))
+    assert unknown == [], "flags named in the README that no hallmon command has"
+
