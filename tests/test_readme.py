@@ -4,6 +4,7 @@
   each with the default argparse gives it.
 - Every ``hallmon ...`` command line in a shell block of the README and docs/ parses.
 - Every ``--flag`` the README names is a flag of some ``hallmon`` sub-command.
+- The README's ``hallmon check`` examples are what ``hallmon check`` prints.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import build_parser
+from monitor.cli import build_parser, main
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -111,3 +112,21 @@ def test_every_flag_the_readme_names_exists() -> None:
     unknown = sorted(named - known - set(OTHER_PROGRAMS))
     assert unknown == [], "flags named in the README that no hallmon command has"
 
+
+def _block_after(marker: str) -> list[str]:
+    return README.split(marker, 1)[1].split("```", 2)[1].strip("\n").splitlines()
+
+
+def test_readme_check_example_is_what_check_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = _block_after("`hallmon check` validates the file")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("HALLMON_SNMP_COMMUNITY", raising=False)
+    shown_ok = example[1:example.index("...")]
+    assert main(["check"]) == 0
+    assert capsys.readouterr().out.splitlines()[:len(shown_ok)] == shown_ok
+    bad = example[example.index("...") + 1:]
+    assert bad[0].startswith("$ hallmon check ")
+    assert main(["check", bad[0].split()[-1]]) == 1
+    assert capsys.readouterr().err.splitlines() == bad[1:]
