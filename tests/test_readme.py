@@ -130,3 +130,17 @@ def test_readme_check_example_is_what_check_prints(
     assert bad[0].startswith("$ hallmon check ")
     assert main(["check", bad[0].split()[-1]]) == 1
     assert capsys.readouterr().err.splitlines() == bad[1:]
+
+
+def test_operations_tokens_override_keeps_the_units_command_line() -> None:
+    """operations.md's `systemctl edit` drop-in replaces ExecStart: it must repeat the unit's
+    flags (it once dropped --traps.listen-address) and add only the tokens file."""
+    from tests.test_dashboards import unit_settings
+
+    unit = unit_settings((ROOT / "deploy/hallmon.service").read_text(encoding="utf-8"))
+    drop_in = re.search(r"^```ini\n(.*?)^```$", DOCS["operations.md"], re.M | re.S)
+    assert drop_in, "operations.md: no systemd drop-in"
+    override = unit_settings(drop_in[1])
+    assert override["ExecStart"][0] == "", "the drop-in must clear ExecStart first"
+    assert shlex.split(override["ExecStart"][1]) == [
+        *shlex.split(unit["ExecStart"][0]), "--auth.tokens-file", "%d/tokens.yaml"]
