@@ -144,3 +144,11 @@ def test_operations_tokens_override_keeps_the_units_command_line() -> None:
     assert override["ExecStart"][0] == "", "the drop-in must clear ExecStart first"
     assert shlex.split(override["ExecStart"][1]) == [
         *shlex.split(unit["ExecStart"][0]), "--auth.tokens-file", "%d/tokens.yaml"]
+
+
+def test_documented_sqlite_urls_to_system_paths_are_absolute() -> None:
+    """``sqlite:///var/lib/...`` is the *relative* path var/lib/... to SQLAlchemy (the README's
+    store copy example had it): an absolute path takes four slashes."""
+    relative = [(name, url) for name, text in DOCS.items()
+                for url in re.findall(r"sqlite:///(?:var|etc|opt|srv|tmp|home)/\S*", text)]
+    assert relative == []
