@@ -152,3 +152,43 @@ def test_documented_sqlite_urls_to_system_paths_are_absolute() -> None:
     relative = [(name, url) for name, text in DOCS.items()
                 for url in re.findall(r"sqlite:///(?:var|etc|opt|srv|tmp|home)/\S*", text)]
     assert relative == []
+
+
+def test_readme_inventory_examples_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's inventory snippets, put together into one hall, pass ``hallmon check``:
+    the device example (with the trap rule and push check examples on it), the credentials,
+    maintenance, tickets, notifications, simulation and discovery examples."""
+    import yaml
+
+    from monitor.inventory.load import load_inventory
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```$", README, re.M | re.S)]
+    by_key = {key: block for block in blocks if block for key in block}
+    device = by_key["devices"]["devices"][0]
+    device["trap_rules"] = by_key["trap_rules"]["trap_rules"]
+    device["extra_checks"] = [*device["extra_checks"], *by_key["extra_checks"]["extra_checks"]]
+    credentials = by_key["credentials"]["credentials"]
+    (tmp_path / "snmp-priv-key").write_text("priv-key-for-the-readme\n")
+    credentials["hall-v3"]["priv_key_file"] = str(tmp_path / "snmp-priv-key")
+    for name, value in [("HALLMON_SNMP_AUTH_KEY", "auth-key-for-the-readme"),
+                        ("KIOSK_3F_TOKEN", "kiosk-token-for-the-readme"),
+                        ("HALLMON_DINGTALK_WEBHOOK", "http://127.0.0.1:9/robot/send"),
+                        ("HALLMON_DINGTALK_SECRET", "SEC-for-the-readme")]:
+        monkeypatch.setenv(name, value)
+    # the devices the examples name besides the kiosk: its parent, the faults' devices, a line
+    others = [
+        {"id": "sw-1f-a", "name": "a", "class": "switch", "address": "127.20.1.1",
+         "credential": "hall-v2c"},
+        {"id": "sw-1f-b", "name": "b", "class": "switch", "address": "127.20.1.2",
+         "credential": "hall-v3", "parent": "sw-1f-a"},
+        {"id": "prn-1f-02", "name": "p", "class": "printer", "address": "127.20.1.3",
+         "credential": "hall-v2c", "parent": "sw-1f-a"},
+        {"id": "line-1", "name": "l", "class": "line", "address": "127.20.1.4"},
+    ]
+    hall = {"site": {"name": "README"}, "credentials": credentials, "devices": [*others, device],
+            **{k: by_key[k][k] for k in ("maintenance", "tickets", "notifications",
+                                         "simulation", "discovery")}}
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(hall, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    inventory = load_inventory(path)
+    assert inventory.device("kiosk-1f-03").public_name == "1F 自助终端3号"
