@@ -21,7 +21,7 @@ from monitor.cli import build_parser, main
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-DOCS = {p.name: p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+DOCS = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
                                                         *sorted((ROOT / "docs").glob("*.md"))]}
 # Flags the README names that belong to other programs.
 OTHER_PROGRAMS = {"--sites": "bench/sites_pg.py"}
@@ -133,13 +133,13 @@ def test_readme_check_example_is_what_check_prints(
 
 
 def test_operations_tokens_override_keeps_the_units_command_line() -> None:
-    """operations.md's `systemctl edit` drop-in replaces ExecStart: it must repeat the unit's
+    """docs/operations.md's `systemctl edit` drop-in replaces ExecStart: it must repeat the unit's
     flags (it once dropped --traps.listen-address) and add only the tokens file."""
     from tests.test_dashboards import unit_settings
 
     unit = unit_settings((ROOT / "deploy/hallmon.service").read_text(encoding="utf-8"))
-    drop_in = re.search(r"^```ini\n(.*?)^```$", DOCS["operations.md"], re.M | re.S)
-    assert drop_in, "operations.md: no systemd drop-in"
+    drop_in = re.search(r"^```ini\n(.*?)^```$", DOCS["docs/operations.md"], re.M | re.S)
+    assert drop_in, "docs/operations.md: no systemd drop-in"
     override = unit_settings(drop_in[1])
     assert override["ExecStart"][0] == "", "the drop-in must clear ExecStart first"
     assert shlex.split(override["ExecStart"][1]) == [
