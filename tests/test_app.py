@@ -385,6 +385,18 @@ async def test_a_window_or_a_started_ticket_made_through_the_api_applies_at_once
             assert (await c.delete(f"/api/v1/maintenance-windows/{r.json()['id']}")
                     ).status_code == 204
             assert (await c.get("/api/v1/devices/cam-2f-01")).json()["status"] == "up"
+            # a misspelt device, class or floor would put nothing in maintenance: refused
+            for selector, value, message in [
+                    ("device", "cam-2f-1", "unknown device 'cam-2f-1' (did you mean 'cam-2f-01'?)"),
+                    ("class", "camra", "unknown class 'camra' (did you mean 'camera'?)"),
+                    ("floor", "3", "unknown floor '3' (the inventory has 1, 2)")]:
+                r = await c.post("/api/v1/maintenance-windows", json={
+                    "selector": selector, "value": value, "reason": "x",
+                    "starts_at": datetime.now(UTC).isoformat(), "duration_minutes": 30})
+                assert r.status_code == 422, r.text
+                assert r.json()["detail"] == [{"loc": ["body", "value"], "msg": message,
+                                               "type": "value_error"}]
+            assert (await c.get("/api/v1/maintenance-windows")).json() == []
 
             r = await c.post("/api/v1/tickets", json={
                 "category": "fault", "summary": "二楼摄像机花屏", "device_id": "cam-2f-01"})

@@ -446,6 +446,28 @@ async def list_windows(store: StoreDep, _: Viewer, include_past: bool = False
     return [WindowOut.of(w) for w in ws]
 
 
+def _unknown_selection(request: Request, selector: str, value: str) -> str | None:
+    """Why a window's device, class or floor is none of the daemon's inventory (None: it is,
+    or there is no inventory at hand)."""
+    inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
+    if inventory is None:
+        return None
+    devices = inventory.devices
+    if selector == "floor":
+        floors = sorted({d.location.floor for d in devices if d.location.floor is not None})
+        if value in {str(f) for f in floors}:
+            return None
+        return f"unknown floor {value!r} (the inventory has {', '.join(map(str, floors))})"
+    known = [d.id for d in devices] if selector == "device" else sorted(
+        inventory.device_classes())
+    if value in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(value, known, n=1)
+    return f"unknown {selector} {value!r}" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
 @windows_router.post("", status_code=201, summary="Add a window (end or duration)",
                      dependencies=[Depends(limit_body)])
 async def add_window(request: Request, body: WindowIn, store: StoreDep,
@@ -454,6 +476,10 @@ async def add_window(request: Request, body: WindowIn, store: StoreDep,
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
             {"loc": ["body"], "msg": "give exactly one of ends_at or duration_minutes",
              "type": "value_error"}])
+    problem = _unknown_selection(request, body.selector, body.value)
+    if problem:  # a typo would put nothing in maintenance, and the device would be paged
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["body", "value"], "msg": problem, "type": "value_error"}])
     try:
         ends = body.ends_at or body.starts_at + timedelta(minutes=body.duration_minutes or 0)
     except OverflowError:
