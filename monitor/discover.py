@@ -113,8 +113,6 @@ class Proposal:
     alive_unidentified: list[str]  # answered ping, nothing else said what it is
     vanished: list[Device]  # inventory devices inside the networks that did not answer
     scanned: int = 0
-    # answered SNMP but no rule knows its sysObjectID/sysDescr: what a discovery rule needs
-    unmatched: list[Host] = field(default_factory=list)
 
 
 class DiscoveryError(ValueError):
@@ -337,9 +335,8 @@ async def discover(
         d for d in inventory.devices
         if _in(d.address, nets) and d.address not in answered
     ]
-    unidentified = [h.address for h in alive if h.class_ is None and h.credential is None]
-    unmatched = [h for h in alive if h.class_ is None and h.credential is not None]
-    return Proposal(found, unidentified, vanished, len(targets), unmatched)
+    unidentified = [h.address for h in alive if h.class_ is None]
+    return Proposal(found, unidentified, vanished, len(targets))
 
 
 def _in(address: str, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

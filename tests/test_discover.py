@@ -210,31 +210,3 @@ def test_devices_that_did_not_answer_are_listed_never_deleted(tmp_path: Path) ->
         proc.stdout
     assert "answered ping only (not proposed): 127.89.0.3" in proc.stdout
     assert inventory.read_text(encoding="utf-8") == before  # nothing deleted, nothing to add
-
-
-def test_a_host_that_answers_snmp_but_matches_no_rule_is_named_with_what_it_said(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Found walking the README: `hallmon discover 127.0.0.0/29` beside the getting-started
-    snmpd (net-snmp on Linux, which no class rule knows) listed 127.0.0.1 as "answered ping
-    only": the sysObjectID and sysDescr a discovery rule needs were never shown."""
-    try:
-        recording_path("hikvision")
-    except FileNotFoundError:
-        missing_tool("snmpsim venv missing: make .venv-snmpsim/.installed")
-    port = free_port("127.77.1.1", udp=True)
-    records = (b"1.3.6.1.2.1.1.1.0|4|Linux lab 6.1.0 x86_64\n"
-               b"1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.8072.3.2.10\n"
-               b"1.3.6.1.2.1.1.5.0|4|lab-linux\n")
-    inventory = tmp_path / "inventory.yaml"
-    inventory.write_text((DATA / "inventory.yaml").read_text().replace("PORT", str(port)))
-    monkeypatch.setenv("HM_DISCOVERY_COMMUNITY", "public")
-    with snmpsim_agent("rec", "127.77.1.1", records=records, community="public", port=port):
-        assert main(["discover", "127.77.1.1/32", "--inventory", str(inventory),
-                     "--snmp-port", str(port), "--timeout", "0.5"]) == 0
-    out = capsys.readouterr().out
-    assert ("0 identified, 0 answered ping only, 1 answered SNMP but matched no class rule"
-            in out), out
-    assert ("  answered SNMP, no class rule (not proposed): 127.77.1.1 lab-linux: sysObjectID "
-            "1.3.6.1.4.1.8072.3.2.10, sysDescr 'Linux lab 6.1.0 x86_64'") in out
-    assert "discovery.rules" in out  # how to give it a class

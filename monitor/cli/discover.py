@@ -121,10 +121,8 @@ def run_discover(args: argparse.Namespace) -> int:
             id_of[h.address] = new_id
     additions, changes = [], []
     today = date.today().isoformat()
-    unmatched = (f"{len(proposal.unmatched)} answered SNMP but matched no class rule, "
-                 if proposal.unmatched else "")
     print(f"scanned {proposal.scanned} addresses: {len(proposal.hosts)} identified, "
-          f"{len(proposal.alive_unidentified)} answered ping only, {unmatched}"
+          f"{len(proposal.alive_unidentified)} answered ping only, "
           f"{len(proposal.vanished)} inventory devices did not answer")
     for h in proposal.hosts:
         parent = id_of.get(h.parent) if h.parent else None
@@ -155,12 +153,6 @@ def run_discover(args: argparse.Namespace) -> int:
         print(f"  new {entry['id']} {h.address}: {why}")
     for address in proposal.alive_unidentified:
         print(f"  answered ping only (not proposed): {address}")
-    for h in proposal.unmatched:
-        print(f"  answered SNMP, no class rule (not proposed): {h.address} {h.sys_name}: "
-              f"sysObjectID {h.object_id}, sysDescr {h.descr[:80]!r}")
-    if proposal.unmatched:
-        print("  (give them a class with a rule under discovery.rules in the inventory: "
-              "{object_id: ..., class: ...} or {descr: REGEX, class: ...})")
     for d in proposal.vanished:
         print(f"  did not answer (kept; remove by hand if it is gone): {d.id} {d.address}")
     return _finish(args.inventory, old, apply(old, additions, changes), args.write)
