@@ -345,3 +345,68 @@ async def test_metrics_show_the_icmp_batches_and_the_store_group_commits(tmp_pat
         assert sample("hallmon_store_batch_writes_sum") >= 10 > astore.batches
     finally:
         await hall.stop()
+
+
+async def test_a_window_or_a_started_ticket_made_through_the_api_applies_at_once(
+    tmp_path: Path,
+) -> None:
+    """Found walking the README: a maintenance window POSTed to the API put its device in
+    maintenance only at the next refresh (13 s later in the demo, up to 15 s): a device
+    already failing could still be paged meanwhile. The API applies it before answering; the
+    same for deleting a window and for a ticket moved to or out of in_progress."""
+    import httpx
+    import yaml
+
+    from monitor.api.auth import Auth
+    from monitor.web import create_app
+
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text(yaml.safe_dump(HALL, allow_unicode=True), encoding="utf-8")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens:\n  - {name: li, role: admin, token: admin-token-for-tests}\n")
+    tokens.chmod(0o600)
+    hall = Hall(Options(inventory=inv_file, state_dir=tmp_path, mock=True, pace=0.2))
+    await hall.start()
+    app = create_app(hall, site_name="测试大厅", store=hall.astore,
+                     auth_=Auth.from_file(tokens, open_reads=True))
+    admin = {"Authorization": "Bearer admin-token-for-tests"}
+    try:
+        for _ in range(200):  # the mock hall answers at once; wait for the first hard states
+            if hall.pipeline.state.status("cam-2f-01") is DeviceStatus.UP:
+                break
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://hallmon", headers=admin) as c:
+            r = await c.post("/api/v1/maintenance-windows", json={
+                "selector": "device", "value": "cam-2f-01", "reason": "更换镜头",
+                "starts_at": datetime.now(UTC).isoformat(), "duration_minutes": 30})
+            assert r.status_code == 201
+            assert (await c.get("/api/v1/devices/cam-2f-01")).json()["status"] == "maintenance"
+            assert (await c.delete(f"/api/v1/maintenance-windows/{r.json()['id']}")
+                    ).status_code == 204
+            assert (await c.get("/api/v1/devices/cam-2f-01")).json()["status"] == "up"
+            # a misspelt device, class or floor would put nothing in maintenance: refused
+            for selector, value, message in [
+                    ("device", "cam-2f-1", "unknown device 'cam-2f-1' (did you mean 'cam-2f-01'?)"),
+                    ("class", "camra", "unknown class 'camra' (did you mean 'camera'?)"),
+                    ("floor", "3", "unknown floor '3' (the inventory has 1, 2)")]:
+                r = await c.post("/api/v1/maintenance-windows", json={
+                    "selector": selector, "value": value, "reason": "x",
+                    "starts_at": datetime.now(UTC).isoformat(), "duration_minutes": 30})
+                assert r.status_code == 422, r.text
+                assert r.json()["detail"] == [{"loc": ["body", "value"], "msg": message,
+                                               "type": "value_error"}]
+            assert (await c.get("/api/v1/maintenance-windows")).json() == []
+
+            r = await c.post("/api/v1/tickets", json={
+                "category": "fault", "summary": "二楼摄像机花屏", "device_id": "cam-2f-01"})
+            tid = r.json()["id"]
+            r = await c.post(f"/api/v1/tickets/{tid}/transitions", json={"to": "in_progress"})
+            assert r.status_code == 200, r.text
+            assert (await c.get("/api/v1/devices/cam-2f-01")).json()["status"] == "maintenance"
+            r = await c.post(f"/api/v1/tickets/{tid}/transitions",
+                             json={"to": "resolved", "resolution": "重新接线"})
+            assert r.status_code == 200, r.text
+            assert (await c.get("/api/v1/devices/cam-2f-01")).json()["status"] == "up"
+    finally:
+        await hall.stop()

@@ -140,3 +140,21 @@ def test_schema_command_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert target.read_text(encoding="utf-8") == schema_json()
     assert main(["schema", "-o", "-"]) == 0
     assert capsys.readouterr().out.endswith(schema_json())
+
+
+def test_output_into_a_closed_pipe_is_no_traceback() -> None:
+    """Found walking the README: `hallmon report schedule --from ... | head -3` printed a
+    BrokenPipeError traceback once head had its lines."""
+    script = Path(sys.executable).with_name("hallmon")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "monitor.cli"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone (head had its lines): no race with a live one
+    try:
+        done = subprocess.run(
+            [*command, "report", "schedule", "--from", "2025-01-01", "--to", "2025-12-31"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1

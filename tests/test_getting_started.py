@@ -55,6 +55,15 @@ def guide_export(text: str, name: str) -> str:
     return m[1]
 
 
+def guide_output(text: str, command: str) -> list[str]:
+    """The output block the guide shows after the sh block ending in ``command``, up to its
+    "..." line."""
+    m = re.search(rf"^{re.escape(command)}\n```\n\n```\n(.*?)^```$", text, re.M | re.S)
+    assert m, f"the guide shows no output of {command!r}"
+    lines = m[1].splitlines()
+    return lines[:lines.index("...")] if "..." in lines else lines
+
+
 def hallmon() -> list[str]:
     script = Path(sys.executable).with_name("hallmon")
     return [str(script)] if script.exists() else [sys.executable, "-m", "monitor.cli"]
@@ -94,6 +103,10 @@ def test_the_guide_polls_a_real_snmpd(
     assert check.stdout.startswith("inventory.yaml: OK\n"), check.stdout
     assert "community=<secret>" in check.stdout
     assert env["HALLMON_SNMP_COMMUNITY"] not in check.stdout + check.stderr
+    port = re.search(r"port: (\d+)", (work / "inventory.yaml").read_text())[1]  # type: ignore[index]
+    shown = guide_output(GUIDE.read_text(encoding="utf-8"), "hallmon check")
+    printed = check.stdout.replace(f"port={port}", f"port={GUIDE_SNMP_PORT}").splitlines()
+    assert printed[:len(shown)] == shown, "the guide's `hallmon check` output"
 
     probe = subprocess.run([*hallmon(), "probe", DEVICE, "--json"], cwd=work, env=env,
                            capture_output=True, text=True, timeout=60)

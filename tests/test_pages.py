@@ -224,6 +224,9 @@ async def test_ticket_forms_write_through_the_store_with_an_audit_trail(
     for data in ({"to": "in_progress"}, {"to": "resolved", "resolution": "重启后恢复"}):
         r = await client.post(f"/tickets/{tid}/transition", data={"csrf": token, **data})
         assert r.status_code == 303
+        # started: in maintenance at once, not at the daemon's next refresh (up to 15 s)
+        in_maintenance = hall.pipeline.state.status("kiosk-2") is DeviceStatus.MAINTENANCE
+        assert in_maintenance == (data["to"] == "in_progress")
     r = await client.post(f"/tickets/{tid}/transition", data={"csrf": token, "to": "in_progress"})
     assert r.status_code == 409 and "cannot move to in_progress" in r.text
     assert (await client.post(f"/tickets/{tid}/comment",

@@ -283,3 +283,22 @@ def test_a_store_created_without_a_zone_takes_the_sites_later(url: str) -> None:
     s = Store(url)
     assert s.tz.key == "Asia/Shanghai"
     s.close()
+
+
+def test_a_database_from_a_newer_hallmon_is_a_store_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """docs/operations.md: a database written by a newer hallmon is refused at start. Found
+    walking it: refused with a RuntimeError traceback (`hallmon tickets list`, and the daemon,
+    whose start catches StoreError only); now a StoreError, printed as one line."""
+    from monitor.cli import main
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    s = Store(url)
+    with s.tx() as conn:
+        conn.execute(schema.schema_version.insert().values(version=LATEST + 1,
+                                                           applied_at=datetime.now(UTC)))
+    s.close()
+    with pytest.raises(StoreError, match=f"schema version {LATEST + 1} is newer than this"):
+        Store(url)
+    assert main(["tickets", "list", "--db", url]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"hallmon: database schema version {LATEST + 1} is newer than this hallmon")

@@ -145,6 +145,22 @@ def test_cli_ticket_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "## Jobs by category" in capsys.readouterr().out
 
 
+def test_cli_without_the_daemons_state_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found following the README on a fresh clone: `hallmon tickets add ...` in a directory
+    without state/ (no daemon ever ran there) printed only SQLite's "unable to open database
+    file". Say which directory is missing and what to do; create nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HALLMON_DB", raising=False)
+    assert cli("tickets", "add", "--category", "fault", "--summary", "二楼闸机卡票") == 2
+    err = capsys.readouterr().err
+    assert "cannot open the store sqlite:///state/hallmon.db" in err
+    assert "no directory 'state'" in err and "--db" in err
+    assert "unable to open database file" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_import_never_guesses_the_sites_zone(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 10.10 as found: a store first created by the CLI remembered UTC, and local times

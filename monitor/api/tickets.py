@@ -7,6 +7,7 @@ technician; deleting a maintenance window needs admin.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ from monitor.store import (
     Store,
 )
 from monitor.store.models import StoreError
+
+log = logging.getLogger("hallmon.api")
 
 MAX_BODY = 64 * 1024
 # No NUL (PostgreSQL text refuses it) and bounded lengths everywhere.
@@ -396,14 +399,30 @@ async def update_ticket(ticket_id: Id, body: TicketPatch, store: StoreDep,
     return TicketOut.of(t)
 
 
+async def apply_maintenance(request: Request) -> None:
+    """A window added or deleted, or a ticket moved to or out of in_progress, changes which
+    devices are in maintenance: apply it before answering, not at the daemon's next refresh
+    (up to 15 s later, while a device already failing could still be paged). The write has
+    landed either way, so a failure here is logged and left to that refresh."""
+    refresh = getattr(getattr(request.app.state, "hall", None), "refresh_maintenance", None)
+    if refresh is None:  # an app without a daemon behind it (tests of the routes alone)
+        return
+    try:
+        await refresh()
+    except Exception:
+        log.exception("applying maintenance after %s %s failed; the next refresh will",
+                      request.method, request.url.path)
+
+
 @router.post("/{ticket_id}/transitions", summary="Move a ticket to another status",
              dependencies=[Depends(limit_body)],
              responses={409: {"model": ErrorOut, "description": "Transition not allowed"}})
-async def transition(ticket_id: Id, body: TransitionIn, store: StoreDep,
+async def transition(request: Request, ticket_id: Id, body: TransitionIn, store: StoreDep,
                      who: Technician) -> TicketOut:
     with store_errors():
         t = await store.transition(ticket_id, body.to, who.name, body.note,
                                    resolution=body.resolution)
+    await apply_maintenance(request)
     return TicketOut.of(t)
 
 
@@ -427,13 +446,40 @@ async def list_windows(store: StoreDep, _: Viewer, include_past: bool = False
     return [WindowOut.of(w) for w in ws]
 
 
+def _unknown_selection(request: Request, selector: str, value: str) -> str | None:
+    """Why a window's device, class or floor is none of the daemon's inventory (None: it is,
+    or there is no inventory at hand)."""
+    inventory = getattr(getattr(request.app.state, "hall", None), "inventory", None)
+    if inventory is None:
+        return None
+    devices = inventory.devices
+    if selector == "floor":
+        floors = sorted({d.location.floor for d in devices if d.location.floor is not None})
+        if value in {str(f) for f in floors}:
+            return None
+        return f"unknown floor {value!r} (the inventory has {', '.join(map(str, floors))})"
+    known = [d.id for d in devices] if selector == "device" else sorted(
+        inventory.device_classes())
+    if value in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(value, known, n=1)
+    return f"unknown {selector} {value!r}" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
 @windows_router.post("", status_code=201, summary="Add a window (end or duration)",
                      dependencies=[Depends(limit_body)])
-async def add_window(body: WindowIn, store: StoreDep, who: Technician) -> WindowOut:
+async def add_window(request: Request, body: WindowIn, store: StoreDep,
+                     who: Technician) -> WindowOut:
     if (body.ends_at is None) == (body.duration_minutes is None):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
             {"loc": ["body"], "msg": "give exactly one of ends_at or duration_minutes",
              "type": "value_error"}])
+    problem = _unknown_selection(request, body.selector, body.value)
+    if problem:  # a typo would put nothing in maintenance, and the device would be paged
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["body", "value"], "msg": problem, "type": "value_error"}])
     try:
         ends = body.ends_at or body.starts_at + timedelta(minutes=body.duration_minutes or 0)
     except OverflowError:
@@ -441,12 +487,14 @@ async def add_window(body: WindowIn, store: StoreDep, who: Technician) -> Window
     with store_errors():
         w = await store.run(store.store.add_window, body.selector, body.value, body.starts_at,
                             ends, body.reason, who.name)
+    await apply_maintenance(request)
     return WindowOut.of(w)
 
 
 @windows_router.delete("/{window_id}", status_code=204, summary="Delete a window",
                        response_class=Response)
-async def delete_window(window_id: Id, store: StoreDep, _: Admin) -> Response:
+async def delete_window(request: Request, window_id: Id, store: StoreDep, _: Admin) -> Response:
     with store_errors():
         await store.run(store.store.delete_window, window_id)
+    await apply_maintenance(request)
     return Response(status_code=204)

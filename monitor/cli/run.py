@@ -113,8 +113,8 @@ def add_run_commands(sub: Any) -> None:
                      "without a heartbeat; a dead poller's devices move after about "
                      "the lease plus one poll interval (default 15)")
     run.add_argument("--ha.heartbeat", dest="ha_heartbeat", type=_seconds, default=5.0,
-                     help="seconds between lease renewals (default 5; keep it under a third "
-                     "of --ha.lease)")
+                     help="seconds between lease renewals (default 5; must be under half of "
+                     "--ha.lease, a third leaves room for one late renewal)")
     run.add_argument("--ha.poller-id", dest="poller_id", default=None,
                      help="this poller's name in the lease table (default host:port; keep it "
                      "stable across restarts)")

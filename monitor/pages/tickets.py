@@ -5,6 +5,7 @@ its audit trail and the forms to start, comment, resolve, close and reopen; ``/l
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from urllib.parse import quote, urlencode
 
@@ -33,6 +34,8 @@ from monitor.pages.session import (
 )
 from monitor.store import AsyncStore, NewTicket, StoreError
 from monitor.store.models import TICKET_STATUSES, TRANSITIONS
+
+log = logging.getLogger("hallmon.pages")
 
 PAGE_SIZE = 25
 MAX_SUMMARY, MAX_NAME = 4000, 128
@@ -280,6 +283,12 @@ async def transition(request: Request) -> Response:
                                          resolution=f.get("resolution") or None)
     except StoreError as exc:
         return await show(request, who, str(exc))
+    # to or out of in_progress: its device's maintenance applies now, not at the next
+    # refresh (as the API's transitions do; monitor/api/tickets.py apply_maintenance)
+    try:
+        await request.app.state.hall.refresh_maintenance()
+    except Exception:
+        log.exception("applying maintenance after ticket #%d failed; the next refresh will", tid)
     return render.redirect(f"/tickets/{tid}")
 
 

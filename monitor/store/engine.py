@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -153,6 +154,21 @@ def _redacted(url: str) -> str:
         return "<unparsable URL>"
 
 
+def _missing_directory(engine: Engine) -> str | None:
+    """Why a SQLite file cannot be opened when its directory is missing (SQLite itself only
+    says "unable to open database file"): a technician running the CLI where no daemon ever
+    ran, or a relative path read from the wrong directory."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    directory = os.path.dirname(database)
+    if not directory or os.path.isdir(directory):
+        return None
+    return (f"no directory {directory!r} (a relative SQLite path starts from the current "
+            "directory; the daemon keeps state/hallmon.db where it runs): run there, or give "
+            "the daemon's database with --db, --storage.url or $HALLMON_DB")
+
+
 class StoreBase:
     """Owns the engine; the mixins in tickets.py, incidents.py, ... add the operations."""
 
@@ -184,7 +200,8 @@ class StoreBase:
             self.tz = self._settle_timezone(timezone)
         except OperationalError as exc:  # cannot open or create the database: say where
             self.engine.dispose()
-            raise StoreError(f"cannot open the store {_redacted(url)}: {exc.orig}") from None
+            reason = _missing_directory(self.engine) or str(exc.orig)
+            raise StoreError(f"cannot open the store {_redacted(url)}: {reason}") from None
         except BaseException:
             self.engine.dispose()
             raise

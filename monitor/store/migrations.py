@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from monitor.store import schema
+from monitor.store.models import StoreError
 
 
 def _v1_initial(conn: Connection) -> None:
@@ -227,7 +228,8 @@ def migrate(engine: Engine) -> int:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
         found = current_version(conn)
         if found > LATEST:
-            raise RuntimeError(
+            # a StoreError: the daemon and the CLI print it as one line and exit, no traceback
+            raise StoreError(
                 f"database schema version {found} is newer than this hallmon ({LATEST}): "
                 "upgrade hallmon instead of downgrading the database"
             )
