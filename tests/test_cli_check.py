@@ -158,3 +158,28 @@ def test_output_into_a_closed_pipe_is_no_traceback() -> None:
         os.close(write_end)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 1
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_demo_leaves_no_database_or_admin_token_behind(tmp_path: Path, keep: bool) -> None:
+    """As found walking the README: every `hallmon demo` left /tmp/hallmon-demo-* behind, each
+    with a database and an admin token file (42 of them on one machine). Removed at exit, unless
+    --keep-state asks to keep it."""
+    from tests.agents.proc import free_port
+
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "demo", "--duration", "3",
+         f"--web.listen-address=127.0.0.1:{port}", *(["--keep-state"] if keep else [])],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    left = list(tmp_path.glob("hallmon-demo-*"))
+    state = re.search(r"state\s+(\S+)", proc.stderr)
+    assert state is not None and Path(state.group(1)).parent == tmp_path
+    if keep:
+        assert left == [Path(state.group(1))] and (left[0] / "tokens.yaml").exists()
+        assert f"state kept in {left[0]}" in proc.stderr
+    else:
+        assert left == []

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -126,6 +127,9 @@ def add_run_commands(sub: Any) -> None:
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--pace", type=float, default=2.0,
                       help="poll every check at least this often, in seconds (default 2)")
+    demo.add_argument("--keep-state", dest="keep_state", action="store_true",
+                      help="keep the demo's state directory (its tickets, incidents and admin "
+                      "token) after it stops; by default it is removed")
     demo.set_defaults(func=cmd_demo)
 
     recheck = sub.add_parser(
@@ -276,7 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  tickets   http://{host}:{port}/api/v1/tickets\n"
         f"  pages     http://{host}:{port}/status  http://{host}:{port}/tickets"
         " (sign in: demo / the token)\n"
-        f"  state     {state}\n"
+        f"  state     {state}   (removed at exit unless --keep-state)\n"
         f"  token     {token}   (admin, for writes: -H 'Authorization: Bearer ...')\n"
         "Watch the console: a floor switch fails ~20 s in, its children go unreachable;\n"
         "a line flaps, a printer runs low on toner, a camera dies, a UPS goes on battery.\n",
@@ -286,7 +290,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         inventory=Path(args.inventory), listen=f"{host}:{port}", state_dir=state, mock=True,
         pace=args.pace, tokens_file=tokens,
     )
-    return asyncio.run(serve(options, args.listen, args.duration))
+    try:
+        return asyncio.run(serve(options, args.listen, args.duration))
+    finally:  # a throwaway hall: no database and admin token left behind in /tmp
+        if args.keep_state:
+            print(f"hallmon demo: state kept in {state}", file=sys.stderr)
+        else:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 # -- recheck --------------------------------------------------------------------------------
