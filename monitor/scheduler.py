@@ -641,7 +641,7 @@ class _Cap:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # handed a place while being cancelled: pass it on
-            else:
+            elif fut in self._waiters:  # (a release meanwhile may have skipped and dropped it)
                 self._waiters.remove(fut)
             raise
 

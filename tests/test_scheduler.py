@@ -186,6 +186,28 @@ async def test_a_cancelled_waiter_does_not_wedge_its_device() -> None:
     assert (await sched.recheck("x"))[("x", "two")].ok  # the device is free again
 
 
+async def test_a_cancelled_wait_for_a_kind_cap_gives_nothing_away_and_wedges_nothing() -> None:
+    """A run waiting for a place under its kind's cap is cancelled (a reload, a stop) and a
+    place is released before its task sees the cancel: the release skips it, the place stays
+    free, and the cancel is a cancel (not an error from the waiter's own clean-up)."""
+    from monitor.scheduler import _Cap
+
+    cap = _Cap(1)
+    assert cap.try_take()
+    waiting = asyncio.create_task(cap.acquire())
+    await asyncio.sleep(0)  # queued for a place
+    handed = asyncio.create_task(cap.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its future is cancelled now; its task runs the clean-up later
+    cap.release()  # skips the cancelled waiter: the place goes to the next one
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await handed
+    assert cap.free == 0 and not cap.try_take()
+    cap.release()
+    assert cap.free == 1 and cap.try_take()
+
+
 async def test_a_run_that_cannot_start_on_time_is_counted_overdue() -> None:
     clock = ManualClock()
     gate = Gate()
