@@ -22,19 +22,16 @@ than ``TRAP_MAX_AGE`` are purged.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError
-
-from monitor.store.aio import AsyncStore, refused
+from monitor.store.aio import AsyncStore
+from monitor.store.coalesce import Coalesced
 from probes.snmp_ber import VarBind
 
 log = logging.getLogger("hallmon.relay")
@@ -110,53 +107,28 @@ class BeatRelay:
         self.store = store
         self.poller_id = poller_id
         self.clock = clock
-        self.linger = linger
-        self._pending: dict[tuple[str, str], tuple[str, str, float]] = {}
-        self._lock = threading.Lock()  # filled on the loop, drained on the store thread
-        self._queued = False
-        self._timer: asyncio.TimerHandle | None = None  # the lingering write, not yet queued
+        # (device, check) -> (status, message, monotonic time received): each check's latest
+        self._beats: Coalesced[tuple[str, str], tuple[str, str, float]] = Coalesced(
+            store, self._write, linger=linger)
         self._after: datetime | None = None  # the database's time of the last read
         self._seen: dict[tuple[str, str], datetime] = {}  # each check's newest beat read
 
     def record(self, device: str, check: str, status: str, message: str) -> None:
         """A beat received here: to the store (coalesced; never awaited)."""
-        with self._lock:
-            self._pending[(device, check)] = (status, message, time.monotonic())
-            queue, self._queued = not self._queued, True
-        if queue and self.linger > 0:
-            self._timer = asyncio.get_running_loop().call_later(self.linger, self.flush)
-        elif queue:
-            self.store.queue(self._write)
+        self._beats.put((device, check), (status, message, time.monotonic()))
 
     def keep(self, checks: set[tuple[str, str]]) -> None:
         """A reload: forget the checks that are gone."""
         self._seen = {k: v for k, v in self._seen.items() if k in checks}
 
     def flush(self) -> None:
-        """Queue the lingering write now (its timer, or a stop: the store drains it)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self.store.queue(self._write)
+        """Queue the lingering write now (a stop: the store drains it)."""
+        self._beats.flush()
 
-    def _write(self) -> None:
-        with self._lock:
-            pending, self._pending, self._queued = self._pending, {}, False
-
-        def again() -> None:  # the queue tries this call again: with what came since
-            with self._lock:
-                self._pending = {**pending, **self._pending}
-                self._queued = True
-
+    def _write(self, taken: dict[tuple[str, str], tuple[str, str, float]]) -> None:
         now = time.monotonic()
-        rows = [(d, c, s, m, now - t) for (d, c), (s, m, t) in pending.items()]
-        try:
-            self.store.store.record_beats(self.poller_id, rows)
-        except DBAPIError as exc:
-            if not refused(exc):
-                again()
-            raise  # refused: dropped by the queue (logged there)
-        self.store.store.on_rollback(again)
+        self.store.store.record_beats(
+            self.poller_id, [(d, c, s, m, now - t) for (d, c), (s, m, t) in taken.items()])
 
     async def read(self) -> list[Beat]:
         """The beats other pollers recorded since the last read, each once, oldest first."""
@@ -187,42 +159,21 @@ class TrapRelay:
         self.poller_id = poller_id
         self.clock = clock
         self.purged = 0  # relayed traps nobody claimed in time (their device left, say)
-        self._pending: list[tuple[str, str, int | None, str, float]] = []
-        self._lock = threading.Lock()
-        self._queued = False
+        # (device, trap_oid, uptime, var-binds JSON, monotonic time received), in order
+        self._traps: Coalesced[int, tuple[str, str, int | None, str, float]] = Coalesced(
+            store, self._write, limit=TRAPS_PENDING)
 
     def send(self, device: str, trap_oid: str, uptime: int | None,
              varbinds: tuple[VarBind, ...]) -> bool:
         """Queue a trap for its device's owner; False when too many wait (a flood, the
         database away): the caller counts it as dropped."""
-        row = (device, trap_oid, uptime, encode_varbinds(varbinds), time.monotonic())
-        with self._lock:
-            if len(self._pending) >= TRAPS_PENDING:
-                return False
-            self._pending.append(row)
-            queue, self._queued = not self._queued, True
-        if queue:
-            self.store.queue(self._write)
-        return True
+        return self._traps.append(
+            (device, trap_oid, uptime, encode_varbinds(varbinds), time.monotonic()))
 
-    def _write(self) -> None:
-        with self._lock:
-            pending, self._pending, self._queued = self._pending, [], False
-
-        def again() -> None:  # back in front of what came since (the oldest kept)
-            with self._lock:
-                self._pending = (pending + self._pending)[:TRAPS_PENDING]
-                self._queued = True
-
+    def _write(self, taken: dict[int, tuple[str, str, int | None, str, float]]) -> None:
         now = time.monotonic()
-        rows = [(d, o, u, v, now - t) for d, o, u, v, t in pending]
-        try:
-            self.store.store.relay_traps(self.poller_id, rows)
-        except DBAPIError as exc:
-            if not refused(exc):
-                again()
-            raise
-        self.store.store.on_rollback(again)
+        self.store.store.relay_traps(
+            self.poller_id, [(d, o, u, v, now - t) for d, o, u, v, t in taken.values()])
 
     async def claim(self, mine: Callable[[str], bool]) -> list[Trap]:
         """The traps other pollers relayed for the devices ``mine`` accepts, each once."""

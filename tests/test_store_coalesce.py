@@ -190,3 +190,25 @@ async def test_discarded_keys_are_not_written(astore: AsyncStore) -> None:
     release.set()
     assert await astore.drain(60)
     assert meta.rows() == {"mine": "1"} and holds.written == 1
+
+
+async def test_linger_lets_changes_that_come_one_by_one_share_a_write(astore: AsyncStore) -> None:
+    """``linger``: the write is queued that long after the first change (kiosks beat one by
+    one: without it every beat was a transaction); ``flush`` queues it at once."""
+    rows = MetaRows(astore.store)
+    coalesced: Coalesced[str, str | None] = Coalesced(astore, rows, linger=0.2)
+    for i in range(5):
+        coalesced.put(f"k{i}", "v")
+        await asyncio.sleep(0.01)  # one by one, within the linger
+    assert rows.calls == [] and len(coalesced) == 5
+    for _ in range(500):  # the timer queues it (bounded wait)
+        await asyncio.sleep(0.01)
+        if rows.calls:
+            break
+    assert await astore.drain(60)
+    assert rows.calls == [{f"k{i}": "v" for i in range(5)}] and coalesced.written == 5
+    held = Coalesced(astore, rows, linger=3600.0)  # never by its timer here
+    held.put("late", "x")
+    held.flush()  # a stop
+    assert await astore.drain(60)
+    assert rows.calls[-1] == {"late": "x"} and rows.rows()["late"] == "x"

@@ -19,6 +19,10 @@ What becomes of what a write took, by what the queue does with the write (see ai
   dropped, counted in ``dropped`` and logged (the queue drops the write and logs why; a bug of
   SQLAlchemy's in a group commit has the queue run it again alone, with what came since).
 
+With ``linger``, the write is queued that many seconds after the first change instead of at
+once, so changes that come one by one (kiosks beating) share it; ``flush`` queues it at once (a
+stop: the store's drain takes it).
+
 At most ``limit`` keys wait (None: no bound): a new key beyond it is dropped and counted, and
 what a failed write puts back is cut to it, the oldest kept. So with ``append`` every value is
 counted once, in ``written`` or in ``dropped``, whatever the database does.
@@ -26,6 +30,7 @@ counted once, in ``written`` or in ``dropped``, whatever the database does.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -48,10 +53,12 @@ class Coalesced(Generic[K, V]):
     may register its own ``Store.on_rollback`` for what else it changes in memory."""
 
     def __init__(self, store: AsyncStore, write: Callable[[dict[K, V]], object], *,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, linger: float = 0.0) -> None:
         self.store = store
         self.write = write
         self.limit = limit
+        self.linger = linger
+        self._timer: asyncio.TimerHandle | None = None  # a lingering write, not yet queued
         self.written = 0  # values landed (committed)
         self.dropped = 0  # values never written: over ``limit``, refused, or a bug
         self._pending: dict[K, V] = {}
@@ -73,9 +80,18 @@ class Coalesced(Generic[K, V]):
                 return False
             self._pending[key] = value
             queue, self._queued = not self._queued, True
-        if queue:
+        if queue and self.linger > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self.flush)
+        elif queue:
             self.store.queue(self._write)
         return True
+
+    def flush(self) -> None:
+        """Queue a lingering write now (its timer calls this too)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self.store.queue(self._write)
 
     def append(self: Coalesced[int, V], value: V) -> bool:
         """``value`` written after every value appended before it (none replaces another)."""
