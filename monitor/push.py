@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from monitor.inventory import Inventory, PushCheck, ResolvedCheck
-from monitor.relay import RELAY_EVERY, RELAY_SLACK, Beat, BeatRelay
+from monitor.relay import RELAY_EVERY, RELAY_SLACK, Beat, BeatRelay, ReadFailures
 from probes.result import ProbeResult
 
 log = logging.getLogger("hallmon.push")
@@ -69,6 +69,7 @@ class Heartbeats:
         self.owned: set[str] | None = None
         self.relay: BeatRelay | None = None
         self.relayed: dict[str, int] = {"out": 0, "in": 0}
+        self.read_failures = ReadFailures("the push beats other pollers received")
         self._by_digest: dict[bytes, _Watch] = {}
         self._by_key: dict[tuple[str, str], _Watch] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,6 +172,7 @@ class Heartbeats:
 
     async def _relay_loop(self) -> None:
         assert self.relay is not None
+        failures = self.read_failures
         while True:
             await asyncio.sleep(RELAY_EVERY)
             if not self._by_key:  # no push check (a reload may add some): nothing to read
@@ -178,8 +180,9 @@ class Heartbeats:
             try:
                 await self.relayed_beats(await self.relay.read())
             except Exception as exc:  # the database away: the next read catches up
-                log.warning("cannot read the push beats other pollers received: %s",
-                            type(exc).__name__)
+                failures.failed(exc)
+            else:
+                failures.ok()
 
     def next_wait(self, most: float) -> float:
         """Seconds until the earliest deadline passes (at most ``most``: beats and reloads move

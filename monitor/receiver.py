@@ -48,7 +48,7 @@ from typing import Any
 
 from monitor.checks import snmp_auth
 from monitor.inventory import PASSIVE_KINDS, Inventory, ResolvedCheck, TrapRule
-from monitor.relay import RELAY_EVERY, TRAP_MAX_AGE, TrapRelay
+from monitor.relay import RELAY_EVERY, TRAP_MAX_AGE, ReadFailures, TrapRelay
 from monitor.store.aio import AsyncStore
 from monitor.store.coalesce import Coalesced
 from monitor.store.traps import HoldRow
@@ -172,6 +172,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
             self._events = Coalesced(store, self._write_events, limit=EVENTS_PENDING)
         self.relay: TrapRelay | None = None  # ... and the store's relay to the others
         self.relayed: dict[str, int] = {"out": 0, "in": 0}
+        self.read_failures = ReadFailures("the traps other pollers received")
         self._recent: dict[str, deque[tuple[int, float]]] = {}  # device -> (fingerprint, at)
         self._unpruned = PRUNE_EVERY  # the first write prunes (the retention may have shrunk)
         self.recheck = recheck
@@ -566,13 +567,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
         return len(traps)
 
     async def _relay_loop(self) -> None:
+        failures = self.read_failures
         while True:
             await asyncio.sleep(RELAY_EVERY)
             try:
                 await self.claim_relayed()
             except Exception as exc:  # the database away: the traps wait in the store
-                log.warning("cannot claim the traps other pollers received: %s",
-                            type(exc).__name__)
+                failures.failed(exc)
+            else:
+                failures.ok()
 
 
 def _utc(ts: float) -> datetime:

@@ -74,6 +74,33 @@ class Trap:
     at: float  # when it was received, in this poller's clock
 
 
+class ReadFailures:
+    """A relay loop's failed reads, logged as an operator wants them while the database is away
+    (a read a second would be a warning a second): the first failure, then one line a minute
+    with the count, and one line when reads work again."""
+
+    def __init__(self, what: str, every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.every = every
+        self.clock = clock
+        self.failures = 0  # in a row
+        self._logged = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        now = self.clock()
+        if self.failures == 1 or now - self._logged >= self.every:
+            self._logged = now
+            log.warning("cannot read %s (%s; %d failed read(s) in a row, retried every %g s)",
+                        self.what, type(exc).__name__, self.failures, RELAY_EVERY)
+
+    def ok(self) -> None:
+        if self.failures:
+            log.warning("reading %s again after %d failed read(s)", self.what, self.failures)
+            self.failures = 0
+
+
 def encode_varbinds(varbinds: tuple[VarBind, ...]) -> str:
     """JSON: [oid, tag, kind, value] each; bytes as base64 ("b"), so any octet string goes."""
     out: list[list[object]] = []

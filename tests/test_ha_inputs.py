@@ -550,3 +550,55 @@ async def test_a_receiver_relays_other_pollers_traps_and_applies_a_copy_once(
         assert a.receiver.dropped["duplicate"] == 1 + burst - 2  # one notification, its copies
     finally:
         await astore.aclose()
+
+
+async def test_reads_while_postgresql_is_away_are_logged_once_a_minute_not_every_second(
+        tmp_path: Path, own_pg: Any, caplog: Any) -> None:
+    """As found reading the relay: with the database away, both relay loops (push beats, trap
+    claims) logged a warning on every read, one a second each, per poller. Now the first
+    failure, then one line a minute with the count, and one line when reads work again."""
+    import asyncio
+    import logging
+
+    from monitor.inventory import Inventory
+    from monitor.push import Heartbeats
+    from monitor.relay import BeatRelay
+    from monitor.store import Store
+    from monitor.store.aio import AsyncStore
+    from tests.test_push import HALL, OTHER
+    from tests.test_push import TOKEN as KIOSK_TOKEN
+
+    (tmp_path / "display.token").write_text(OTHER + "\n")
+    inv = Inventory.model_validate(HALL, context={"env": {"KIOSK_TOKEN": KIOSK_TOKEN},
+                                                  "base_dir": str(tmp_path)})
+
+    async def handle(*_: object) -> None:
+        return None
+
+    store = AsyncStore(Store(own_pg.new_database()))
+    hb = Heartbeats(inv, handle)
+    hb.owned, hb.relay = {d.id for d in inv.devices}, BeatRelay(store, "p0", linger=0)
+    caplog.set_level(logging.WARNING, logger="hallmon.relay")
+
+    def lines(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    hb.start()
+    try:
+        with own_pg.stopped():
+            for _ in range(1200):  # bounded: at least 4 failed reads (one a second)
+                await asyncio.sleep(0.05)
+                if hb.read_failures.failures >= 4:
+                    break
+            assert hb.read_failures.failures >= 4
+            assert lines("cannot read the push beats") == 1, caplog.text
+            assert "1 failed read(s) in a row" in caplog.text
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            if lines("reading the push beats other pollers received again"):
+                break
+        assert lines("reading the push beats other pollers received again") == 1, caplog.text
+        assert lines("cannot read the push beats") == 1
+    finally:
+        await hb.stop()
+        await store.aclose()
